@@ -1,0 +1,32 @@
+"""Train or evaluate HashNet on several GPUs (or CPU processes) with paddle.distributed; same flags as
+main_single_gpu.py, and --batch-size is per process.
+
+    python -m paddle.distributed.launch --gpus 0,1 main_multi_gpu.py --bit 64 --batch-size 64
+    python main_multi_gpu.py --bit 64 --batch-size 64      # spawns one process per visible GPU
+    python -m paddle.distributed.launch --nproc_per_node 2 main_multi_gpu.py --dataset toy --device cpu
+"""
+import paddle
+import paddle.distributed as dist
+
+from utils import engine
+from utils.config import parse_args
+from utils.dist import launched_by_paddle
+
+
+def worker(cfg):
+    dist.init_parallel_env()
+    engine.run(cfg, wrap_model=paddle.DataParallel)
+
+
+if __name__ == "__main__":
+    cfg = parse_args(description=__doc__)
+    if launched_by_paddle():
+        worker(cfg)
+    else:
+        num_gpus = paddle.device.cuda.device_count() if paddle.device.is_compiled_with_cuda() else 0
+        if num_gpus > 1:
+            dist.spawn(worker, args=(cfg,), nprocs=num_gpus)
+        else:
+            print(f"{num_gpus} GPU visible: running a single process. For several CPU processes use "
+                  "`python -m paddle.distributed.launch --nproc_per_node N main_multi_gpu.py --device cpu ...`")
+            engine.run(cfg)

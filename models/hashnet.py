@@ -1,0 +1,60 @@
+"""HashNet (SPEC §1): AlexNet features and fc6/fc7, then a new hash layer; outputs the raw hash activation o.
+
+The continuation tanh(scale * o) lives in the loss (utils/loss.py); the binary code is sign(o) with 0 -> +1
+(utils/tools.binarize).
+"""
+import paddle
+import paddle.nn as nn
+
+from models.alexnet import AlexNet, init_kaiming_, load_pretrained
+
+FEATURE_DIM = 4096
+
+
+class HashNet(nn.Layer):
+    """`HashNet(hash_bit, pretrained=path)`; parameter names follow torchvision's AlexNet (features.N,
+    classifier.{1,4}), so ImageNet weights load by name.
+
+    `pretrained`: a local ImageNet AlexNet file (torchvision .pth or Paddle .pdparams) for the backbone, or None for
+    a randomly initialised backbone (`init`: "torchvision" uniform defaults or "kaiming").
+
+    `feature_mean` / `feature_std` standardise fc7 before the hash layer. They are the identity (0 / 1) unless a
+    from-scratch recipe sets them from training-set statistics (SPEC §3: without it a random backbone's common
+    all-positive fc7 offset saturates every code to one sign pattern). They are buffers, so checkpoints and exported
+    models carry them.
+    """
+
+    def __init__(self, hash_bit, pretrained=None, init="torchvision"):
+        super().__init__()
+        if hash_bit < 1:
+            raise ValueError(f"--bit must be a positive number of bits, got {hash_bit}")
+        self.hash_bit = hash_bit
+        backbone = AlexNet()
+        if pretrained:
+            # the 1000-way ImageNet classifier (classifier.6) is replaced by the hash layer
+            load_pretrained(backbone, pretrained, skip=("classifier.6.",))
+        elif init == "kaiming":
+            init_kaiming_(backbone)
+        elif init != "torchvision":
+            raise ValueError(f"--init must be 'torchvision' or 'kaiming', got {init!r}")
+        self.features = backbone.features
+        self.avgpool = backbone.avgpool
+        # Dropout fc6 ReLU Dropout fc7 ReLU, keeping the indices (and so the names) of torchvision's classifier.
+        self.classifier = nn.Sequential(*list(backbone.classifier.children())[:6])
+        self.register_buffer("feature_mean", paddle.zeros([FEATURE_DIM]), persistable=True)
+        self.register_buffer("feature_std", paddle.ones([FEATURE_DIM]), persistable=True)
+        self.hash_layer = nn.Linear(
+            FEATURE_DIM, hash_bit,
+            weight_attr=paddle.ParamAttr(learning_rate=10.0, initializer=nn.initializer.Normal(0.0, 0.01)),
+            bias_attr=paddle.ParamAttr(learning_rate=10.0, initializer=nn.initializer.Constant(0.0)))
+
+    def backbone_parameters(self):
+        return [p for name, p in self.named_parameters() if not name.startswith("hash_layer.")]
+
+    def extract_features(self, x):
+        x = self.avgpool(self.features(x))
+        x = self.classifier(paddle.flatten(x, 1))
+        return (x - self.feature_mean) / self.feature_std
+
+    def forward(self, x):
+        return self.hash_layer(self.extract_features(x))

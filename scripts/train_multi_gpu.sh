@@ -1,0 +1,14 @@
+#!/bin/sh
+# Train HashNet on MS-COCO on several GPUs (the seed: 2 GPUs x 64 images), four code lengths.
+# GPUS=0,1,2,3 DATA_PATH=/path/to/COCO2014 sh scripts/train_multi_gpu.sh
+set -e
+cd "$(dirname "$0")/.."
+DATA_PATH=${DATA_PATH:-./datasets/COCO2014/}
+GPUS=${GPUS:-0,1}
+for pair in 16:0 32:2000 48:200 64:2000; do
+  bit=${pair%%:*}; seed=${pair##*:}
+  python -m paddle.distributed.launch --gpus "$GPUS" --log_dir "output/launch_logs/coco_${bit}bits" \
+    main_multi_gpu.py --dataset coco --data-path "$DATA_PATH" --bit "$bit" --seed "$seed" \
+    --batch-size 64 --learning_rate 0.001 --epoch 150 --eval_epoch 10 --topK 5000 \
+    --output-dir output --run-name "coco_${bit}bits" "$@"
+done

@@ -1,0 +1,96 @@
+"""List parsing with validation, image decoding, the dataset's items and its seeded augmentation."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from utils.datasets import ImageList, build_datasets, build_transform, dataset_lists, load_rgb, read_list_file
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def root(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / f"im{i}.png")
+    return tmp_path
+
+
+def test_reads_paths_and_labels(root):
+    lst = write(root / "l.txt", "im0.png 1 0 1\n\nim1.png 0 0 0\n")
+    paths, labels = read_list_file(lst, root, check_exists=True)
+    assert paths == ["im0.png", "im1.png"]
+    np.testing.assert_array_equal(labels, [[1, 0, 1], [0, 0, 0]])
+    assert labels.dtype == np.float32
+
+
+@pytest.mark.parametrize("text, message", [
+    ("im0.png 1 0 1\nim1.png 0 1\n", r"l\.txt:2: expected 3 labels after the path, got 2"),
+    ("im0.png 1 0 2\n", r"l\.txt:1: labels must be 0 or 1, got '2'"),
+    ("im0.png\n", r"l\.txt:1: expected '<image path> <0/1 labels...>'"),
+    ("\n\n", r"list file is empty"),
+])
+def test_malformed_lists_name_file_and_line(root, text, message):
+    with pytest.raises(ValueError, match=message):
+        read_list_file(write(root / "l.txt", text))
+
+
+def test_num_classes_is_enforced(root):
+    with pytest.raises(ValueError, match=r"l\.txt:1: expected 80 labels after the path, got 3"):
+        read_list_file(write(root / "l.txt", "im0.png 1 0 1\n"), num_classes=80)
+
+
+def test_missing_images_are_listed_with_lines(root):
+    lst = write(root / "l.txt", "im0.png 1\nnope.png 0\nim1.png 1\ngone/x.jpg 1\n")
+    with pytest.raises(FileNotFoundError, match=r"2 of 4 images listed in .*l\.txt are missing") as err:
+        read_list_file(lst, root, check_exists=True)
+    assert "line 2: nope.png" in str(err.value) and "line 4: gone/x.jpg" in str(err.value)
+    assert "data/check_data.py" in str(err.value)
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK", "P", "RGBA", "I;16"])
+def test_any_mode_loads_as_rgb(tmp_path, mode):
+    path = tmp_path / ("x.tif" if mode in ("CMYK", "I;16") else "x.png")
+    Image.new(mode, (7, 5)).save(path)
+    img = load_rgb(path)
+    assert img.mode == "RGB" and img.size == (7, 5)
+
+
+def test_undecodable_image_is_named(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    with pytest.raises(RuntimeError, match=r"cannot decode image .*broken\.jpg"):
+        load_rgb(bad)
+
+
+def test_items_and_seeded_augmentation(root):
+    lst = write(root / "l.txt", "".join(f"im{i}.png {i % 2} 1\n" for i in range(4)))
+    ds = ImageList(root, lst, build_transform(True, resize_size=36, crop_size=32), seed=3)
+    image, label, index = ds[2]
+    assert image.shape == [3, 32, 32] and list(label) == [0, 1] and index == 2
+    again = ImageList(root, lst, build_transform(True, resize_size=36, crop_size=32), seed=3)
+    np.testing.assert_array_equal(np.asarray(ds[1][0]), np.asarray(again[1][0]))  # same (seed, epoch, index)
+    crops = set()
+    for epoch in range(8):
+        again.set_epoch(epoch)
+        crops.add(np.asarray(again[1][0]).tobytes())
+    assert len(crops) > 1  # a new epoch draws new crops
+
+
+def test_dataset_folder_needs_three_lists(tmp_path):
+    write(tmp_path / "train.txt", "a 1\n")
+    with pytest.raises(FileNotFoundError, match="needs train.txt, test.txt and database.txt.*test.txt"):
+        dataset_lists("mine", tmp_path)
+
+
+def test_build_datasets_reads_classes_from_lists(root):
+    for split in ("train", "test", "database"):
+        write(root / f"{split}.txt", "im0.png 1 0 0 1 0\nim1.png 0 1 0 0 0\n")
+    ds = build_datasets("mine", root, 36, 32, list_dir=root)
+    assert ds["train"].labels.shape == (2, 5) and len(ds["database"]) == 2
+    write(root / "test.txt", "im0.png 1 0 0\n")
+    with pytest.raises(ValueError, match=r"test\.txt:1: expected 5 labels"):
+        build_datasets("mine", root, 36, 32, list_dir=root)

@@ -1,0 +1,74 @@
+"""Checkpoints written atomically (temp file + rename): a crash mid-write never leaves a broken file."""
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import paddle
+
+from utils.dist import is_main_process
+
+
+def atomic_write(path, write_fn):
+    """Call write_fn(tmp_path) on a temp file next to `path`, then rename it onto `path` (atomic on POSIX)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def save(obj, path):
+    """paddle.save, atomically, on rank 0 only."""
+    if is_main_process():
+        atomic_write(path, lambda tmp: paddle.save(obj, tmp))
+    return Path(path)
+
+
+def save_json(obj, path):
+    if is_main_process():
+        def write(tmp):
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(obj, f, indent=2, sort_keys=True, default=str)
+                f.write("\n")
+        atomic_write(path, write)
+    return Path(path)
+
+
+def load(path, what="checkpoint"):
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    return paddle.load(str(path))
+
+
+def hash_bits_of(model_state, path):
+    """Bit width of a HashNet state dict, read from its hash layer."""
+    if "hash_layer.weight" not in model_state:
+        raise ValueError(f"{path} is not a HashNet checkpoint: it has no 'hash_layer.weight' "
+                         f"(keys start with {sorted(model_state)[:3]}...)")
+    return int(model_state["hash_layer.weight"].shape[1])
+
+
+def load_model_weights(model, path):
+    """Load HashNet weights (a model_best_*.pdparams or a last_*.pdckpt) after checking the bit width."""
+    state = load(path, "checkpoint (--pretrained)")
+    if "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    bits = hash_bits_of(state, path)
+    if bits != model.hash_bit:
+        raise ValueError(f"{path} holds a {bits}-bit model (hash_layer.weight {list(state['hash_layer.weight'].shape)}) "
+                         f"but --bit is {model.hash_bit}; pass --bit {bits} or the {model.hash_bit}-bit checkpoint")
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{path} does not fit HashNet: missing keys {missing}, unexpected keys {unexpected}")
+    model.set_state_dict(state)
+    return model

@@ -1,0 +1,134 @@
+"""List files, the image-list dataset and its transforms (SPEC §3, §4).
+
+A dataset named NAME is three list files in `data/NAME/` (train.txt, test.txt = queries, database.txt), each line
+`<path relative to the data root> <C space-separated 0/1 labels>`. The number of classes is read from the lists.
+"""
+import random
+from pathlib import Path
+
+import numpy as np
+import paddle
+from PIL import Image
+from paddle.vision import transforms as T
+
+from utils.config import PROJECT_ROOT
+
+LIST_NAMES = ("train", "test", "database")
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+CHECK_HINT = "python data/check_data.py --dataset {name} --data-path {root}"
+
+
+def read_list_file(list_path, data_root=None, num_classes=None, check_exists=False):
+    """Parse and validate one list file; returns (relative paths, float32 multi-hot labels of shape (n, C)).
+
+    Every malformed line is an error naming the file and line. With check_exists, every listed image must exist
+    under data_root (checking all of them up front is cheap and beats failing hours into training).
+    """
+    list_path = Path(list_path)
+    if not list_path.is_file():
+        raise FileNotFoundError(f"list file not found: {list_path}")
+    paths, rows, line_nos = [], [], []
+    with open(list_path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            where = f"{list_path}:{line_no}"
+            if num_classes is None:
+                num_classes = len(fields) - 1
+                if num_classes < 1:
+                    raise ValueError(f"{where}: expected '<image path> <0/1 labels...>', got {line.strip()!r}")
+            if len(fields) - 1 != num_classes:
+                raise ValueError(f"{where}: expected {num_classes} labels after the path, got {len(fields) - 1}")
+            bad = [v for v in fields[1:] if v not in ("0", "1")]
+            if bad:
+                raise ValueError(f"{where}: labels must be 0 or 1, got {bad[0]!r}")
+            paths.append(fields[0])
+            line_nos.append(line_no)
+            rows.append([v == "1" for v in fields[1:]])
+    if not paths:
+        raise ValueError(f"list file is empty: {list_path}")
+    if check_exists:
+        if data_root is None:
+            raise ValueError("check_exists=True needs data_root")
+        missing = [f"line {n}: {p}" for n, p in zip(line_nos, paths) if not (Path(data_root) / p).is_file()]
+        if missing:
+            shown = "\n  ".join(missing[:10])
+            more = f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else ""
+            raise FileNotFoundError(
+                f"{len(missing)} of {len(paths)} images listed in {list_path} are missing under data root "
+                f"{data_root}:\n  {shown}{more}\nCheck --data-path; `python data/check_data.py` lists every missing "
+                f"or undecodable image.")
+    return paths, np.asarray(rows, dtype=np.float32)
+
+
+def load_rgb(path):
+    """Open any PIL-readable image as RGB (grayscale, CMYK, palette and RGBA included)."""
+    try:
+        with Image.open(path) as img:
+            if img.mode == "P":
+                img = img.convert("RGBA")  # palette transparency is only honoured via RGBA
+            return img.convert("RGB")
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # PIL raises many types for corrupt files
+        raise RuntimeError(f"cannot decode image {path}: {err}") from err
+
+
+def build_transform(train, resize_size=256, crop_size=224):
+    """SPEC §3: train Resize RandomCrop RandomHorizontalFlip, eval Resize CenterCrop; ImageNet mean/std."""
+    crop = [T.RandomCrop(crop_size), T.RandomHorizontalFlip()] if train else [T.CenterCrop(crop_size)]
+    return T.Compose([T.Resize(resize_size), *crop, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+class ImageList(paddle.io.Dataset):
+    """Yields (image CHW float32, multi-hot label float32, dataset index int64).
+
+    Random augmentation is seeded per (seed, epoch, index), so the crops do not depend on the number of loader
+    workers or processes, and a resumed run sees exactly the crops an uninterrupted one would have.
+    """
+
+    def __init__(self, data_root, list_path, transform, num_classes=None, seed=0):
+        self.data_root = Path(data_root)
+        self.list_path = Path(list_path)
+        self.paths, self.labels = read_list_file(list_path, data_root, num_classes, check_exists=True)
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        image = load_rgb(self.data_root / self.paths[index])
+        random.seed(f"{self.seed}-{self.epoch}-{index}")  # paddle's random transforms draw from `random`
+        return self.transform(image), self.labels[index], np.int64(index)
+
+
+def dataset_lists(name, list_dir=None):
+    """The three list files of dataset NAME (default folder data/NAME); a clear error when any is missing."""
+    list_dir = Path(list_dir) if list_dir else PROJECT_ROOT / "data" / name
+    lists = {split: list_dir / f"{split}.txt" for split in LIST_NAMES}
+    missing = [str(p) for p in lists.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"dataset '{name}' needs train.txt, test.txt and database.txt in {list_dir}; missing: {', '.join(missing)}. "
+            f"For COCO see README (Data): `python data/make_coco_lists.py` or the official lists.")
+    return lists
+
+
+def build_datasets(name, data_root, resize_size, crop_size, seed=0, list_dir=None):
+    """{'train', 'test', 'database'} ImageList datasets; the number of classes comes from the train list."""
+    lists = dataset_lists(name, list_dir)
+    train = ImageList(data_root, lists["train"], build_transform(True, resize_size, crop_size), seed=seed)
+    num_classes = train.labels.shape[1]
+    eval_tf = build_transform(False, resize_size, crop_size)
+    return {
+        "train": train,
+        "test": ImageList(data_root, lists["test"], eval_tf, num_classes, seed),
+        "database": ImageList(data_root, lists["database"], eval_tf, num_classes, seed),
+    }

@@ -1,0 +1,81 @@
+"""Rank / world size and collectives in one place; a single process is simply world size 1."""
+import os
+import random
+
+import numpy as np
+import paddle
+import paddle.distributed as dist
+
+
+def get_world_size():
+    return dist.get_world_size()
+
+
+def get_rank():
+    return dist.get_rank()
+
+
+def is_main_process():
+    return get_rank() == 0
+
+
+def launched_by_paddle():
+    """True inside `python -m paddle.distributed.launch` (or spawn), which sets the trainer environment."""
+    return "PADDLE_TRAINER_ID" in os.environ and int(os.environ.get("PADDLE_TRAINERS_NUM", "1")) > 1
+
+
+def all_gather_cat(tensor):
+    """Concatenate a tensor from every rank along axis 0, in rank order (identity for one process)."""
+    if get_world_size() == 1:
+        return tensor
+    parts = []
+    dist.all_gather(parts, tensor)
+    return paddle.concat(parts, axis=0)
+
+
+def all_reduce_mean(value):
+    """Mean of a python float over ranks (the logged loss is the mean over ranks)."""
+    if get_world_size() == 1:
+        return float(value)
+    t = paddle.to_tensor([float(value)], dtype="float32")
+    dist.all_reduce(t)
+    return float(t.numpy()[0]) / get_world_size()
+
+
+def broadcast_object(obj, src=0):
+    """Send a small picklable object from `src` to every rank."""
+    if get_world_size() == 1:
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=src)
+    return holder[0]
+
+
+def barrier():
+    if get_world_size() > 1:
+        dist.barrier()
+
+
+def seed_everything(seed, epoch=0):
+    """Seed paddle, numpy and python from (seed + rank, epoch).
+
+    Reseeding at every epoch start makes the dropout masks of epoch e a function of (seed, rank, e) alone, so a run
+    resumed at epoch e continues bit-for-bit like an uninterrupted one.
+    """
+    value = (seed + get_rank()) * 100003 + epoch
+    paddle.seed(value)
+    np.random.seed(value % (2 ** 32))
+    random.seed(value)
+
+
+def select_device(device="auto"):
+    """The only place a device is chosen: 'auto' is a GPU when Paddle has CUDA and sees one, else the CPU."""
+    if device == "auto":
+        has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+        device = "gpu" if has_gpu else "cpu"
+    if device == "gpu" and get_world_size() > 1:
+        device = f"gpu:{dist.ParallelEnv().dev_id}"
+    if device.startswith("gpu") and not paddle.device.is_compiled_with_cuda():
+        raise RuntimeError(f"--device {device} asked for a GPU but this Paddle is the CPU build; "
+                           f"install paddlepaddle-gpu (and uninstall paddlepaddle) or use --device cpu")
+    return paddle.set_device(device)

@@ -1,0 +1,270 @@
+"""The engine every entry point uses: build, train one epoch, encode, evaluate, checkpoint, and the run loop.
+
+Single-device training is the world-size-1 case of the same code: data always goes through a
+DistributedBatchSampler, and the multi-GPU entry only adds `init_parallel_env` and `DataParallel`.
+"""
+import time
+from pathlib import Path
+
+import numpy as np
+import paddle
+from paddle.io import DataLoader, DistributedBatchSampler
+from tqdm import tqdm
+
+from models import HashNet
+from utils import checkpoint, dist
+from utils.config import BACKBONE_CANDIDATES, PROJECT_ROOT
+from utils.datasets import ImageList, build_datasets
+from utils.logger import AverageMeter, append_jsonl, setup_logger
+from utils.loss import HashNetLoss, continuation_scale
+from utils.tools import CalcTopMap, binarize, retrieval_metrics
+
+
+# ----------------------------------------------------------------------------------------------------------- build
+def resolve_backbone_weights(cfg, logger):
+    """Path of the ImageNet AlexNet to start from, or None for a random backbone (with a warning on real data)."""
+    choice = cfg.backbone_weights
+    if choice == "none":
+        return None
+    if choice != "auto":
+        return choice  # a wrong path is reported by the loader, with where the file comes from
+    for candidate in BACKBONE_CANDIDATES:
+        if (PROJECT_ROOT / candidate).is_file():
+            return str(PROJECT_ROOT / candidate)
+    logger.warning(
+        "WARNING: no ImageNet AlexNet weights found (looked for %s). Training starts from a random backbone and "
+        "results will be far from the paper's (SPEC §6). See README 'Pretrained backbone' to get and convert them, "
+        "or pass --backbone_weights PATH.", ", ".join(BACKBONE_CANDIDATES))
+    return None
+
+
+def build_model(cfg, logger):
+    # unique_name.guard: parameter (and so optimizer-state) names do not depend on what else this process built
+    with paddle.utils.unique_name.guard():
+        model = HashNet(cfg.bit, pretrained=resolve_backbone_weights(cfg, logger), init=cfg.init)
+    if cfg.train_scope == "hash":
+        for param in model.backbone_parameters():
+            param.stop_gradient = True
+    return model
+
+
+def build_data(cfg):
+    """Datasets and loaders; the toy set is generated on first use (by rank 0, the others wait)."""
+    if cfg.dataset == "toy" and cfg.list_dir is None:
+        from utils.toy_dataset import ensure_toy_dataset
+        if dist.is_main_process():
+            ensure_toy_dataset(Path(cfg.data_path))
+        dist.barrier()
+    datasets = build_datasets(cfg.dataset, cfg.data_path, cfg.resize_size, cfg.crop_size, cfg.seed, cfg.list_dir)
+    # the training images with the eval transform: for the fc7 statistics of the from-scratch recipe
+    datasets["train_eval"] = ImageList(cfg.data_path, datasets["train"].list_path, datasets["test"].transform)
+    loaders = {}
+    for split, ds in datasets.items():
+        train = split == "train"
+        sampler = DistributedBatchSampler(ds, batch_size=cfg.batch_size, shuffle=train, drop_last=False)
+        loaders[split] = DataLoader(ds, batch_sampler=sampler, num_workers=cfg.num_workers)
+    return datasets, loaders
+
+
+def build_optimizer(cfg, model):
+    """SPEC §3: lr = base * batch_size * world_size / 64, halved every de_step epochs (StepDecay, per epoch)."""
+    lr = cfg.learning_rate * cfg.batch_size * dist.get_world_size() / 64
+    scheduler = paddle.optimizer.lr.StepDecay(learning_rate=lr, step_size=cfg.de_step, gamma=0.5)
+    params = [p for p in model.parameters() if not p.stop_gradient]
+    if cfg.optimizer == "sgd":
+        optimizer = paddle.optimizer.Momentum(scheduler, momentum=cfg.momentum, parameters=params,
+                                              weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "adam":
+        optimizer = paddle.optimizer.Adam(scheduler, parameters=params, weight_decay=cfg.weight_decay)
+    else:
+        optimizer = paddle.optimizer.AdamW(scheduler, parameters=params, weight_decay=cfg.weight_decay)
+    return optimizer, scheduler
+
+
+# ----------------------------------------------------------------------------------------------------- train/eval
+def train_one_epoch(model, criterion, optimizer, loader, epoch, cfg, logger):
+    """One pass over this rank's shard; returns {'loss' (mean over ranks), 'lr', 'scale', 'time', ...}."""
+    # the from-scratch recipe trains only the hash layer on fixed features: no dropout in the frozen backbone
+    model.train() if cfg.train_scope == "all" else model.eval()
+    criterion.scale = continuation_scale(epoch, cfg.step_continuation)
+    loader.batch_sampler.set_epoch(cfg.seed * 100000 + epoch)  # shuffle order keyed by (seed, epoch)
+    loader.dataset.set_epoch(epoch)
+    lr = optimizer.get_lr()
+    meter, start, num_steps = AverageMeter(), time.time(), len(loader)
+    bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epoch}", disable=not dist.is_main_process(), leave=False)
+    for step, (images, labels, index) in enumerate(bar, 1):
+        loss = criterion(model(images), labels, index)
+        loss.backward()
+        optimizer.step()
+        optimizer.clear_grad()
+        meter.update(float(loss), images.shape[0])
+        bar.set_postfix(loss=f"{meter.avg:.4f}")
+        if step % cfg.log_freq == 0 or step == num_steps:
+            logger.info("Epoch[%03d/%03d], Step[%04d/%04d], Loss: %.4f, lr: %.6f, scale: %.4f",
+                        epoch, cfg.epoch, step, num_steps, meter.avg, lr, criterion.scale)
+    return {"epoch": epoch, "loss": dist.all_reduce_mean(meter.avg), "lr": lr, "scale": criterion.scale,
+            "steps": num_steps, "time": time.time() - start}
+
+
+@paddle.no_grad()
+def predict_outputs(fn, loader, desc="encode"):
+    """fn over a loader, gathered from every rank back into dataset order with the sampler's padding removed.
+
+    Returns (outputs, labels) as numpy arrays with one row per dataset item.
+    """
+    outputs, labels, indices = [], [], []
+    for images, y, index in tqdm(loader, desc=desc, disable=not dist.is_main_process(), leave=False):
+        outputs.append(fn(images).astype("float32"))
+        labels.append(y.astype("float32"))
+        indices.append(index.reshape([-1]).astype("int64"))
+    gathered = [dist.all_gather_cat(paddle.concat(parts)).numpy() for parts in (outputs, labels, indices)]
+    out, lab, ind = gathered
+    # DistributedBatchSampler pads the last shard with repeats of the first items; keep one copy of each index
+    unique, first = np.unique(ind, return_index=True)
+    if len(unique) != len(loader.dataset):
+        raise RuntimeError(f"encoding saw {len(unique)} distinct items of {len(loader.dataset)}")
+    return out[first], lab[first]
+
+
+def encode(model, loader, desc="encode"):
+    """±1 codes (sign, 0 -> +1) and labels of every item of the loader's dataset, in dataset order."""
+    model.eval()
+    outputs, labels = predict_outputs(model, loader, desc)
+    return binarize(outputs), labels
+
+
+def evaluate(model, loaders, cfg, full=True):
+    """Encode queries and database; mAP@K (and, with full, the paper-style metrics) computed once, on rank 0."""
+    start = time.time()
+    query_codes, query_labels = encode(model, loaders["test"], "encode queries")
+    db_codes, db_labels = encode(model, loaders["database"], "encode database")
+    metrics = None
+    if dist.is_main_process():
+        topk = len(db_codes) if cfg.topK < 0 else cfg.topK
+        if full:
+            metrics = retrieval_metrics(db_codes, query_codes, db_labels, query_labels, topk=topk)
+        else:
+            metrics = {"map": CalcTopMap(db_codes, query_codes, db_labels, query_labels, topk)}
+        rng = np.random.default_rng(cfg.seed)
+        random_codes = lambda n: np.where(rng.random((n, cfg.bit)) < 0.5, -1.0, 1.0).astype(np.float32)
+        metrics["map_random_codes"] = CalcTopMap(random_codes(len(db_codes)), random_codes(len(query_codes)),
+                                                 db_labels, query_labels, topk)
+        metrics.update(topk=topk, num_query=len(query_codes), num_database=len(db_codes),
+                       distinct_query_codes=int(len(np.unique(query_codes, axis=0))), eval_time=time.time() - start)
+    return dist.broadcast_object(metrics)
+
+
+def fit_feature_standardization(model, loader, logger):
+    """Set fc7's standardisation to the training set's per-dimension mean and std (from-scratch recipe)."""
+    model.feature_mean.set_value(paddle.zeros_like(model.feature_mean))
+    model.feature_std.set_value(paddle.ones_like(model.feature_std))
+    model.eval()
+    features, _ = predict_outputs(model.extract_features, loader, "fc7 statistics")
+    mean, std = features.mean(0), np.maximum(features.std(0), 1e-6)  # dead ReLU units have std 0
+    model.feature_mean.set_value(paddle.to_tensor(mean.astype("float32")))
+    model.feature_std.set_value(paddle.to_tensor(std.astype("float32")))
+    logger.info("fc7 standardised on %d training images (mean of means %.4f, mean std %.4f)",
+                len(features), float(mean.mean()), float(std.mean()))
+
+
+# ------------------------------------------------------------------------------------------------------ checkpoint
+def save_training_state(path, model, optimizer, scheduler, criterion, epoch, best, cfg):
+    checkpoint.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "criterion": criterion.state_dict(), "epoch": epoch,
+                     "best": best, "bit": cfg.bit, "config": vars(cfg)}, path)
+
+
+def load_training_state(path, model, optimizer, scheduler, criterion):
+    """Restore everything save_training_state wrote; returns (epoch finished, best-so-far dict)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / f"last_{model.hash_bit}.pdckpt"
+    state = checkpoint.load(path, "resume checkpoint (--resume)")
+    checkpoint.load_model_weights(model, path)
+    optimizer.set_state_dict(state["optimizer"])
+    scheduler.set_state_dict(state["scheduler"])
+    criterion.set_state_dict(state["criterion"])
+    return int(state["epoch"]), state["best"]
+
+
+# ------------------------------------------------------------------------------------------------------- the runs
+def setup(cfg):
+    """Device, seeds, run folder (rank 0's name wins), logger, config.json."""
+    dist.select_device(cfg.device)
+    cfg.run_dir = dist.broadcast_object(cfg.run_dir)
+    logger = setup_logger(cfg.run_dir, cfg.log_path)
+    checkpoint.save_json(vars(cfg), Path(cfg.run_dir) / "config.json")
+    logger.info("config: %s", " ".join(f"{k}={v}" for k, v in sorted(vars(cfg).items())))
+    logger.info("world size %d, device %s, paddle %s", dist.get_world_size(), paddle.get_device(),
+                paddle.__version__)
+    dist.seed_everything(cfg.seed)
+    return logger
+
+
+def run_eval(cfg):
+    """--eval: evaluate a checkpoint and write metrics.json in the run folder."""
+    logger = setup(cfg)
+    model = build_model(cfg, logger)
+    checkpoint.load_model_weights(model, cfg.pretrained)
+    datasets, loaders = build_data(cfg)
+    metrics = evaluate(model, loaders, cfg)
+    logger.info("%s: mAP@%d = %.4f (random codes %.4f)", cfg.pretrained, metrics["topk"], metrics["map"],
+                metrics["map_random_codes"])
+    checkpoint.save_json({"checkpoint": str(cfg.pretrained), "final": metrics}, Path(cfg.run_dir) / "metrics.json")
+    return metrics
+
+
+def run_train(cfg, wrap_model=None):
+    """Train with periodic evaluation, best/last checkpoints, per-epoch rows; returns the final metrics dict."""
+    logger = setup(cfg)
+    run_dir = Path(cfg.run_dir)
+    model = build_model(cfg, logger)
+    if cfg.pretrained:
+        checkpoint.load_model_weights(model, cfg.pretrained)
+    datasets, loaders = build_data(cfg)
+    num_classes = datasets["train"].labels.shape[1]
+    criterion = HashNetLoss(cfg.bit, len(datasets["train"]), cfg.alpha, num_classes)
+    if dist.get_world_size() > 1:
+        criterion.gather = dist.all_gather_cat
+    optimizer, scheduler = build_optimizer(cfg, model)
+    logger.info("data: %d train, %d query, %d database images, %d classes", len(datasets["train"]),
+                len(datasets["test"]), len(datasets["database"]), num_classes)
+
+    start_epoch, best = 1, {"map": -1.0, "epoch": 0}
+    if cfg.resume:
+        done, best = load_training_state(cfg.resume, model, optimizer, scheduler, criterion)
+        start_epoch = done + 1
+        logger.info("resumed from %s after epoch %d (best mAP %.4f at epoch %d)", cfg.resume, done, best["map"],
+                    best["epoch"])
+    elif cfg.standardize_features and not cfg.pretrained:
+        fit_feature_standardization(model, loaders["train_eval"], logger)
+    net = wrap_model(model) if wrap_model else model
+
+    last_path, final = run_dir / f"last_{cfg.bit}.pdckpt", None
+    for epoch in range(start_epoch, cfg.epoch + 1):
+        dist.seed_everything(cfg.seed, epoch)
+        row = train_one_epoch(net, criterion, optimizer, loaders["train"], epoch, cfg, logger)
+        scheduler.step()
+        logger.info("Epoch[%03d/%03d] done: loss %.4f, lr %.6f, scale %.4f, %.1f s", epoch, cfg.epoch, row["loss"],
+                    row["lr"], row["scale"], row["time"])
+        if epoch % cfg.eval_epoch == 0 or epoch == cfg.epoch:
+            final = evaluate(model, loaders, cfg)
+            row.update(map=final["map"], map_random_codes=final["map_random_codes"])
+            if final["map"] > best["map"]:
+                best = {"map": final["map"], "epoch": epoch, "metrics": final}
+                checkpoint.save(model.state_dict(), run_dir / f"model_best_{cfg.bit}.pdparams")
+                checkpoint.save(optimizer.state_dict(), run_dir / f"model_best_{cfg.bit}.pdopt")
+            logger.info("Epoch[%03d/%03d] mAP@%d: %.4f (best %.4f at epoch %d; random codes %.4f)", epoch,
+                        cfg.epoch, final["topk"], final["map"], best["map"], best["epoch"],
+                        final["map_random_codes"])
+            checkpoint.save_json({"final_epoch": epoch, "final": final, "best_epoch": best["epoch"],
+                                  "best": best.get("metrics"), "selection": "best epoch chosen on the query set"},
+                                 run_dir / "metrics.json")
+        append_jsonl(run_dir / "epochs.jsonl", row)
+        save_training_state(last_path, model, optimizer, scheduler, criterion, epoch, best, cfg)
+    dist.barrier()
+    return {"final": final, "best": best, "run_dir": str(run_dir)}
+
+
+def run(cfg, wrap_model=None):
+    return run_eval(cfg) if cfg.eval else run_train(cfg, wrap_model)
