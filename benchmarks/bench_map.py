@@ -93,11 +93,14 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
+    # other work on the machine skews both timings; the load average says how much there was
+    print(f"cpus {os.cpu_count()}, load average at start {os.getloadavg()[0]:.2f}")
     ratios = []
     for bits in args.bits:
         ref_total, fast_total = run(bits, args, rng)
         ratios.append((bits, ref_total / fast_total))
-    print(f"\npeak RSS of the process (data included): "
+    print(f"\nload average at end {os.getloadavg()[0]:.2f}")
+    print(f"peak RSS of the process (data included): "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     print("speed ratio (reference loop / fast, whole query set): "
           + ", ".join(f"{bits} bits {ratio:.1f}x" for bits, ratio in ratios))

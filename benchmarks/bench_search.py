@@ -49,6 +49,7 @@ def main():
     args = parser.parse_args()
 
     rng = np.random.default_rng(args.seed)
+    print(f"cpus {os.cpu_count()}, load average at start {os.getloadavg()[0]:.2f}")
     db_codes = np.where(rng.random((args.database, args.bits)) < 0.5, -1.0, 1.0).astype(np.float32)
     start = time.perf_counter()
     db_packed = pack_codes(db_codes)

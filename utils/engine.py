@@ -17,6 +17,7 @@ from utils.config import BACKBONE_CANDIDATES, PROJECT_ROOT
 from utils.datasets import ImageList, build_datasets
 from utils.logger import AverageMeter, append_jsonl, setup_logger
 from utils.loss import HashNetLoss, continuation_scale
+from utils.plots import save_metric_plots
 from utils.tools import CalcTopMap, binarize, retrieval_metrics
 
 
@@ -187,6 +188,17 @@ def load_training_state(path, model, optimizer, scheduler, criterion):
     return int(state["epoch"]), state["best"]
 
 
+def write_plots(run_dir, logger):
+    """PR / P@N / training-curve PNGs next to metrics.json (rank 0); a plotting failure never fails a finished run."""
+    if not dist.is_main_process():
+        return
+    try:
+        paths = save_metric_plots(Path(run_dir) / "metrics.json", run_dir)
+        logger.info("plots: %s", ", ".join(p.name for p in paths))
+    except (ValueError, OSError) as err:
+        logger.warning("plots not written: %s", err)
+
+
 # ------------------------------------------------------------------------------------------------------- the runs
 def setup(cfg):
     """Device, seeds, run folder (rank 0's name wins), logger, config.json."""
@@ -211,6 +223,7 @@ def run_eval(cfg):
     logger.info("%s: mAP@%d = %.4f (random codes %.4f)", cfg.pretrained, metrics["topk"], metrics["map"],
                 metrics["map_random_codes"])
     checkpoint.save_json({"checkpoint": str(cfg.pretrained), "final": metrics}, Path(cfg.run_dir) / "metrics.json")
+    write_plots(cfg.run_dir, logger)
     return metrics
 
 
@@ -262,6 +275,8 @@ def run_train(cfg, wrap_model=None):
                                  run_dir / "metrics.json")
         append_jsonl(run_dir / "epochs.jsonl", row)
         save_training_state(last_path, model, optimizer, scheduler, criterion, epoch, best, cfg)
+    if final is not None:
+        write_plots(run_dir, logger)
     dist.barrier()
     return {"final": final, "best": best, "run_dir": str(run_dir)}
 

@@ -6,7 +6,9 @@ chosen for numpy's popcount (``np.bitwise_count``), which is vectorised only for
 - bits <= 32: uint8 byte planes (plane p holds bits 8p..8p+7 of every item);
 - bits > 32: uint64 words (scalar popcount on 8 bytes at once beats 8 byte planes there).
 Unused high bits are zero in every code, so they never add to a distance. Multi-hot labels are packed
-the same way into uint64 words (``pack_labels``) so "shares a label" is a bitwise AND != 0.
+the same way into uint64 words (``pack_labels``) so "shares a label" is a bitwise AND != 0; mAP looks
+labels up only for the top-K candidates. ``retrieval_metrics`` needs the relevance of every database
+item and gets it from per-class item bitmaps instead (OR of the query's classes, byte-sized work).
 
 Ranking is always the stable Hamming ranking of SPEC section 5: by distance, ties by database order.
 It is computed without a full sort: every item gets the unique integer key ``distance << shift | index``;
@@ -18,7 +20,6 @@ converted with ``.numpy()``.
 """
 from __future__ import annotations
 
-import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -40,22 +41,24 @@ _MAX_CHUNK_ROWS = 64
 _PARALLEL_MIN_PAIRS = 20_000_000
 _PROGRESS_MIN_PAIRS = 200_000_000
 
-if hasattr(np, "bitwise_count"):  # numpy >= 2.0
-    def _popcount(x, out=None):
-        return np.bitwise_count(x, out=out)
-else:  # numpy 1.x (Paddle 2.6 environments): byte lookup table, slower but exact
-    _POPCOUNT_TABLE = np.array([bin(v).count("1") for v in range(256)], dtype=np.uint8)
+_POPCOUNT_TABLE = np.array([bin(v).count("1") for v in range(256)], dtype=np.uint8)
 
-    def _popcount(x, out=None):
-        if x.dtype == np.uint8:
-            counts = _POPCOUNT_TABLE[x]
-        else:
-            as_bytes = np.ascontiguousarray(x).view(np.uint8).reshape(x.shape + (x.itemsize,))
-            counts = _POPCOUNT_TABLE[as_bytes].sum(axis=-1, dtype=np.uint8)
-        if out is None:
-            return counts
-        out[...] = counts
-        return out
+
+def _popcount_table(x, out=None):
+    """Bits set per element (uint8 result) by byte lookup: the path for numpy 1.x, which lacks bitwise_count."""
+    if x.dtype == np.uint8:
+        counts = _POPCOUNT_TABLE[x]
+    else:
+        as_bytes = np.ascontiguousarray(x).view(np.uint8).reshape(x.shape + (x.itemsize,))
+        counts = _POPCOUNT_TABLE[as_bytes].sum(axis=-1, dtype=np.uint8)
+    if out is None:
+        return counts
+    out[...] = counts
+    return out
+
+
+# numpy >= 2.0 has a native popcount (vectorised for uint8); Paddle 2.6 environments may have numpy 1.x
+_popcount = getattr(np, "bitwise_count", _popcount_table)
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -72,7 +75,7 @@ def _check_codes(codes, name):
     if not 1 <= codes.shape[1] <= MAX_BITS:
         raise ValueError(f"{name}: {codes.shape[1]} bits per code; supported are 1..{MAX_BITS}")
     if codes.size and not np.all((codes == 1) | (codes == -1)):
-        bad = codes[(codes != 1) & (codes != -1)].ravel()[0]
+        bad = codes[(codes != 1) & (codes != -1)].ravel()[0].item()
         raise ValueError(f"{name}: codes must contain only -1 and +1 (found {bad!r}); "
                          "turn raw network outputs into codes with binarize() first")
     return codes
@@ -86,7 +89,7 @@ def _check_labels(labels, name, rows, rows_name):
         raise ValueError(f"{name} has {labels.shape[0]} rows but {rows_name} has {rows} codes; "
                          "labels and codes must describe the same items in the same order")
     if labels.size and not np.all((labels == 0) | (labels == 1)):
-        bad = labels[(labels != 0) & (labels != 1)].ravel()[0]
+        bad = labels[(labels != 0) & (labels != 1)].ravel()[0].item()
         raise ValueError(f"{name}: labels must be 0/1 multi-hot (found {bad!r})")
     return labels
 
@@ -190,8 +193,9 @@ def _distance_dtype(packed):
 def hamming_distances(q_packed, db_packed, out=None):
     """Hamming distances (nq, n) between packed query codes (planes, nq) and packed database codes.
 
-    dtype uint8 (uint16 for codes longer than 255 bits). Work is tiled over the database so the
-    temporaries stay in cache; ``out`` may be given to reuse memory.
+    dtype uint8, or uint16 when the packed planes hold more than 255 bit positions (codes over 192
+    bits). Work is tiled over the database so the temporaries stay in cache; ``out`` may be given to
+    reuse memory.
     """
     q_packed, db_packed = _check_packed_pair(q_packed, db_packed, "hamming_distances")
     nq, n = q_packed.shape[1], db_packed.shape[1]
@@ -327,17 +331,45 @@ def topk_search(q_packed_or_codes, db_packed, k):
 
 
 # ---------------------------------------------------------------------------------------------- mAP
-def _relevance(q_labels_packed, db_labels_packed, rows, index=None):
+def _relevance(q_labels_packed, db_labels_packed, rows, index):
     """Boolean (rows, k): does database item index[i, j] share a label with query rows[i]?
 
-    index None means every database item, in order.
+    Only the top-K candidates are looked up: one uint64 AND per label word and candidate.
     """
     rel = None
     for w in range(db_labels_packed.shape[0]):
-        items = db_labels_packed[w][None, :] if index is None else db_labels_packed[w][index]
-        shared = np.bitwise_and(items, q_labels_packed[w, rows][:, None])
+        shared = np.bitwise_and(db_labels_packed[w][index], q_labels_packed[w, rows][:, None])
         rel = shared != 0 if rel is None else rel | (shared != 0)
     return rel
+
+
+def _class_bitmaps(labels):
+    """Per class, a bitmap of the items carrying it: (classes + 1, ceil(n / 8)) uint8, last row empty."""
+    bitmaps = np.zeros((labels.shape[1] + 1, (labels.shape[0] + 7) // 8), dtype=np.uint8)
+    bitmaps[:-1] = np.packbits(labels.T > 0, axis=1)
+    return bitmaps
+
+
+def _class_lists(labels):
+    """Classes of each item as a padded (n, max classes) index matrix; padding is the empty bitmap row."""
+    present = labels > 0
+    width = max(1, int(present.sum(axis=1).max(initial=0)))
+    lists = np.full((labels.shape[0], width), labels.shape[1], dtype=np.int64)
+    rows, cols = np.nonzero(present)
+    slot = np.arange(rows.size) - np.searchsorted(rows, rows)        # position among the row's classes
+    lists[rows, slot] = cols
+    return lists
+
+
+def _relevance_all(bitmaps, class_lists, n):
+    """Boolean (queries, n): database items sharing a class with each query (OR of its class bitmaps).
+
+    Byte-sized bitmaps make this ~30x cheaper than ANDing every item's uint64 label words.
+    """
+    acc = bitmaps[class_lists[:, 0]]
+    for j in range(1, class_lists.shape[1]):
+        np.bitwise_or(acc, bitmaps[class_lists[:, j]], out=acc)
+    return np.unpackbits(acc, axis=1, count=n).view(bool)
 
 
 def _average_precision(rel):
@@ -456,61 +488,93 @@ def tie_aware_average_precision(level_counts, level_relevant, k):
     p is relevant with probability r/n and, given that, holds on average 1 + (p-1)(r-1)/(n-1) of the
     group's relevant items, so the group adds (r/n)(R+1)H1 + r(r-1)/(n(n-1)) H2 to the sum of
     rank/position, with H1 = sum_p 1/(s+p) and H2 = sum_p (p-1)/(s+p) = n - (s+1)H1. Groups wholly inside
-    the top k do not change the number of relevant items found (R0); the straddling group puts
-    X ~ Hypergeometric(n, r, L = k - s) relevant items inside, uniformly over its L slots. So
-    E[AP] = sum_x P(X=x) (A + B(x)) / (R0 + x), with A the full groups' sum and B(x) the straddling
-    group's term with (n, r) replaced by (L, x).
+    the top k do not change the number of relevant items found (R0), and their order is independent of
+    the straddling group's; the straddling group puts X ~ Hypergeometric(n, r, L = k - s) relevant items
+    inside, uniformly over its L slots. So E[AP] = sum_x P(X=x) (A + B(x)) / (R0 + x), with A the full
+    groups' sum and B(x) the straddling group's term with (n, r) replaced by (L, x).
     """
-    counts = np.asarray(level_counts, dtype=np.int64)
-    relevant = np.asarray(level_relevant, dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rel_before = np.concatenate([[0], np.cumsum(relevant)[:-1]])
+    counts = np.asarray(level_counts, dtype=np.int64)[None, :]
+    relevant = np.asarray(level_relevant, dtype=np.int64)[None, :]
+    return float(_tie_aware_ap_rows(counts, relevant, _check_topk(k, "tie_aware_average_precision: k"))[0])
+
+
+def _expected_rank_sum(n, r, s, before):
+    """Expected sum of rank/position over the relevant items of tie groups (elementwise arrays).
+
+    n items, r relevant, positions s+1..s+n, `before` relevant items ranked earlier; 0 where n == 0.
+    """
+    n, r, s, before = (np.asarray(v, dtype=np.float64) for v in (n, r, s, before))
+    h1 = _harmonic(s + n) - _harmonic(s)
+    h2 = n - (s + 1.0) * h1
+    single = np.divide(r, n, out=np.zeros(np.broadcast(n, r).shape), where=n > 0)
+    pair = np.divide(r * (r - 1.0), n * (n - 1.0), out=np.zeros(np.broadcast(n, r).shape), where=n > 1)
+    return single * (before + 1.0) * h1 + pair * h2
+
+
+def _tie_aware_ap_rows(counts, relevant, k, max_terms=1 << 20):
+    """tie_aware_average_precision for every row of (queries, levels) count matrices at once."""
+    starts = np.cumsum(counts, axis=1) - counts
+    before = np.cumsum(relevant, axis=1) - relevant
     full = (counts > 0) & (starts + counts <= k)
+    a = np.where(full, _expected_rank_sum(counts, relevant, starts, before), 0.0).sum(axis=1)
+    r0 = np.where(full, relevant, 0).sum(axis=1)
+    result = np.divide(a, r0, out=np.zeros(a.shape), where=r0 > 0)
+    straddling = (starts < k) & (starts + counts > k)           # at most one level per row
+    rows = np.flatnonzero(straddling.any(axis=1))
+    if rows.size == 0:
+        return result
+    level = np.argmax(straddling[rows], axis=1)
+    n, r, s = counts[rows, level], relevant[rows, level], starts[rows, level]
+    slots = k - s
+    x_low, x_high = np.maximum(0, slots - (n - r)), np.minimum(r, slots)
+    width = int((x_high - x_low).max()) + 1
+    step = max(1, max_terms // width)                            # bound the (rows, x) temporaries
+    for b in range(0, rows.size, step):
+        sl = slice(b, b + step)
+        x = x_low[sl, None] + np.arange(width)[None, :]
+        valid = x <= x_high[sl, None]
+        x = np.where(valid, x, x_low[sl, None])
+        pmf = _hypergeometric_pmf(x, valid, n[sl, None], r[sl, None], slots[sl, None])
+        b_x = _expected_rank_sum(slots[sl, None], x, s[sl, None], r0[rows[sl], None])
+        found = r0[rows[sl], None] + x
+        terms = np.divide(a[rows[sl], None] + b_x, found, out=np.zeros(x.shape), where=found > 0)
+        result[rows[sl]] = (pmf * terms).sum(axis=1)
+    return result
 
-    def expected_sum(n, r, s, before):
-        """Expected sum of rank/position of a tie group (arrays): see the docstring."""
-        n, r, s, before = (np.asarray(v, dtype=np.float64) for v in (n, r, s, before))
-        h1 = _harmonic(s + n) - _harmonic(s)
-        h2 = n - (s + 1.0) * h1
-        pair = np.divide(r * (r - 1.0), n * (n - 1.0), out=np.zeros_like(n), where=n > 1)
-        return r / n * (before + 1.0) * h1 + pair * h2
 
-    a = float(expected_sum(counts[full], relevant[full], starts[full], rel_before[full]).sum())
-    r0 = int(relevant[full].sum())
-    straddle = np.flatnonzero((starts < k) & (starts + counts > k))
-    if straddle.size == 0:
-        return a / r0 if r0 > 0 else 0.0
-    g = int(straddle[0])
-    n, r, s, slots = int(counts[g]), int(relevant[g]), int(starts[g]), int(k - starts[g])
-    x = np.arange(max(0, slots - (n - r)), min(r, slots) + 1)
-    log_pmf = _log_comb(r, x) + _log_comb(n - r, slots - x) - _log_comb(n, slots)
-    pmf = np.exp(log_pmf - log_pmf.max())
-    pmf /= pmf.sum()
-    b = expected_sum(np.full(x.shape, slots), x, np.full(x.shape, s), np.full(x.shape, r0))
-    found = r0 + x
-    terms = np.divide(a + b, found, out=np.zeros(x.shape), where=found > 0)
-    return float((pmf * terms).sum())
+_HARMONIC = np.zeros(1)
 
 
-_HARMONIC_CACHE = np.zeros(1)
+def _grow_table(table, top, build):
+    if top < table.shape[0]:
+        return table
+    return build(max(top + 1, 2 * table.shape[0], 1024))
 
 
 def _harmonic(m):
-    """H(m) = sum_{i=1..m} 1/i for integer arrays m (cached table; exact sums, no approximation)."""
-    global _HARMONIC_CACHE
-    m = np.asarray(m, dtype=np.int64)
-    top = int(m.max()) if m.size else 0
-    if top >= _HARMONIC_CACHE.shape[0]:
-        size = max(top + 1, 2 * _HARMONIC_CACHE.shape[0])
-        _HARMONIC_CACHE = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, size))])
-    return _HARMONIC_CACHE[m]
+    """H(m) = sum_{i=1..m} 1/i for integer-valued arrays m (table grown on demand)."""
+    global _HARMONIC
+    m = np.asarray(m).astype(np.int64)
+    _HARMONIC = _grow_table(_HARMONIC, int(m.max(initial=0)),
+                            lambda size: np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, size))]))
+    return _HARMONIC[m]
 
 
-def _log_comb(n, k):
-    lgamma = np.vectorize(math.lgamma, otypes=[np.float64])
-    n = np.asarray(n, dtype=np.float64)
-    k = np.asarray(k, dtype=np.float64)
-    return lgamma(n + 1) - lgamma(k + 1) - lgamma(n - k + 1)
+def _hypergeometric_pmf(x, valid, n, r, draws):
+    """P(X = x) for X ~ Hypergeometric(n items, r marked, draws), rows of consecutive x from the lowest.
+
+    Built from the ratio P(x)/P(x-1) = (r-x+1)(draws-x+1) / (x (n-r-draws+x)) in log space, so no large
+    factorials cancel; normalised per row. Entries where valid is False get 0.
+    """
+    prev = x[:, :-1].astype(np.float64)
+    num = (r - prev) * (draws - prev)
+    den = (prev + 1.0) * (n - r - draws + prev + 1.0)
+    ok = valid[:, 1:]
+    log_ratio = np.log(np.where(ok, num, 1.0)) - np.log(np.where(ok, den, 1.0))
+    log_pmf = np.concatenate([np.zeros((x.shape[0], 1)), np.cumsum(log_ratio, axis=1)], axis=1)
+    log_pmf = np.where(valid, log_pmf, -np.inf)
+    pmf = np.exp(log_pmf - log_pmf.max(axis=1, keepdims=True))
+    return pmf / pmf.sum(axis=1, keepdims=True)
 
 
 def retrieval_metrics(rB, qB, retrievalL, queryL, topk=5000,
@@ -527,14 +591,14 @@ def retrieval_metrics(rB, qB, retrievalL, queryL, topk=5000,
       see tie_aware_average_precision), i.e. without the database-order tie break.
     - ``precision_radius{radius}`` (default ``precision_radius2``): per query, the precision of the items
       within Hamming distance <= radius, averaged over queries; a query with no item inside the radius
-      contributes 0 (the common convention, e.g. in the DeepHash code bases), and
-      ``radius{radius}_empty_fraction`` is the share of such queries.
+      contributes 0 (the common convention; it penalises long codes, whose radius-2 balls are often
+      empty), and ``radius{radius}_empty_fraction`` is the share of such queries.
     - ``precision_at_n``: {N: mean over queries of the precision of the top N in stable Hamming order};
       N larger than the database uses the whole database.
     - ``pr_curve``: [{radius, precision, recall}] for radius 0..bits: the items within that radius are
-      retrieved; per-query precision and recall, then the mean over queries (macro average, as in the
-      hashing papers' evaluation code). A query with nothing retrieved counts precision 0; a query
-      without any relevant item in the database counts recall 0.
+      retrieved; per-query precision and recall, then the mean over queries (macro average, the way
+      hashing papers compute their Hamming-radius PR curves). A query with nothing retrieved counts
+      precision 0; a query without any relevant item in the database counts recall 0.
     Also ``topk``, ``bits``, ``num_query``, ``num_database``.
     """
     caller = "retrieval_metrics"
@@ -544,7 +608,7 @@ def retrieval_metrics(rB, qB, retrievalL, queryL, topk=5000,
     radius = int(radius)
     pn_points = [_check_topk(p, f"{caller}: pn_points entry") for p in pn_points]
     db, q = pack_codes(rB), pack_codes(qB)
-    db_lab, q_lab = pack_labels(retrievalL), pack_labels(queryL)
+    db_bitmaps, q_classes = _class_bitmaps(retrievalL), _class_lists(queryL)
     nq, n = qB.shape[0], rB.shape[0]
     bits = rB.shape[1]
     levels = bits + 1
@@ -562,17 +626,18 @@ def retrieval_metrics(rB, qB, retrievalL, queryL, topk=5000,
         rows = stop - start
         dist = hamming_distances(q[:, start:stop], db)
         index, _ = _stable_topk_rows(dist, ranked, bits)
-        rel_top = _relevance(q_lab, db_lab, np.arange(start, stop), index)
+        rel_all = _relevance_all(db_bitmaps, q_classes[start:stop], n)
+        rel_top = np.take_along_axis(rel_all, index, axis=1)
         ap[start:stop], found[start:stop] = _average_precision(rel_top[:, :k])
         hits_at[start:stop] = np.cumsum(rel_top, axis=1)[:, points - 1]
-        rel_all = _relevance(q_lab, db_lab, np.arange(start, stop))
         # one bincount histograms (query, distance, relevant) for the whole chunk
-        key = (np.arange(rows, dtype=np.int64)[:, None] * levels + dist) * 2 + rel_all
+        key = np.add(dist, np.arange(rows, dtype=np.intp)[:, None] * levels, dtype=np.intp)
+        key <<= 1
+        np.bitwise_or(key, rel_all, out=key)
         hist = np.bincount(key.ravel(), minlength=rows * levels * 2).reshape(rows, levels, 2)
         level_n[start:stop] = hist.sum(axis=2)
         level_r[start:stop] = hist[:, :, 1]
-        for i in range(rows):
-            ap_ties[start + i] = tie_aware_average_precision(level_n[start + i], level_r[start + i], k)
+        ap_ties[start:stop] = _tie_aware_ap_rows(level_n[start:stop], level_r[start:stop], k)
 
     pairs = nq * n
     _run_chunks(chunk, _chunks(nq, n), _default_workers(num_workers, pairs),

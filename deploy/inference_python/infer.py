@@ -1,0 +1,228 @@
+"""HashNet codes and retrieval with Paddle Inference (a model written by export_model.py).
+
+    # codes of one image or of a folder, in batches
+    python deploy/inference_python/infer.py --model-dir output/inference_64 --img data/toy/images/000001.png
+    # the same retrieval output as predict.py (shares its database-code cache in --save_path)
+    python deploy/inference_python/infer.py --model-dir output/inference_64 --img query.jpg \
+        --dataset coco --data-path ./datasets/COCO2014/ --topk 10
+
+Preprocessing (resize, center crop, mean/std) comes from the export's export_meta.json, so it equals predict.py's.
+CPU by default (oneDNN with --enable_mkldnn; threads with --cpu_threads); --use_gpu on a CUDA build of Paddle.
+Without --dataset it prints one line per image: the path and its code as a 0/1 string (or JSON lines with --json).
+"""
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # utils/ is shared with predict.py
+
+META_NAME = "export_meta.json"
+META_FORMAT = 1
+
+
+def read_export_meta(model_dir):
+    """export_meta.json of an export, after checking the files it names are there and unchanged."""
+    from utils.retrieval import sha256_of
+    model_dir = Path(model_dir)
+    meta_path = model_dir / META_NAME
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"--model-dir {model_dir}: folder not found; write it with export_model.py")
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"--model-dir {model_dir} has no {META_NAME}: not an export_model.py folder, or the "
+                                f"export was interrupted; re-run export_model.py")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("format") != META_FORMAT:
+        raise ValueError(f"{meta_path}: format {meta.get('format')}, this infer.py reads format {META_FORMAT}")
+    for name, digest in meta["files"].items():
+        path = model_dir / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} (listed in {meta_path}) is missing; re-run export_model.py")
+        if sha256_of(path) != digest:
+            raise ValueError(f"{path} changed after the export (sha256 differs from {meta_path}); re-run "
+                             f"export_model.py")
+    return meta
+
+
+class HashInference:
+    """A Paddle Inference predictor for an exported HashNet: preprocess, run, postprocess."""
+
+    def __init__(self, model_dir, use_gpu=False, gpu_id=0, enable_mkldnn=False, cpu_threads=None):
+        import paddle
+        import paddle.inference as paddle_infer
+        from utils.datasets import IMAGENET_MEAN, IMAGENET_STD, build_transform
+
+        self.model_dir = Path(model_dir)
+        self.meta = read_export_meta(model_dir)
+        if (self.meta["mean"], self.meta["std"]) != (list(IMAGENET_MEAN), list(IMAGENET_STD)):
+            raise ValueError(f"{self.model_dir / META_NAME}: mean/std {self.meta['mean']}/{self.meta['std']} differ "
+                             f"from utils/datasets.py's {IMAGENET_MEAN}/{IMAGENET_STD}; re-export the model")
+        self.bit = int(self.meta["bit"])
+        self.resize_size, self.crop_size = int(self.meta["resize_size"]), int(self.meta["crop_size"])
+        self.transform = build_transform(False, self.resize_size, self.crop_size)
+
+        config = paddle_infer.Config(str(self.model_dir / self.meta["model_file"]),
+                                     str(self.model_dir / self.meta["params_file"]))
+        if use_gpu:
+            if not paddle.device.is_compiled_with_cuda():
+                raise RuntimeError("--use_gpu needs a CUDA build of Paddle (paddlepaddle-gpu); this one is CPU-only")
+            config.enable_use_gpu(256, gpu_id)
+        else:
+            config.disable_gpu()
+            # Paddle 3.x turns oneDNN on by default on CPU; make the flag decide either way
+            if enable_mkldnn:
+                config.enable_mkldnn()
+            elif hasattr(config, "disable_mkldnn"):
+                config.disable_mkldnn()
+            config.set_cpu_math_library_num_threads(cpu_threads or os.cpu_count() or 1)
+        config.switch_ir_optim(True)
+        config.disable_glog_info()
+        self.predictor = paddle_infer.create_predictor(config)
+        names = self.predictor.get_input_names()
+        if len(names) != 1:
+            raise RuntimeError(f"{self.model_dir}: expected one model input, found {names}")
+        self.input = self.predictor.get_input_handle(names[0])
+        self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
+
+    def preprocess(self, paths):
+        """Images -> float32 (n, 3, crop, crop), exactly like the database images of predict.py."""
+        from utils.retrieval import load_batch
+        return load_batch(paths, self.transform)
+
+    def run(self, images):
+        """Raw hash activations (n, bit) of a preprocessed batch."""
+        import numpy as np
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        self.input.reshape(list(images.shape))
+        self.input.copy_from_cpu(images)
+        self.predictor.run()
+        out = self.output.copy_to_cpu()
+        if out.ndim != 2 or out.shape[1] != self.bit:
+            raise RuntimeError(f"{self.model_dir}: output shape {out.shape}, expected (n, {self.bit})")
+        return out
+
+    @staticmethod
+    def postprocess(raw):
+        """±1 codes (sign, 0 -> +1)."""
+        from utils.tools import binarize
+        return binarize(raw)
+
+    def encode_paths(self, paths, batch_size):
+        from utils.retrieval import encode_images
+        return encode_images(self.run, list(paths), self.transform, batch_size, desc="infer")
+
+
+def get_parser():
+    from utils.config import _add
+    from utils.retrieval import add_retrieval_flags
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = add_retrieval_flags(parser, dataset_default=None)
+    _add(g, "--model-dir", default=None, help="folder written by export_model.py (default output/inference_64)")
+    _add(g, "--use_gpu", action="store_true", help="run on the GPU (CUDA build of Paddle)")
+    _add(g, "--gpu_id", type=int, default=0)
+    _add(g, "--enable_mkldnn", action="store_true", help="oneDNN kernels on CPU")
+    _add(g, "--cpu_threads", type=int, default=None, help="CPU math threads (default: all cores)")
+    return parser
+
+
+def parse_args(argv=None):
+    from utils.retrieval import apply_preset
+    args = get_parser().parse_args(argv)
+    args.model_dir = args.model_dir or str(Path("output") / "inference_64")
+    # retrieval when a database is named; otherwise just codes (the dataset then only picks the batch size)
+    args.retrieve = any(v is not None for v in (args.dataset, args.data_path, args.list_dir))
+    args.dataset = args.dataset or "coco"
+    apply_preset(args, ("data_path", "batch_size"))
+    if args.num_workers < 0:
+        raise ValueError(f"--num_workers must be >= 0, got {args.num_workers}")
+    return args
+
+
+def run(self, images):
+        """Raw hash activations (n, bit) of a preprocessed batch."""
+        import numpy as np
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        self.input.reshape(list(images.shape))
+        self.input.copy_from_cpu(images)
+        self.predictor.run()
+        out = self.output.copy_to_cpu()
+        if out.ndim != 2 or out.shape[1] != self.bit:
+            raise RuntimeError(f"{self.model_dir}: output shape {out.shape}, expected (n, {self.bit})")
+        return out
+
+    @staticmethod
+    def postprocess(raw):
+        """±1 codes (sign, 0 -> +1)."""
+        from utils.tools import binarize
+        return binarize(raw)
+
+    def encode_paths(self, paths, batch_size):
+        from utils.retrieval import encode_images
+        return encode_images(self.run, list(paths), self.transform, batch_size, desc="infer")
+
+
+def get_parser():
+    from utils.config import _add
+    from utils.retrieval import add_retrieval_flags
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = add_retrieval_flags(parser, dataset_default=None)
+    _add(g, "--model-dir", default=None, help="folder written by export_model.py (default output/inference_64)")
+    _add(g, "--use_gpu", action="store_true", help="run on the GPU (CUDA build of Paddle)")
+    _add(g, "--gpu_id", type=int, default=0)
+    _add(g, "--enable_mkldnn", action="store_true", help="oneDNN kernels on CPU")
+    _add(g, "--cpu_threads", type=int, default=None, help="CPU math threads (default: all cores)")
+    return parser
+
+
+def parse_args(argv=None):
+    from utils.retrieval import apply_preset
+    args = get_parser().parse_args(argv)
+    args.model_dir = args.model_dir or str(ROOT / "output" / "inference_64")
+    args.retrieve = any(v is not None for v in (args.dataset, args.data_path, args.list_dir))
+    if args.retrieve:
+        args.dataset = args.dataset or "coco"
+    apply_preset(argparse.Namespace(**{**vars(args), "dataset": args.dataset or "coco"}), ())
+    filled = apply_preset(argparse.Namespace(dataset=args.dataset or "coco", data_path=args.data_path,
+                                             batch_size=args.batch_size), ("data_path", "batch_size"))
+    args.data_path, args.batch_size = filled.data_path, filled.batch_size
+    return args
+
+
+def run(argv=None, out=None):
+    args = parse_args(argv)
+    from utils import retrieval
+    out = out or sys.stdout
+    engine = HashInference(args.model_dir, args.use_gpu, args.gpu_id, args.enable_mkldnn, args.cpu_threads)
+    if args.retrieve:
+        source = engine.meta.get("source_checkpoint")
+        if not source:
+            raise ValueError(f"{Path(args.model_dir) / META_NAME} names no source checkpoint, so no database-code "
+                             f"cache can be matched to it; re-export with export_model.py --pretrained")
+
+        def encode_database(dataset):
+            return retrieval.encode_dataset(engine.run, dataset, args.batch_size, args.num_workers)
+
+        # the cache is keyed by the source checkpoint: the exported model's codes equal the dynamic graph's
+        return retrieval.run_retrieval(args, engine.bit, engine.transform, engine.run, encode_database, source,
+                                       engine.resize_size, engine.crop_size, out=out)
+    retrieval.check_positive(args, ["batch_size"])
+    paths = retrieval.collect_images(args.img)
+    codes = engine.postprocess(engine.encode_paths(paths, args.batch_size))
+    rows = []
+    for path, code in zip(paths, codes):
+        bits = "".join("1" if v > 0 else "0" for v in code)
+        rows.append({"image": str(path), "bit": engine.bit, "code": bits})
+        print(json.dumps(rows[-1]) if args.json else f"{path}  {bits}", file=out, flush=True)
+    return rows
+
+
+def main(argv=None):
+    from utils.retrieval import main_guard
+    return main_guard(run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Export a trained HashNet to a static inference model for Paddle Inference (deploy/inference_python/infer.py).
+
+    python export_model.py --bit 64 --pretrained output/coco_64/model_best_64.pdparams
+    python export_model.py --dataset toy --bit 64 --pretrained output/toy_run --save-inference-dir output/inf_toy
+
+Writes into --save-inference-dir (default output/inference_{bit}):
+  inference.json (Paddle 3.x, PIR) or inference.pdmodel (Paddle 2.6, or 3.x with FLAGS_enable_pir_api=0)
+  inference.pdiparams      the weights
+  export_meta.json         bit, resize/crop sizes, mean/std, input name and shape, file names and sha256, and the
+                           source checkpoint (path, size, mtime, sha256), so inference preprocesses exactly like
+                           predict.py and can reuse predict.py's database-code cache.
+The input is x: float32 [batch, 3, crop, crop] with any batch size; the output is the raw hash activation
+(code = sign, 0 -> +1). The files are written into a temporary folder and moved in place, export_meta.json last:
+an export without export_meta.json is incomplete.
+"""
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+PRESET_KEYS = ("resize_size", "crop_size")
+MODEL_FILES = ("inference.json", "inference.pdmodel")  # PIR program / legacy ProgramDesc
+META_NAME = "export_meta.json"
+META_FORMAT = 1
+
+
+def get_parser():
+    from utils.config import _add
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add(parser, "--bit", type=int, default=64, help="hash code length of the checkpoint")
+    _add(parser, "--pretrained", default=None,
+         help="HashNet checkpoint: model_best_{bit}.pdparams, last_{bit}.pdckpt, or the run folder holding one")
+    _add(parser, "--dataset", default="coco", help="preset for the image sizes ('toy': 72/64, else 256/224)")
+    _add(parser, "--resize_size", type=int, default=None, help="resize before the crop (default: preset)")
+    _add(parser, "--crop_size", type=int, default=None, help="input size of the exported model (default: preset)")
+    _add(parser, "--save-inference-dir", default=None, help="output folder (default output/inference_{bit})")
+    return parser
+
+
+def parse_args(argv=None):
+    from predict import resolve_checkpoint
+    from utils.retrieval import apply_preset, check_positive
+    args = apply_preset(get_parser().parse_args(argv), PRESET_KEYS)
+    check_positive(args, ["bit", "resize_size", "crop_size"])
+    args.pretrained = resolve_checkpoint(args.pretrained, args.bit)
+    if args.save_inference_dir is None:
+        args.save_inference_dir = str(Path("output") / f"inference_{args.bit}")
+    return args
+
+
+def export_inference_model(model, save_dir, bit, resize_size, crop_size, source=None, extra=None):
+    """to_static + jit.save of an eval-mode HashNet into save_dir; returns the export_meta dict it wrote.
+
+    source: the checkpoint's fingerprint (utils.retrieval.file_fingerprint) or None for an unsaved model.
+    """
+    import paddle
+    from paddle.static import InputSpec
+    from utils import checkpoint
+    from utils.datasets import IMAGENET_MEAN, IMAGENET_STD
+    from utils.retrieval import sha256_of
+
+    save_dir = Path(save_dir)
+    save_dir.parent.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    spec = [InputSpec([None, 3, crop_size, crop_size], "float32", "x")]
+    # full_graph=True: the AST translator, which honours input_spec (Paddle 3.x defaults to SOT, which ignores it)
+    static_model = paddle.jit.to_static(model, input_spec=spec, full_graph=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{save_dir.name}.", dir=save_dir.parent))
+    try:
+        paddle.jit.save(static_model, str(tmp / "inference"), input_spec=spec)
+        model_file = next((name for name in MODEL_FILES if (tmp / name).is_file()), None)
+        if model_file is None or not (tmp / "inference.pdiparams").is_file():
+            raise RuntimeError(f"paddle.jit.save wrote {sorted(os.listdir(tmp))}, expected inference.pdiparams and "
+                               f"one of {MODEL_FILES} (Paddle {paddle.__version__})")
+        meta = {
+            "format": META_FORMAT, "bit": int(bit), "resize_size": int(resize_size), "crop_size": int(crop_size),
+            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+            "input_name": "x", "input_shape": [None, 3, int(crop_size), int(crop_size)],
+            "output": "raw hash activation o (n, bit); code = sign(o) with 0 -> +1",
+            "model_file": model_file, "params_file": "inference.pdiparams",
+            "files": {name: sha256_of(tmp / name) for name in (model_file, "inference.pdiparams")},
+            "source_checkpoint": source, "paddle_version": paddle.__version__, **(extra or {}),
+        }
+        save_dir.mkdir(parents=True, exist_ok=True)
+        (save_dir / META_NAME).unlink(missing_ok=True)  # the folder is incomplete until the new meta is written
+        for name in MODEL_FILES + ("inference.pdiparams.info",):
+            (save_dir / name).unlink(missing_ok=True)  # a previous export in the other format must not linger
+        for name in os.listdir(tmp):
+            os.replace(tmp / name, save_dir / name)
+        checkpoint.save_json(meta, save_dir / META_NAME)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return meta
+
+
+def run(argv=None):
+    args = parse_args(argv)
+    from predict import load_model
+    from utils import dist, retrieval
+    dist.select_device("cpu")  # exporting needs no accelerator, and the program is device independent
+    model = load_model(args.bit, args.pretrained)
+    retrieval.warn_if_trained_differently(args.pretrained, args.resize_size, args.crop_size)
+    meta = export_inference_model(model, args.save_inference_dir, args.bit, args.resize_size, args.crop_size,
+                                  source=retrieval.file_fingerprint(args.pretrained), extra={"dataset": args.dataset})
+    retrieval.log(f"exported {args.pretrained} ({args.bit} bits, input [N, 3, {args.crop_size}, {args.crop_size}], "
+                  f"resize {args.resize_size}) to {args.save_inference_dir}/{meta['model_file']} + inference.pdiparams "
+                  f"+ {META_NAME}")
+    return meta
+
+
+def main(argv=None):
+    from utils.retrieval import main_guard
+    return main_guard(run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

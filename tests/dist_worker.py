@@ -1,0 +1,63 @@
+"""Runs the real training entry (main_multi_gpu's worker, or the single-process engine) and records, per rank,
+what the distributed tests check: the training indices each rank saw per epoch, its memory bank after training,
+and the gathered encoding of the database. Written to <run_dir>/rank<r>.npz (a test artefact, so every rank writes).
+
+    python -m paddle.distributed.launch --nproc_per_node 2 tests/dist_worker.py <main_single_gpu flags>
+    python tests/dist_worker.py <flags>          # world size 1
+"""
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from utils import dist, engine  # noqa: E402
+from utils.config import parse_args  # noqa: E402
+from utils.loss import HashNetLoss  # noqa: E402
+
+seen, banks = [], []
+original_forward, original_init = HashNetLoss.forward, HashNetLoss.__init__
+
+
+def recording_forward(self, o, y, ind):
+    seen.append((engine_epoch[0], ind.numpy().copy()))
+    return original_forward(self, o, y, ind)
+
+
+def recording_init(self, *args, **kwargs):
+    original_init(self, *args, **kwargs)
+    banks.append(self)
+
+
+engine_epoch = [0]
+original_train_one_epoch = engine.train_one_epoch
+
+
+def tracking_train_one_epoch(model, criterion, optimizer, loader, epoch, cfg, logger):
+    engine_epoch[0] = epoch
+    return original_train_one_epoch(model, criterion, optimizer, loader, epoch, cfg, logger)
+
+
+if __name__ == "__main__":
+    HashNetLoss.forward, HashNetLoss.__init__ = recording_forward, recording_init
+    engine.train_one_epoch = tracking_train_one_epoch
+    cfg = parse_args()
+    if dist.launched_by_paddle():
+        import main_multi_gpu
+        main_multi_gpu.worker(cfg)
+    else:
+        engine.run(cfg)
+    # encode the database again with the final weights, through the same sharded + gathered path
+    logger = engine.setup_logger()
+    model = engine.build_model(cfg, logger)
+    engine.checkpoint.load_model_weights(model, cfg.pretrained if cfg.eval else Path(cfg.run_dir) / f"last_{cfg.bit}.pdckpt")
+    _, loaders = engine.build_data(cfg)
+    model.eval()
+    raw, labels = engine.predict_outputs(model, loaders["database"])
+    record = {"db_raw": raw, "db_labels": labels}
+    if seen:
+        record.update(seen_epoch=np.concatenate([np.full(len(i), e) for e, i in seen]),
+                      seen_index=np.concatenate([i for _, i in seen]), bank_U=banks[0].U.numpy(),
+                      bank_Y=banks[0].Y.numpy())
+    np.savez(Path(cfg.run_dir) / f"rank{dist.get_rank()}.npz", **record)

@@ -1,0 +1,83 @@
+"""Two CPU processes under paddle.distributed.launch (gloo) against one process, on the small toy lists."""
+import json
+
+import numpy as np
+import paddle
+import pytest
+
+from conftest import run_cli, toy_args
+
+EPOCHS = ["--epoch", "2", "--eval_epoch", "1"]
+
+
+def launch(small_toy, run, *extra, nproc=2):
+    args = toy_args(small_toy, run, *extra)
+    if nproc == 1:
+        return run_cli(["tests/dist_worker.py", *args])
+    return run_cli(["-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc), "--log_dir",
+                    run.parent / f"{run.name}_launch", "tests/dist_worker.py", *args])
+
+
+@pytest.fixture(scope="module")
+def runs(small_toy, tmp_path_factory):
+    base = tmp_path_factory.mktemp("dist")
+    # same global batch: 2 x 16 against 1 x 32
+    launch(small_toy, base / "two", *EPOCHS, "--batch-size", "16")
+    launch(small_toy, base / "one", *EPOCHS, "--batch-size", "32", nproc=1)
+    return base
+
+
+def load(run, rank):
+    return np.load(run / f"rank{rank}.npz")
+
+
+def test_each_training_index_seen_once_per_epoch_across_ranks(runs):
+    r0, r1 = load(runs / "two", 0), load(runs / "two", 1)
+    for epoch in (1, 2):
+        a = r0["seen_index"][r0["seen_epoch"] == epoch]
+        b = r1["seen_index"][r1["seen_epoch"] == epoch]
+        assert len(a) == len(b) == 64
+        assert not set(a) & set(b)
+        np.testing.assert_array_equal(np.sort(np.concatenate([a, b])), np.arange(128))
+
+
+def test_memory_banks_identical_on_both_ranks(runs):
+    r0, r1 = load(runs / "two", 0), load(runs / "two", 1)
+    np.testing.assert_array_equal(r0["bank_U"], r1["bank_U"])
+    np.testing.assert_array_equal(r0["bank_Y"], r1["bank_Y"])
+    assert (np.abs(r0["bank_U"]).sum(1) > 0).all()  # every item written, by whichever rank trained on it
+    train_list = [line.split() for line in open(json.loads((runs / "two" / "config.json").read_text())["list_dir"]
+                                                + "/train.txt")]
+    np.testing.assert_array_equal(r0["bank_Y"], np.array([[float(v) for v in f[1:]] for f in train_list]))
+
+
+def test_gathered_codes_equal_single_process_encoding(runs, small_toy, tmp_path):
+    two = load(runs / "two", 0)
+    np.testing.assert_array_equal(two["db_raw"], load(runs / "two", 1)["db_raw"])  # every rank has all of them
+    # a single process encoding the same weights (rank 0's checkpoint), in dataset order
+    single = tmp_path / "single"
+    run_cli(["tests/dist_worker.py", *toy_args(small_toy, single, "--epoch", "1", "--batch-size", "32",
+                                               "--pretrained", runs / "two" / "last_64.pdckpt", "--eval")])
+    ref = np.load(single / "rank0.npz")
+    assert two["db_raw"].shape == (200, 64)
+    np.testing.assert_allclose(two["db_raw"], ref["db_raw"], atol=1e-4)
+    np.testing.assert_array_equal(np.sign(two["db_raw"] + (two["db_raw"] == 0)),
+                                  np.sign(ref["db_raw"] + (ref["db_raw"] == 0)))
+    np.testing.assert_array_equal(two["db_labels"], ref["db_labels"])
+
+
+def test_two_processes_match_one_with_the_same_global_batch(runs):
+    two = json.loads((runs / "two" / "metrics.json").read_text())["final"]["map"]
+    one = json.loads((runs / "one" / "metrics.json").read_text())["final"]["map"]
+    assert abs(two - one) < 0.05, (two, one)
+
+
+def test_resume_in_two_processes_continues_exactly(runs, small_toy, tmp_path):
+    run = tmp_path / "resumed"
+    launch(small_toy, run, "--epoch", "1", "--eval_epoch", "1", "--batch-size", "16")
+    launch(small_toy, run, *EPOCHS, "--batch-size", "16", "--resume", run / "last_64.pdckpt")
+    resumed = paddle.load(str(run / "last_64.pdckpt"))
+    straight = paddle.load(str(runs / "two" / "last_64.pdckpt"))
+    for key, value in straight["model"].items():
+        np.testing.assert_array_equal(resumed["model"][key].numpy(), value.numpy(), err_msg=key)
+    np.testing.assert_array_equal(resumed["criterion"]["U"].numpy(), straight["criterion"]["U"].numpy())

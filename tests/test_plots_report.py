@@ -1,0 +1,232 @@
+"""utils/plots.save_metric_plots and scripts/report.py on small synthetic run folders."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from utils.plots import load_epochs, precision_at_n_points, save_metric_plots
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_report_module():
+    spec = importlib.util.spec_from_file_location("report_script", REPO / "scripts" / "report.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+report = load_report_module()
+
+
+def fake_metrics(bits, map_value, topk=5000):
+    """A metrics dict shaped like retrieval_metrics' output after a JSON round trip (string P@N keys)."""
+    pr = []
+    for r in range(bits + 1):
+        recall = (r / bits) ** 2
+        pr.append({"radius": r, "precision": round(0.9 - 0.5 * recall, 6), "recall": round(recall, 6)})
+    return {
+        "map": map_value, "map_nonzero": map_value + 0.01, "map_tie_aware": map_value - 0.002,
+        "nonzero_queries": 95, "precision_radius2": map_value + 0.05, "radius2_empty_fraction": 0.125,
+        "precision_at_n": {"100": map_value + 0.1, "500": map_value + 0.05, "1000": map_value},
+        "pr_curve": pr, "topk": topk, "bits": bits, "num_query": 100, "num_database": 900,
+        "map_random_codes": 0.3,
+    }
+
+
+def make_run(root, name, bits, dataset="coco", final_map=0.5, best_map=None, epochs=True, topk=5000):
+    run_dir = Path(root) / name
+    run_dir.mkdir(parents=True)
+    doc = {"final_epoch": 150, "final": fake_metrics(bits, final_map, topk),
+           "selection": "best epoch chosen on the query set"}
+    if best_map is None:
+        doc.update(best_epoch=150, best=doc["final"])
+    else:
+        doc.update(best_epoch=130, best=fake_metrics(bits, best_map, topk))
+    (run_dir / "metrics.json").write_text(json.dumps(doc))
+    (run_dir / "config.json").write_text(json.dumps({"bit": bits, "dataset": dataset, "run_name": name}))
+    if epochs:
+        rows = [{"epoch": e, "loss": 1.0 / e, "lr": 0.01, "scale": 1.0, "time": 2.0} for e in range(1, 151)]
+        for row in rows:
+            if row["epoch"] % 10 == 0:
+                row.update(map=final_map * row["epoch"] / 150, map_random_codes=0.3)
+        (run_dir / "epochs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run_dir
+
+
+def assert_png(path):
+    path = Path(path)
+    assert path.is_file() and path.stat().st_size > 0, path
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        image.verify()
+
+
+# ------------------------------------------------------------------------------------------------ save_metric_plots
+def test_save_metric_plots_writes_three_pngs(tmp_path):
+    run_dir = make_run(tmp_path, "coco_32bits", 32, final_map=0.61, best_map=0.63)
+    written = save_metric_plots(run_dir / "metrics.json")
+    assert [p.name for p in written] == ["pr_curve.png", "precision_at_n.png", "training_curve.png"]
+    assert all(p.parent == run_dir for p in written)
+    for p in written:
+        assert_png(p)
+    assert not list(run_dir.glob(".*.tmp"))  # atomic writes leave no temp files
+
+
+def test_save_metric_plots_without_epochs_and_from_dict(tmp_path):
+    run_dir = make_run(tmp_path, "toy_16", 16, dataset="toy", epochs=False)
+    doc = json.loads((run_dir / "metrics.json").read_text())
+    out = tmp_path / "plots"
+    written = save_metric_plots(doc, out)
+    assert [p.name for p in written] == ["pr_curve.png", "precision_at_n.png"]
+    for p in written:
+        assert_png(p)
+    with pytest.raises(ValueError, match="out_dir is required"):
+        save_metric_plots(doc)
+
+
+def test_save_metric_plots_eval_run_and_bare_metrics(tmp_path):
+    out = tmp_path / "eval_run"
+    out.mkdir()
+    (out / "metrics.json").write_text(json.dumps({"checkpoint": "x/model_best_16.pdparams",
+                                                  "final": fake_metrics(16, 0.4)}))
+    assert [p.name for p in save_metric_plots(out)] == ["pr_curve.png", "precision_at_n.png"]
+    assert len(save_metric_plots(fake_metrics(16, 0.4), tmp_path / "bare")) == 2
+
+
+def test_save_metric_plots_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="metrics.json not found: .*nowhere"):
+        save_metric_plots(tmp_path / "nowhere" / "metrics.json")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "metrics.json").write_text('{"final": {"map": 0.5}}')
+    with pytest.raises(ValueError, match=r"bad/metrics.json: no 'pr_curve' list"):
+        save_metric_plots(bad / "metrics.json")
+    (bad / "metrics.json").write_text('{"final": \n oops}')
+    with pytest.raises(ValueError, match=r"bad/metrics.json, line 2: not valid JSON"):
+        save_metric_plots(bad)
+
+
+def test_load_epochs_last_row_of_an_epoch_wins_and_bad_lines_are_named(tmp_path):
+    rows = ['{"epoch": 2, "loss": 9}', '{"epoch": 1, "loss": 1}', "", '{"epoch": 2, "loss": 2}']
+    (tmp_path / "epochs.jsonl").write_text("\n".join(rows) + "\n")
+    assert load_epochs(tmp_path) == [{"epoch": 1, "loss": 1}, {"epoch": 2, "loss": 2}]
+    (tmp_path / "epochs.jsonl").write_text('{"epoch": 1, "loss": 1}\n{"loss": 2}\n')
+    with pytest.raises(ValueError, match=r"epochs.jsonl, line 2: expected an object with an 'epoch' key"):
+        load_epochs(tmp_path)
+
+
+def test_precision_at_n_points_accepts_int_and_str_keys():
+    assert precision_at_n_points({"precision_at_n": {"500": 0.5, 100: 0.75}}) == [(100, 0.75), (500, 0.5)]
+
+
+# ---------------------------------------------------------------------------------------------------- report.py
+def table_lines(text):
+    return [line for line in text.splitlines() if line.startswith("|")]
+
+
+def test_report_on_coco_runs(tmp_path):
+    runs = tmp_path / "output"
+    make_run(runs, "coco_64bits", 64, final_map=0.70123, best_map=0.71234)
+    make_run(runs, "coco_16bits", 16, final_map=0.61234, best_map=0.62)
+    make_run(runs, "coco_32bits", 32, final_map=0.65)
+    out = tmp_path / "report"
+    path = report.main(["--runs", str(runs / "coco_64bits"), str(runs / "coco_16bits"), str(runs / "coco_32bits"),
+                        "--out", str(out)])
+    assert path == out / "report.md"
+    text = path.read_text()
+    lines = table_lines(text)
+    assert lines[0] == "|  | 16 bits | 32 bits | 64 bits |"
+    assert "| **mAP@K, final epoch** (no selection: the honest number) | 0.6123 (epoch 150) | 0.6500 (epoch 150) " \
+           "| 0.7012 (epoch 150) |" in lines
+    assert "| mAP@K, best epoch (chosen on the query set: optimistic) | 0.6200 (epoch 130) | 0.6500 (epoch 150) " \
+           "| 0.7123 (epoch 130) |" in lines
+    assert "| mAP@K, queries with no relevant item in the top K excluded (final) | 0.6223 | 0.6600 | 0.7112 |" in lines
+    assert "| tie-aware mAP@K (final) | 0.6103 | 0.6480 | 0.6992 |" in lines
+    assert "| precision within Hamming radius 2 (final) | 0.6623 | 0.7000 | 0.7512 |" in lines
+    assert "| queries with nothing within radius 2, counted as precision 0 (final) | 12.5% | 12.5% | 12.5% |" in lines
+    assert "| reference: HashNet paper (ICCV 2017, Table 1) | 0.6873 | 0.7184 | 0.7362 |" in lines
+    assert "| reference: seed README, \"Paper results\" row | 0.622 | 0.682 | 0.727 |" in lines
+    assert "| reference: seed's PaddlePaddle reproduction (best checkpoint) | 0.619 | 0.682 | 0.734 |" in lines
+    assert "0.7301" not in text  # no 48-bit run, so no 48-bit reference
+    assert "final epoch 150; best epoch 130 by mAP@5000 (best epoch chosen on the query set)." in text
+    assert "**Final-epoch numbers involve no selection and are the honest ones.**" in text
+    for name in report.FIGURES.values():
+        assert f"]({name})" in text
+        assert_png(out / name)
+
+
+def test_report_finds_runs_in_a_parent_folder(tmp_path):
+    runs = tmp_path / "output"
+    for bits in (48, 16):
+        make_run(runs, f"coco_{bits}bits", bits, final_map=0.6)
+    out = runs / "report"  # the report folder inside the parent must not be taken for a run
+    text = report.main(["--runs", str(runs), "--out", str(out)]).read_text()
+    assert table_lines(text)[0] == "|  | 16 bits | 48 bits |"
+    assert "| reference: HashNet paper (ICCV 2017, Table 1) | 0.6873 | 0.7301 |" in table_lines(text)
+    assert report.main(["--runs", str(runs), "--out", str(out)]).is_file()  # a second report over the same parent
+
+
+def test_report_on_toy_runs_has_no_reference_rows(tmp_path):
+    make_run(tmp_path, "toy_a", 32, dataset="toy", final_map=0.51552)
+    make_run(tmp_path, "toy_b", 32, dataset="toy", final_map=0.4)
+    text = report.main(["--runs", str(tmp_path / "toy_a"), str(tmp_path / "toy_b"),
+                        "--out", str(tmp_path / "r")]).read_text()
+    lines = table_lines(text)
+    assert lines[0] == "|  | 32 bits (`toy_a`) | 32 bits (`toy_b`) |"
+    assert "| **mAP@K, final epoch** (no selection: the honest number) | 0.5155 (epoch 150) | 0.4000 (epoch 150) |" \
+        in lines
+    assert "reference:" not in text and "0.7184" not in text
+    assert "are for MS-COCO (mAP@5000); these runs are on `toy`, so they are not shown." in text
+
+
+def test_report_mixed_datasets_and_k_warning(tmp_path):
+    make_run(tmp_path, "coco_16bits", 16, topk=1000)
+    make_run(tmp_path, "toy_16", 16, dataset="toy")
+    text = report.main(["--runs", str(tmp_path), "--out", str(tmp_path / "r")]).read_text()
+    assert "| reference: HashNet paper (ICCV 2017, Table 1) | 0.6873 | n/a (not COCO) |" in table_lines(text)
+    assert "uses mAP@1000, not mAP@5000: not comparable with the reference rows" in text
+
+
+def test_report_eval_run_column(tmp_path):
+    run_dir = tmp_path / "coco_64bits_eval"
+    run_dir.mkdir()
+    (run_dir / "metrics.json").write_text(json.dumps({"checkpoint": "output/coco_64bits/model_best_64.pdparams",
+                                                      "final": fake_metrics(64, 0.73)}))
+    (run_dir / "config.json").write_text(json.dumps({"bit": 64, "dataset": "coco", "eval": True}))
+    lines = table_lines(report.main(["--runs", str(run_dir), "--out", str(tmp_path / "r")]).read_text())
+    assert "| **mAP@K, final epoch** (no selection: the honest number) | 0.7300 (eval of `model_best_64.pdparams`) |" \
+        in lines
+    assert "| mAP@K, best epoch (chosen on the query set: optimistic) | — |" in lines
+
+
+def test_report_names_a_run_folder_without_metrics(tmp_path):
+    make_run(tmp_path / "output", "coco_16bits", 16)
+    unfinished = tmp_path / "output" / "coco_32bits"
+    unfinished.mkdir()
+    (unfinished / "config.json").write_text('{"bit": 32, "dataset": "coco"}')
+    with pytest.raises(FileNotFoundError, match=r"run folder without metrics.json: .*output/coco_32bits \("):
+        report.main(["--runs", str(unfinished), "--out", str(tmp_path / "r")])
+    with pytest.raises(FileNotFoundError, match=r"run folder without metrics.json: .*output/coco_32bits \("):
+        report.main(["--runs", str(tmp_path / "output"), "--out", str(tmp_path / "r")])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match=r"--runs .*empty: no metrics.json in this folder or its subfolders"):
+        report.main(["--runs", str(empty), "--out", str(tmp_path / "r")])
+    with pytest.raises(FileNotFoundError, match=r"--runs .*missing: no such folder"):
+        report.main(["--runs", str(tmp_path / "missing"), "--out", str(tmp_path / "r")])
+    assert not (tmp_path / "r").exists()
+
+
+def test_report_command_line_error_is_one_line(tmp_path):
+    import subprocess
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "report.py"), "--runs", str(empty),
+                             "--out", str(tmp_path / "r")], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("report.py: error: --runs ") and "Traceback" not in result.stderr
