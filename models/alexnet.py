@@ -50,7 +50,7 @@ TORCHVISION_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 TORCHVISION_SEED_URL = "https://download.pytorch.org/models/alexnet-owt-4df8aa71.pth"
 DEFAULT_PRETRAINED_PATH = "pretrained/alexnet-owt-7be5be79.pth"
 DEFAULT_CONVERTED_PATH = "pretrained/alexnet_imagenet.pdparams"
-PRETRAINED_FLAG = "--pretrained_backbone"
+PRETRAINED_FLAG = "--backbone_weights"
 _PADDLE_URL_FALLBACK = (
     "https://paddle-imagenet-models-name.bj.bcebos.com/dygraph/AlexNet_pretrained.pdparams"
 )

@@ -49,8 +49,21 @@ def str2bool(value):
     raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the entry script's usage examples as written and shows each flag's default (or its preset)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default is None and action.dest in PRESETS["default"]:
+            return text + " (default: dataset preset; COCO %s, toy %s)" % (
+                PRESETS["default"][action.dest], PRESETS["toy"][action.dest])
+        if action.default not in (None, argparse.SUPPRESS) and action.option_strings:
+            return text + " (default: %(default)s)"
+        return text
+
+
 def get_parser(description="HashNet (ICCV 2017) in PaddlePaddle"):
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
     g = p.add_argument_group("run")
     _add(g, "--bit", type=int, default=64, help="hash code length")
     _add(g, "--seed", type=int, default=None, help="random seed (default: the seed's per-bit seed, SPEC §3)")
@@ -60,7 +73,7 @@ def get_parser(description="HashNet (ICCV 2017) in PaddlePaddle"):
     _add(g, "--device", default="auto", help="auto | cpu | gpu | gpu:N")
     _add(g, "--output-dir", default="output", help="parent folder of the run folders")
     _add(g, "--run-name", default=None, help="run folder name (default {dataset}_{bit}bits_{time})")
-    _add(g, "--log_path", default=None, help="log file name inside the run folder (default log_{bit}.txt)")
+    _add(g, "--log_path", default=None, help="log file name inside the run folder (default log_train_{bit}.txt / log_eval_{bit}.txt)")
     _add(g, "--log_freq", type=int, default=50, help="log a training line every N steps")
     g = p.add_argument_group("data")
     _add(g, "--dataset", default="coco", help="lists in data/<dataset>/; 'toy' is generated on first use")

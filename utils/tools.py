@@ -18,7 +18,6 @@ those K gives their order.
 Paddle is not imported at module level; paddle Tensors are accepted anywhere codes or labels are and
 converted with ``.numpy()``.
 """
-from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -249,7 +248,8 @@ def _stable_topk_rows(dist, k, max_dist):
     keys = np.left_shift(dist, shift, dtype=key_dtype)
     np.bitwise_or(keys, np.arange(n, dtype=key_dtype), out=keys)
     if k < n:
-        keys = np.partition(keys, k - 1, axis=1)[:, :k]
+        keys.partition(k - 1, axis=1)               # in place: no second rows x n array
+        keys = keys[:, :k].copy()
     keys.sort(axis=1)
     index = (keys & key_dtype((1 << shift) - 1)).astype(np.int64)
     return index, (keys >> key_dtype(shift)).astype(dist.dtype)
@@ -374,11 +374,15 @@ def _relevance_all(bitmaps, class_lists, n):
 
 def _average_precision(rel):
     """AP of each row of a relevance matrix given in rank order (SPEC section 5); 0 without hits."""
-    hits = np.cumsum(rel, axis=1, dtype=np.int32)
-    found = hits[:, -1].astype(np.int64)
-    hits *= rel                                    # rank among relevant, at the relevant positions only
-    total = (hits / np.arange(1, rel.shape[1] + 1, dtype=np.float64)).sum(axis=1)
-    return np.divide(total, found, out=np.zeros(rel.shape[0]), where=found > 0), found
+    rows, k = rel.shape
+    found = np.count_nonzero(rel, axis=1)
+    # only the hits matter: the j-th hit of a row, at position p, adds j / p
+    hit_at = np.flatnonzero(rel)                   # row-major, so each row's hits come in rank order
+    row = hit_at // k
+    position = hit_at - row * k + 1
+    rank = np.arange(1, hit_at.size + 1) - (np.cumsum(found) - found)[row]
+    total = np.bincount(row, weights=rank / position, minlength=rows)
+    return np.divide(total, found, out=np.zeros(rows), where=found > 0), found
 
 
 def _default_workers(num_workers, pairs):
