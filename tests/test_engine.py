@@ -87,3 +87,21 @@ def test_checkpoint_of_another_bit_width_is_a_clear_error(two_epochs, small_toy,
 def test_eval_without_checkpoint_is_a_clear_error(small_toy, tmp_path):
     proc = run_cli(["main_single_gpu.py", "--eval", *toy_args(small_toy, tmp_path / "x")], check=False)
     assert proc.returncode != 0 and "--eval needs --pretrained" in proc.stderr
+
+
+def test_missing_imagenet_weights_warn_on_real_data(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from utils import engine
+    from utils.config import parse_args
+    monkeypatch.setattr(engine, "PROJECT_ROOT", tmp_path)  # an empty pretrained/ folder
+    cfg = parse_args(["--dataset", "coco", "--output-dir", str(tmp_path)])
+    logger = logging.getLogger("test-warning")
+    with caplog.at_level(logging.WARNING, logger="test-warning"):
+        assert engine.resolve_backbone_weights(cfg, logger) is None
+    assert "no ImageNet AlexNet weights found" in caplog.text and "far from the paper" in caplog.text
+    (tmp_path / "pretrained").mkdir()
+    (tmp_path / "pretrained" / "alexnet-owt-7be5be79.pth").write_bytes(b"")
+    assert engine.resolve_backbone_weights(cfg, logger) == str(tmp_path / "pretrained" / "alexnet-owt-7be5be79.pth")
+    toy = parse_args(["--dataset", "toy", "--output-dir", str(tmp_path)])
+    assert engine.resolve_backbone_weights(toy, logger) is None  # the toy preset is from scratch on purpose

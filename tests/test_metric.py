@@ -159,3 +159,11 @@ def test_popcount_fallback_for_numpy_1(monkeypatch):
         monkeypatch.setattr(tools, "_popcount", tools._popcount_table)
         np.testing.assert_array_equal(hamming_distances(pack_codes(q), pack_codes(db)), native)
         monkeypatch.undo()
+
+
+def test_accepts_paddle_tensors():
+    paddle = pytest.importorskip("paddle")
+    data = np.load(FIXTURE)
+    tensors = [paddle.to_tensor(data[key]) for key in ("db_codes", "query_codes", "db_labels", "query_labels")]
+    assert abs(CalcTopMap(*tensors, int(data["topk"][2])) - data["map"][2]) <= 1e-9
+    np.testing.assert_array_equal(binarize(paddle.to_tensor([[0.0, -2.0]])), [[1.0, -1.0]])

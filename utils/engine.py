@@ -276,6 +276,9 @@ def run_train(cfg, wrap_model=None):
         append_jsonl(run_dir / "epochs.jsonl", row)
         save_training_state(last_path, model, optimizer, scheduler, criterion, epoch, best, cfg)
     if final is not None:
+        logger.info("finished: final epoch %d mAP@%d %.4f; best epoch %d mAP %.4f (best is chosen on the query set, "
+                    "so it is optimistic; the final epoch's number is the unselected one)", cfg.epoch, final["topk"],
+                    final["map"], best["epoch"], best["map"])
         write_plots(run_dir, logger)
     dist.barrier()
     return {"final": final, "best": best, "run_dir": str(run_dir)}

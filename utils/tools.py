@@ -374,15 +374,11 @@ def _relevance_all(bitmaps, class_lists, n):
 
 def _average_precision(rel):
     """AP of each row of a relevance matrix given in rank order (SPEC section 5); 0 without hits."""
-    rows, k = rel.shape
-    found = np.count_nonzero(rel, axis=1)
-    # only the hits matter: the j-th hit of a row, at position p, adds j / p
-    hit_at = np.flatnonzero(rel)                   # row-major, so each row's hits come in rank order
-    row = hit_at // k
-    position = hit_at - row * k + 1
-    rank = np.arange(1, hit_at.size + 1) - (np.cumsum(found) - found)[row]
-    total = np.bincount(row, weights=rank / position, minlength=rows)
-    return np.divide(total, found, out=np.zeros(rows), where=found > 0), found
+    hits = np.cumsum(rel, axis=1, dtype=np.int32)
+    found = hits[:, -1].astype(np.int64)
+    hits *= rel                                    # rank among relevant, at the relevant positions only
+    total = (hits / np.arange(1, rel.shape[1] + 1, dtype=np.float64)).sum(axis=1)
+    return np.divide(total, found, out=np.zeros(rel.shape[0]), where=found > 0), found
 
 
 def _default_workers(num_workers, pairs):
