@@ -37,7 +37,6 @@ import argparse
 import importlib
 import os
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
@@ -45,6 +44,8 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 import paddle
 from paddle import nn
+
+from utils.fileio import atomic_write
 
 TORCHVISION_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 TORCHVISION_SEED_URL = "https://download.pytorch.org/models/alexnet-owt-4df8aa71.pth"
@@ -384,14 +385,7 @@ def convert_to_pdparams(source: str | os.PathLike, out: str | os.PathLike) -> di
     check_backbone_state(state, expected_backbone_shapes(), source=str(source))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=out.parent, prefix=out.name + ".", suffix=".tmp")
-    os.close(handle)
-    try:
-        paddle.save(state, temp_name)
-        os.replace(temp_name, out)
-    finally:
-        if os.path.exists(temp_name):
-            os.remove(temp_name)
+    atomic_write(out, lambda tmp: paddle.save(state, tmp))
     return {
         "out": str(out),
         "tensors": len(state),

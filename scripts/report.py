@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python scripts/report.py` from anywhere
 
-from utils.plots import (PR_RADIUS, atomic_write_bytes, draw_pr_curve, load_config, load_metrics,  # noqa: E402
+from utils.plots import (PR_RADIUS, atomic_write_bytes, draw_pr_curve, finish_pr_axes, load_config, load_metrics,  # noqa: E402
                          new_figure, precision_at_n_points, run_bits, save_figure)
 
 # SPEC §6: mAP@5000 on MS-COCO with AlexNet. Strings keep the digits exactly as published.
@@ -314,14 +314,7 @@ def _pr_curves(runs, path):
                       f"{r.path / 'metrics.json'}", mark_label=False, annotate=False)
     ax.plot([], [], marker="o", markersize=9, markerfacecolor="none", markeredgewidth=2, color="black",
             linestyle="none", label=f"Hamming radius {PR_RADIUS}")
-    ax.set_xlabel("recall (items within Hamming radius r retrieved, r = 0 … bits)")
-    ax.set_ylabel("precision")
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper right", fontsize=8)
-    ax.set_title(f"Precision-recall over Hamming radii, final epoch · HashNet · {_datasets_title(runs)}",
-                 fontsize=10)
+    finish_pr_axes(ax, f"Precision-recall over Hamming radii, final epoch · HashNet · {_datasets_title(runs)}")
     return save_figure(fig, path)
 
 

@@ -1,27 +1,11 @@
 """Checkpoints written atomically (temp file + rename): a crash mid-write never leaves a broken file."""
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import paddle
 
 from utils.dist import is_main_process
-
-
-def atomic_write(path, write_fn):
-    """Call write_fn(tmp_path) on a temp file next to `path`, then rename it onto `path` (atomic on POSIX)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+from utils.fileio import atomic_write
 
 
 def save(obj, path):

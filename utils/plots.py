@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from utils.fileio import atomic_write_bytes
 
 __all__ = [
     "save_metric_plots", "load_metrics", "load_config", "load_epochs", "metric_views", "run_title",
@@ -142,21 +142,6 @@ def _pr_points(metrics, source):
 
 
 # ------------------------------------------------------------------------------------------------------ writing
-def atomic_write_bytes(path, data):
-    """Write bytes via a temp file in the same folder and os.replace: readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
 def new_figure(width=6.4, height=4.4):
     fig = Figure(figsize=(width, height), dpi=110)
     FigureCanvasAgg(fig)
@@ -191,6 +176,12 @@ def _pr_plot(views, title, path, source):
     fig, ax = new_figure()
     for i, (label, metrics, _, style) in enumerate(views):
         draw_pr_curve(ax, metrics, label, style, source, mark_label=i == 0)
+    finish_pr_axes(ax, title)
+    return save_figure(fig, path)
+
+
+def finish_pr_axes(ax, title):
+    """Axes, limits, grid, legend and title shared by every precision-recall figure."""
     ax.set_xlabel("recall (items within Hamming radius r retrieved, r = 0 … bits)")
     ax.set_ylabel("precision")
     ax.set_xlim(-0.02, 1.02)
@@ -198,7 +189,6 @@ def _pr_plot(views, title, path, source):
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right", fontsize=8)
     ax.set_title(title, fontsize=10)
-    return save_figure(fig, path)
 
 
 def _pn_plot(views, title, path, source):
