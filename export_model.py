@@ -41,7 +41,8 @@ def get_parser():
 
 def parse_args(argv=None):
     from predict import resolve_checkpoint
-    from utils.retrieval import apply_preset, check_positive
+    from utils.config import apply_preset
+    from utils.retrieval import check_positive
     args = apply_preset(get_parser().parse_args(argv), PRESET_KEYS)
     check_positive(args, ["bit", "resize_size", "crop_size"])
     args.pretrained = resolve_checkpoint(args.pretrained, args.bit)
@@ -69,7 +70,7 @@ def export_inference_model(model, save_dir, bit, resize_size, crop_size, source=
     static_model = paddle.jit.to_static(model, input_spec=spec, full_graph=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{save_dir.name}.", dir=save_dir.parent))
     try:
-        paddle.jit.save(static_model, str(tmp / "inference"), input_spec=spec)
+        paddle.jit.save(static_model, str(tmp / "inference"))
         model_file = next((name for name in MODEL_FILES if (tmp / name).is_file()), None)
         if model_file is None or not (tmp / "inference.pdiparams").is_file():
             raise RuntimeError(f"paddle.jit.save wrote {sorted(os.listdir(tmp))}, expected inference.pdiparams and "

@@ -1,4 +1,4 @@
-"""Retrieve the nearest database images of query images with a trained HashNet (dynamic graph).
+r"""Retrieve the nearest database images of query images with a trained HashNet (dynamic graph).
 
     python predict.py --dataset toy --bit 64 --pretrained output/toy_run/model_best_64.pdparams \
         --img data/toy/images/000001.png
@@ -35,7 +35,8 @@ def get_parser():
 
 
 def parse_args(argv=None):
-    from utils.retrieval import apply_preset, check_positive
+    from utils.config import apply_preset
+    from utils.retrieval import check_positive
     args = apply_preset(get_parser().parse_args(argv), PRESET_KEYS)
     check_positive(args, ["bit", "topk", "batch_size", "crop_size", "resize_size"])
     if args.num_workers < 0:
@@ -79,6 +80,7 @@ def run(argv=None, out=None):
     from utils import dist, engine, retrieval
     from utils.datasets import build_transform
 
+    queries = retrieval.collect_images(args.img)  # a wrong path fails before the model is loaded
     dist.select_device(args.device)
     model = load_model(args.bit, args.pretrained)
     retrieval.warn_if_trained_differently(args.pretrained, args.resize_size, args.crop_size)
@@ -92,7 +94,7 @@ def run(argv=None, out=None):
         loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers)
         return engine.encode(model, loader, "encode database")[0]
 
-    return retrieval.run_retrieval(args, args.bit, transform, encode_batch, encode_database,
+    return retrieval.run_retrieval(args, queries, args.bit, transform, encode_batch, encode_database,
                                    retrieval.file_fingerprint(args.pretrained), args.resize_size, args.crop_size,
                                    out=out)
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole chain on a small slice of the toy set, in the spirit of TIPC's lite_train_lite_infer:
 # train 2 epochs -> evaluate -> export -> Paddle Inference (codes, retrieval) -> predict.py -> the two agree.
-# Stops at the first failing step (set -e), each step printing the command it runs. ~1-2 min on a 2-core CPU.
+# Stops at the first failing step (set -e), each step printing the command it runs. ~50 s on a 2-core CPU.
 #
 #   bash scripts/lite_chain.sh                # writes output/lite_chain/
 #   OUT=/tmp/chain BIT=32 bash scripts/lite_chain.sh
@@ -21,7 +21,9 @@ run() { echo "+ $*" >&2; "$@"; }
 
 step "toy data and a small list slice (200 train, 40 queries, 300 database images)"
 run "$PY" -m utils.toy_dataset --root "$DATA"
-run rm -rf "$OUT"
+# only this script's own outputs are removed, so OUT may point at a folder holding other things
+run rm -rf "$LISTS" "$OUT/train" "$OUT/eval" "$OUT/inference" "$OUT/infer" "$OUT/predict" \
+    "$OUT/infer_codes.txt" "$OUT/infer.jsonl" "$OUT/predict.jsonl"
 run mkdir -p "$LISTS"
 echo >&2 "+ head -n 200/40/300 $DATA/{train,test,database}.txt > $LISTS/"
 head -n 200 "$DATA/train.txt" > "$LISTS/train.txt"

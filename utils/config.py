@@ -105,12 +105,18 @@ def get_parser(description="HashNet (ICCV 2017) in PaddlePaddle"):
     return p
 
 
+def apply_preset(args, keys=None):
+    """Fill the unset flags (all preset keys, or only `keys`) from the dataset's preset."""
+    preset = PRESETS["toy" if args.dataset == "toy" else "default"]
+    for key in preset if keys is None else keys:
+        if getattr(args, key, None) is None:
+            setattr(args, key, preset[key])
+    return args
+
+
 def resolve(args):
     """Fill unset flags from the dataset preset; derive the seed and the run folder."""
-    preset = PRESETS["toy" if args.dataset == "toy" else "default"]
-    for key, value in preset.items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, value)
+    apply_preset(args)
     if args.seed is None:
         args.seed = BIT_SEEDS.get(args.bit, 0)
     if args.log_path is None:

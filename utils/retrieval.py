@@ -23,11 +23,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from paddle.io import DataLoader
 from tqdm import tqdm
 
 from utils import checkpoint
-from utils.config import PRESETS, _add
-from utils.datasets import IMAGENET_MEAN, IMAGENET_STD, LIST_NAMES, dataset_lists, load_rgb, read_list_file
+from utils.config import _add
+from utils.datasets import (IMAGENET_MEAN, IMAGENET_STD, LIST_NAMES, ImageList, dataset_lists, load_rgb,
+                            read_list_file)
 from utils.tools import binarize, pack_codes, topk_search
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".ppm", ".tif", ".tiff", ".webp")
@@ -45,8 +47,8 @@ def log(message):
 def add_retrieval_flags(parser, dataset_default="coco"):
     """The flags predict.py and infer.py share; unset ones are filled from the dataset preset (apply_preset)."""
     g = parser.add_argument_group("retrieval")
-    _add(g, "--img", action="append", default=None, metavar="PATH",
-         help="query image or folder of images (repeatable)")
+    _add(g, "--img", action="extend", nargs="+", default=None, metavar="PATH",
+         help="query images and/or folders of images (--img a.jpg b.jpg, or --img repeated)")
     _add(g, "--dataset", default=dataset_default, help="database lists in data/<dataset>/; 'toy' is generated")
     _add(g, "--data-path", default=None, help="data root the list paths are relative to (default: preset)")
     _add(g, "--list-dir", default=None, help="folder of train/test/database.txt (default data/<dataset>)")
@@ -57,15 +59,6 @@ def add_retrieval_flags(parser, dataset_default="coco"):
     _add(g, "--batch-size", type=int, default=None, help="images per forward pass (default: preset)")
     _add(g, "--num_workers", type=int, default=2, help="DataLoader workers for encoding the database")
     return g
-
-
-def apply_preset(args, keys):
-    """Fill the unset flags among `keys` from the dataset's preset in utils/config.py (same rule as resolve)."""
-    preset = PRESETS["toy" if args.dataset == "toy" else "default"]
-    for key in keys:
-        if getattr(args, key, None) is None:
-            setattr(args, key, preset[key])
-    return args
 
 
 def check_positive(args, names):
@@ -120,7 +113,6 @@ def encode_images(encode_batch, paths, transform, batch_size, desc="encode queri
 
 def encode_dataset(encode_batch, dataset, batch_size, num_workers, desc="encode database"):
     """±1 codes of every dataset item, in dataset order, through a numpy encode_batch (the inference engine)."""
-    from paddle.io import DataLoader  # not needed by callers that only search
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=False, num_workers=num_workers)
     outputs = []
     for images, _, _ in tqdm(loader, desc=desc, leave=False, file=sys.stderr):
@@ -176,7 +168,6 @@ class Database:
         return self._labels_of.get(self._key(path))
 
     def dataset(self, transform):
-        from utils.datasets import ImageList
         return ImageList(self.root, self.list_path, transform, self.num_classes)
 
 
@@ -419,15 +410,15 @@ def show(path):
 
 
 # ------------------------------------------------------------------------------------------------------------ flow
-def run_retrieval(args, bit, transform, encode_batch, encode_database, checkpoint_fingerprint, resize_size,
-                  crop_size, out=None):
-    """The whole predict/infer flow; returns the list of result dicts (also printed to `out`, default stdout).
+def run_retrieval(args, queries, bit, transform, encode_batch, encode_database, checkpoint_fingerprint,
+                  resize_size, crop_size, out=None):
+    """The whole predict/infer flow for the query paths (collect_images); returns the list of result dicts, also
+    printed to `out` (default stdout).
 
     Queries are decoded and encoded before the database so a bad query fails before minutes of encoding.
     """
     out = out or sys.stdout
     check_positive(args, ["topk", "batch_size"])
-    queries = collect_images(args.img)
     query_codes = binarize(encode_images(encode_batch, queries, transform, args.batch_size))
     database = Database(args.dataset, args.data_path, args.list_dir)
     identity = cache_identity(bit, checkpoint_fingerprint, database, resize_size, crop_size)

@@ -1,4 +1,4 @@
-"""HashNet codes and retrieval with Paddle Inference (a model written by export_model.py).
+r"""HashNet codes and retrieval with Paddle Inference (a model written by export_model.py).
 
     # codes of one image or of a folder, in batches
     python deploy/inference_python/infer.py --model-dir output/inference_64 --img data/toy/images/000001.png
@@ -34,7 +34,10 @@ def read_export_meta(model_dir):
     if not meta_path.is_file():
         raise FileNotFoundError(f"--model-dir {model_dir} has no {META_NAME}: not an export_model.py folder, or the "
                                 f"export was interrupted; re-run export_model.py")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise ValueError(f"{meta_path} is not valid JSON ({err}); re-run export_model.py") from err
     if meta.get("format") != META_FORMAT:
         raise ValueError(f"{meta_path}: format {meta.get('format')}, this infer.py reads format {META_FORMAT}")
     for name, digest in meta["files"].items():
@@ -130,7 +133,7 @@ def get_parser():
 
 
 def parse_args(argv=None):
-    from utils.retrieval import apply_preset
+    from utils.config import apply_preset
     args = get_parser().parse_args(argv)
     args.model_dir = args.model_dir or str(Path("output") / "inference_64")
     # retrieval when a database is named; otherwise just codes (the dataset then only picks the batch size)
@@ -146,6 +149,7 @@ def run(argv=None, out=None):
     args = parse_args(argv)
     from utils import retrieval
     out = out or sys.stdout
+    paths = retrieval.collect_images(args.img)  # a wrong path fails before the predictor is built
     engine = HashInference(args.model_dir, args.use_gpu, args.gpu_id, args.enable_mkldnn, args.cpu_threads)
     if args.retrieve:
         source = engine.meta.get("source_checkpoint")
@@ -157,10 +161,9 @@ def run(argv=None, out=None):
             return retrieval.encode_dataset(engine.run, dataset, args.batch_size, args.num_workers)
 
         # the cache is keyed by the source checkpoint: the exported model's codes equal the dynamic graph's
-        return retrieval.run_retrieval(args, engine.bit, engine.transform, engine.run, encode_database, source,
-                                       engine.resize_size, engine.crop_size, out=out)
+        return retrieval.run_retrieval(args, paths, engine.bit, engine.transform, engine.run, encode_database,
+                                       source, engine.resize_size, engine.crop_size, out=out)
     retrieval.check_positive(args, ["batch_size"])
-    paths = retrieval.collect_images(args.img)
     codes = engine.postprocess(engine.encode_paths(paths, args.batch_size))
     rows = []
     for path, code in zip(paths, codes):

@@ -1,0 +1,206 @@
+"""export_model.py + deploy/inference_python/infer.py: the exported model's outputs equal the dynamic graph's (raw
+within 1e-4, codes identical), infer.py's retrieval equals predict.py's, both program formats load, user errors."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import paddle
+import pytest
+
+import export_model
+import predict
+from deploy.inference_python import infer
+from deploy.inference_python.infer import HashInference
+from test_predict import TOY_SIZES, json_results, list_items, random_hashnet, sha256, standardize_on
+from utils import checkpoint
+from utils.datasets import IMAGENET_MEAN, IMAGENET_STD, build_transform
+from utils.retrieval import load_batch
+from utils.tools import binarize
+from utils.toy_dataset import ensure_toy_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+RAW_TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    base = tmp_path_factory.mktemp("export")
+    root = ensure_toy_dataset(base / "toy", seed=1, **TOY_SIZES)
+    model = standardize_on(random_hashnet(64, "kaiming", seed=1), root, root / "database.txt", 72, 64)
+    ckpt = checkpoint.save(model.state_dict(), base / "model_best_64.pdparams")
+    model_dir = base / "inference"
+    status = export_model.main(["--dataset", "toy", "--bit", "64", "--pretrained", str(ckpt),
+                                "--save-inference-dir", str(model_dir)])
+    assert status == 0
+    images = [root / rel for rel, *_ in list_items(root / "database.txt")[:12]]
+    with paddle.no_grad():
+        reference = model(paddle.to_tensor(load_batch(images, build_transform(False, 72, 64)))).numpy()
+    return {"root": root, "ckpt": ckpt, "model_dir": model_dir, "images": images, "reference": reference,
+            "base": base}
+
+
+def test_export_writes_program_params_and_meta(exported):
+    model_dir = exported["model_dir"]
+    meta = json.loads((model_dir / "export_meta.json").read_text())
+    pir = paddle.__version__.startswith("3") and os.environ.get("FLAGS_enable_pir_api", "1") not in ("0", "false")
+    assert meta["model_file"] == ("inference.json" if pir else "inference.pdmodel")
+    assert meta["params_file"] == "inference.pdiparams"
+    assert (meta["bit"], meta["resize_size"], meta["crop_size"]) == (64, 72, 64)
+    assert meta["mean"] == IMAGENET_MEAN and meta["std"] == IMAGENET_STD
+    assert meta["input_name"] == "x" and meta["input_shape"] == [None, 3, 64, 64]
+    assert meta["files"] == {name: sha256(model_dir / name) for name in (meta["model_file"], "inference.pdiparams")}
+    assert meta["source_checkpoint"]["sha256"] == sha256(exported["ckpt"])
+    assert meta["source_checkpoint"]["path"] == str(Path(exported["ckpt"]).resolve())
+    assert not list(model_dir.parent.glob(".inference.*"))  # the temporary export folder is gone
+
+
+@pytest.mark.parametrize("mkldnn", [False, True], ids=["plain", "onednn"])
+def test_inference_outputs_equal_the_dynamic_graph(exported, mkldnn):
+    engine = HashInference(exported["model_dir"], enable_mkldnn=mkldnn)
+    images = engine.preprocess(exported["images"])
+    np.testing.assert_array_equal(images, load_batch(exported["images"], build_transform(False, 72, 64)))
+    raw = engine.run(images)
+    reference = exported["reference"]
+    assert raw.shape == reference.shape == (12, 64)
+    assert np.abs(raw - reference).max() < RAW_TOLERANCE
+    np.testing.assert_array_equal(engine.postprocess(raw), binarize(reference))
+    # batches of another size (the last one partial) give the same outputs
+    split = engine.encode_paths(exported["images"], batch_size=5)
+    assert np.abs(split - reference).max() < RAW_TOLERANCE
+    np.testing.assert_array_equal(binarize(split), binarize(reference))
+
+
+def test_legacy_program_format_loads_and_matches(exported, tmp_path):
+    # Paddle 2.6 (and 3.x without PIR) writes inference.pdmodel; this Paddle writes it with FLAGS_enable_pir_api=0
+    env = dict(os.environ, FLAGS_enable_pir_api="0")
+    proc = subprocess.run([sys.executable, "export_model.py", "--dataset", "toy", "--bit", "64", "--pretrained",
+                           str(exported["ckpt"]), "--save-inference-dir", str(tmp_path / "legacy")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    meta = json.loads((tmp_path / "legacy" / "export_meta.json").read_text())
+    assert meta["model_file"] == "inference.pdmodel"
+    engine = HashInference(tmp_path / "legacy", enable_mkldnn=False)
+    raw = engine.run(engine.preprocess(exported["images"]))
+    assert np.abs(raw - exported["reference"]).max() < RAW_TOLERANCE
+    np.testing.assert_array_equal(binarize(raw), binarize(exported["reference"]))
+
+
+def test_reexport_in_the_other_format_leaves_no_stale_program(exported, tmp_path):
+    target = tmp_path / "inference"
+    shutil.copytree(exported["model_dir"], target)
+    (target / "inference.pdmodel").write_bytes(b"stale program of an older export")
+    assert export_model.main(["--dataset", "toy", "--bit", "64", "--pretrained", str(exported["ckpt"]),
+                              "--save-inference-dir", str(target)]) == 0
+    meta = json.loads((target / "export_meta.json").read_text())
+    assert sorted(p.name for p in target.iterdir()) == sorted(["export_meta.json", "inference.pdiparams",
+                                                               meta["model_file"]])
+
+
+def test_infer_cli_prints_the_codes(exported, tmp_path, capsys):
+    folder = tmp_path / "queries"
+    folder.mkdir()
+    for i, path in enumerate(exported["images"][:3]):
+        shutil.copy(path, folder / f"q{i}.png")
+    assert infer.main(["--model-dir", str(exported["model_dir"]), "--img", str(folder), "--json",
+                       "--batch-size", "2", "--enable_mkldnn", "false"]) == 0
+    rows = json_results(capsys.readouterr().out)
+    expected = ["".join("1" if v > 0 else "0" for v in code) for code in binarize(exported["reference"][:3])]
+    assert [Path(r["image"]).name for r in rows] == ["q0.png", "q1.png", "q2.png"]
+    assert [r["code"] for r in rows] == expected and {r["bit"] for r in rows} == {64}
+
+
+def strip_outputs(results):
+    return [{k: v for k, v in entry.items() if k not in ("best_match_copy", "contact_sheet")} for entry in results]
+
+
+def test_infer_retrieval_equals_predict(exported, tmp_path, capsys):
+    root = exported["root"]
+    dataset = ["--dataset", "toy", "--data-path", str(root), "--list-dir", str(root), "--num_workers", "0",
+               "--json", "--topk", "6"]
+    queries = []
+    for path in exported["images"][:4]:
+        queries += ["--img", str(path)]
+    assert predict.main([*dataset, *queries, "--pretrained", str(exported["ckpt"]),
+                         "--save_path", str(tmp_path / "predict")]) == 0
+    by_predict = json_results(capsys.readouterr().out)
+
+    # infer.py encodes the database itself ...
+    assert infer.main([*dataset, *queries, "--model-dir", str(exported["model_dir"]),
+                       "--save_path", str(tmp_path / "infer")]) == 0
+    captured = capsys.readouterr()
+    assert "encoding 34 images once" in captured.err
+    by_infer = json_results(captured.out)
+    assert strip_outputs(by_infer) == strip_outputs(by_predict)
+    assert by_infer[0]["results"][0]["distance"] == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "infer" / "database_code_64.npy"),
+                                  np.load(tmp_path / "predict" / "database_code_64.npy"))
+
+    # ... and accepts predict.py's cache, which the export's source checkpoint made
+    assert infer.main([*dataset, *queries, "--model-dir", str(exported["model_dir"]),
+                       "--save_path", str(tmp_path / "predict")]) == 0
+    captured = capsys.readouterr()
+    assert "(34 x 64 bits, cached)" in captured.err and "recomputing" not in captured.err
+    assert strip_outputs(json_results(captured.out)) == strip_outputs(by_predict)
+
+
+def test_bench_infer_reports_both_engines(exported):
+    from benchmarks import bench_infer
+    result = bench_infer.main(["--pretrained", str(exported["ckpt"]), "--model-dir", str(exported["model_dir"]),
+                               "--batch-size", "4", "--iters", "1", "--warmup", "0"])
+    for name in ("dygraph", "inference_plain", "inference_onednn"):
+        assert result[name]["iters"] == 1 and result[name]["images_per_s"] > 0
+    assert result["inference_plain"]["max_abs_diff"] < RAW_TOLERANCE
+    assert result["ratio_inference_onednn"] == pytest.approx(
+        result["inference_onednn"]["images_per_s"] / result["dygraph"]["images_per_s"])
+
+
+# --------------------------------------------------------------------------------------------------------- errors
+def broken_export(exported, tmp_path):
+    """A copy of the export whose meta says the weights should be something else."""
+    target = tmp_path / "tampered"
+    target.mkdir()
+    meta = json.loads((exported["model_dir"] / "export_meta.json").read_text())
+    for name in meta["files"]:
+        (target / name).symlink_to(exported["model_dir"] / name)
+    meta["files"]["inference.pdiparams"] = "0" * 64
+    (target / "export_meta.json").write_text(json.dumps(meta))
+    return target
+
+
+@pytest.mark.parametrize("case", ["no folder", "no meta", "changed params", "missing image", "gpu on cpu build"])
+def test_infer_user_errors(exported, tmp_path, capsys, case):
+    image = str(exported["images"][0])
+    no_meta = tmp_path / "no_meta"
+    no_meta.mkdir()
+    cases = {
+        "no folder": (["--model-dir", str(tmp_path / "nowhere"), "--img", image],
+                      r"--model-dir .*nowhere: folder not found; write it with export_model\.py"),
+        "no meta": (["--model-dir", str(no_meta), "--img", image], r"has no export_meta\.json"),
+        "changed params": (["--model-dir", str(broken_export(exported, tmp_path)), "--img", image],
+                           r"inference\.pdiparams changed after the export"),
+        "missing image": (["--model-dir", str(exported["model_dir"]), "--img", str(tmp_path / "x.jpg")],
+                          r"--img .*x\.jpg: query image not found"),
+        "gpu on cpu build": (["--model-dir", str(exported["model_dir"]), "--img", image, "--use_gpu"],
+                             r"--use_gpu needs a CUDA build of Paddle"),
+    }
+    if case == "gpu on cpu build" and paddle.device.is_compiled_with_cuda():
+        pytest.skip("this Paddle has CUDA: --use_gpu is valid here")
+    argv, pattern = cases[case]
+    assert infer.main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("error: ")
+    assert re.search(pattern, captured.err), captured.err
+
+
+def test_lite_chain(tmp_path):
+    """scripts/lite_chain.sh trains, exports and runs every entry point (~50 s on 2 CPU cores)."""
+    proc = subprocess.run(["bash", "scripts/lite_chain.sh"], cwd=REPO, env=dict(os.environ, OUT=str(tmp_path)),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "ok: same top-5 from both engines; rank 1 = the query, distance 0" in proc.stdout
+    assert "lite chain passed" in proc.stdout
