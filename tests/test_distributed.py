@@ -81,3 +81,11 @@ def test_resume_in_two_processes_continues_exactly(runs, small_toy, tmp_path):
     for key, value in straight["model"].items():
         np.testing.assert_array_equal(resumed["model"][key].numpy(), value.numpy(), err_msg=key)
     np.testing.assert_array_equal(resumed["criterion"]["U"].numpy(), straight["criterion"]["U"].numpy())
+
+
+def test_multi_gpu_entry_without_launcher_runs_one_process_on_cpu(small_toy, tmp_path):
+    run = tmp_path / "plain"
+    proc = run_cli(["main_multi_gpu.py", *toy_args(small_toy, run, "--epoch", "1", "--batch-size", "64")])
+    assert "0 GPU visible: running a single process" in proc.stdout
+    config = json.loads((run / "config.json").read_text())
+    assert config["batch_size"] == 64 and (run / "last_64.pdckpt").is_file()

@@ -105,3 +105,22 @@ def test_missing_imagenet_weights_warn_on_real_data(tmp_path, monkeypatch, caplo
     assert engine.resolve_backbone_weights(cfg, logger) == str(tmp_path / "pretrained" / "alexnet-owt-7be5be79.pth")
     toy = parse_args(["--dataset", "toy", "--output-dir", str(tmp_path)])
     assert engine.resolve_backbone_weights(toy, logger) is None  # the toy preset is from scratch on purpose
+
+
+def test_real_coco_images_train_and_evaluate(tmp_path):
+    """The COCO path (224 px crops, 80 labels, the seed's recipe) on the 13 real images in ../shared/coco_lite."""
+    from conftest import SHARED
+    lite = SHARED / "coco_lite"
+    if not (lite / "lists" / "train.txt").is_file():
+        pytest.skip(f"real COCO images not found: {lite} (lists/train.txt)")
+    run = tmp_path / "coco_lite"
+    run_cli(["main_single_gpu.py", "--dataset", "coco", "--list-dir", lite / "lists", "--data-path", lite,
+             "--bit", "16", "--batch-size", "4", "--epoch", "1", "--num_workers", "0", "--device", "cpu",
+             "--output-dir", tmp_path, "--run-name", run.name])
+    log = (run / "log_train_16.txt").read_text()
+    assert "9 train, 4 query, 13 database images, 80 classes" in log
+    assert "no ImageNet AlexNet weights found" in log  # the COCO recipe warns when it starts from scratch
+    metrics = json.loads((run / "metrics.json").read_text())["final"]
+    assert metrics["topk"] == 5000 and metrics["num_database"] == 13 and 0 < metrics["map"] <= 1
+    config = json.loads((run / "config.json").read_text())
+    assert (config["crop_size"], config["resize_size"], config["step_continuation"]) == (224, 256, 20)

@@ -101,8 +101,9 @@ def train_one_epoch(model, criterion, optimizer, loader, epoch, cfg, logger):
         meter.update(float(loss), images.shape[0])
         bar.set_postfix(loss=f"{meter.avg:.4f}")
         if step % cfg.log_freq == 0 or step == num_steps:
+            # every rank reaches the same steps (the sampler pads shards to equal length), so this collective is safe
             logger.info("Epoch[%03d/%03d], Step[%04d/%04d], Loss: %.4f, lr: %.6f, scale: %.4f",
-                        epoch, cfg.epoch, step, num_steps, meter.avg, lr, criterion.scale)
+                        epoch, cfg.epoch, step, num_steps, dist.all_reduce_mean(meter.avg), lr, criterion.scale)
     return {"epoch": epoch, "loss": dist.all_reduce_mean(meter.avg), "lr": lr, "scale": criterion.scale,
             "steps": num_steps, "time": time.time() - start}
 
