@@ -74,9 +74,10 @@ def test_every_key_matches_brute_force(bits, radius):
     for key in ("map", "map_nonzero", f"precision_radius{radius}", f"radius{radius}_empty_fraction"):
         assert got[key] == pytest.approx(want[key], abs=1e-12), key
     assert got["nonzero_queries"] == want["nonzero_queries"] < 40
-    assert set(got["precision_at_n"]) == set(pn_points)
-    for p in pn_points:
+    assert set(got["precision_at_n"]) == {1, 10, 100, 300}  # N capped at the database size (300)
+    for p in (1, 10, 100):
         assert got["precision_at_n"][p] == pytest.approx(want["precision_at_n"][p], abs=1e-12), p
+    assert got["precision_at_n"][300] == pytest.approx(want["precision_at_n"][500], abs=1e-12)  # whole database
     assert [row["radius"] for row in got["pr_curve"]] == list(range(bits + 1))
     for mine, theirs in zip(got["pr_curve"], want["pr_curve"]):
         assert mine["precision"] == pytest.approx(theirs["precision"], abs=1e-12)

@@ -593,7 +593,8 @@ def retrieval_metrics(rB, qB, retrievalL, queryL, topk=5000,
       within Hamming distance <= radius, averaged over queries; a query with no item inside the radius
       contributes 0 (the common convention; it penalises long codes, whose radius-2 balls are often
       empty), and ``radius{radius}_empty_fraction`` is the share of such queries.
-    - ``precision_at_n``: {N: mean over queries of the precision of the top N in stable Hamming order};
+    - ``precision_at_n``: {N: mean over queries of the precision of the top N in stable Hamming order}, N
+      capped at the database size;
       N larger than the database uses the whole database.
     - ``pr_curve``: [{radius, precision, recall}] for radius 0..bits: the items within that radius are
       retrieved; per-query precision and recall, then the mean over queries (macro average, the way
@@ -610,6 +611,8 @@ def retrieval_metrics(rB, qB, retrievalL, queryL, topk=5000,
     db, q = pack_codes(rB), pack_codes(qB)
     db_bitmaps, q_classes = _class_bitmaps(retrievalL), _class_lists(queryL)
     nq, n = qB.shape[0], rB.shape[0]
+    # P@N for N beyond the database size is not defined: report those N no further than the database itself
+    pn_points = sorted({min(p, n) for p in pn_points})
     bits = rB.shape[1]
     levels = bits + 1
     k = min(topk, n)
