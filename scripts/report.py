@@ -22,6 +22,8 @@ from utils.plots import (PR_RADIUS, atomic_write_bytes, draw_pr_curve, finish_pr
 # SPEC §6: mAP@5000 on MS-COCO with AlexNet. Strings keep the digits exactly as published.
 REFERENCE_DATASET = "coco"
 REFERENCE_TOPK = 5000
+# SPEC §4: 5,000 queries; the database is the rest of 122,218 images (the seed's log suggests ~112,000 listed)
+REFERENCE_QUERIES, REFERENCE_DATABASE_MIN = 5000, 100_000
 REFERENCE_ROWS = [
     ("HashNet paper (ICCV 2017, Table 1)", {16: "0.6873", 32: "0.7184", 48: "0.7301", 64: "0.7362"}),
     ("seed README, \"Paper results\" row", {16: "0.622", 32: "0.682", 48: "0.715", 64: "0.727"}),
@@ -230,6 +232,12 @@ def build_notes(runs):
         ]
         notes += [f"- Warning: `{r.path}` uses mAP@{r.topk}, not mAP@{REFERENCE_TOPK}: not comparable with "
                   "the reference rows." for r in runs if r.is_reference_setting and r.topk != REFERENCE_TOPK]
+        notes += [f"- Warning: `{r.path}` has {r.final.get('num_query')} queries and {r.final.get('num_database')} "
+                  f"database images, not the protocol's {REFERENCE_QUERIES} / over {REFERENCE_DATABASE_MIN:,} (SPEC §4): "
+                  "not comparable with the reference rows."
+                  for r in runs if r.is_reference_setting
+                  and (r.final.get("num_query") != REFERENCE_QUERIES
+                       or (r.final.get("num_database") or 0) < REFERENCE_DATABASE_MIN)]
         notes += [f"- `{r.path}` is on dataset `{r.dataset}`: the reference numbers are for MS-COCO only."
                   for r in runs if not r.is_reference_setting]
     else:

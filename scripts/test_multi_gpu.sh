@@ -5,10 +5,16 @@ cd "$(dirname "$0")/.."
 DATA_PATH=${DATA_PATH:-./datasets/COCO2014/}
 WEIGHTS_DIR=${WEIGHTS_DIR:-output}
 GPUS=${GPUS:-0,1}
+# GPUS=cpu runs NPROC CPU processes instead (gloo), e.g. to try the scripts on a machine without GPUs
+if [ "$GPUS" = "cpu" ]; then
+  DEVICES="--nproc_per_node ${NPROC:-2}"; DEVICE_FLAG="--device cpu"
+else
+  DEVICES="--gpus $GPUS"; DEVICE_FLAG=""
+fi
 for pair in 16:0 32:2000 48:200 64:2000; do
   bit=${pair%%:*}; seed=${pair##*:}
-  python -m paddle.distributed.launch --gpus "$GPUS" --log_dir "output/launch_logs/coco_${bit}bits_eval" \
-    main_multi_gpu.py --eval --dataset coco --data-path "$DATA_PATH" --bit "$bit" --seed "$seed" \
+  python -m paddle.distributed.launch $DEVICES --log_dir "output/launch_logs/coco_${bit}bits_eval" \
+    main_multi_gpu.py $DEVICE_FLAG --eval --dataset coco --data-path "$DATA_PATH" --bit "$bit" --seed "$seed" \
     --batch-size 64 --topK 5000 --pretrained "$WEIGHTS_DIR/coco_${bit}bits/model_best_${bit}.pdparams" \
     --output-dir output --run-name "coco_${bit}bits_eval" "$@"
 done

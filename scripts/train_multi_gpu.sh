@@ -5,10 +5,16 @@ set -e
 cd "$(dirname "$0")/.."
 DATA_PATH=${DATA_PATH:-./datasets/COCO2014/}
 GPUS=${GPUS:-0,1}
+# GPUS=cpu runs NPROC CPU processes instead (gloo), e.g. to try the scripts on a machine without GPUs
+if [ "$GPUS" = "cpu" ]; then
+  DEVICES="--nproc_per_node ${NPROC:-2}"; DEVICE_FLAG="--device cpu"
+else
+  DEVICES="--gpus $GPUS"; DEVICE_FLAG=""
+fi
 for pair in 16:0 32:2000 48:200 64:2000; do
   bit=${pair%%:*}; seed=${pair##*:}
-  python -m paddle.distributed.launch --gpus "$GPUS" --log_dir "output/launch_logs/coco_${bit}bits" \
-    main_multi_gpu.py --dataset coco --data-path "$DATA_PATH" --bit "$bit" --seed "$seed" \
+  python -m paddle.distributed.launch $DEVICES --log_dir "output/launch_logs/coco_${bit}bits" \
+    main_multi_gpu.py $DEVICE_FLAG --dataset coco --data-path "$DATA_PATH" --bit "$bit" --seed "$seed" \
     --batch-size 64 --learning_rate 0.001 --epoch 150 --eval_epoch 10 --topK 5000 \
     --output-dir output --run-name "coco_${bit}bits" "$@"
 done
