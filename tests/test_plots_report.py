@@ -23,7 +23,7 @@ def load_report_module():
 report = load_report_module()
 
 
-def fake_metrics(bits, map_value, topk=5000):
+def fake_metrics(bits, map_value, topk=5000, num_query=100, num_database=900):
     """A metrics dict shaped like retrieval_metrics' output after a JSON round trip (string P@N keys)."""
     pr = []
     for r in range(bits + 1):
@@ -33,7 +33,7 @@ def fake_metrics(bits, map_value, topk=5000):
         "map": map_value, "map_nonzero": map_value + 0.01, "map_tie_aware": map_value - 0.002,
         "nonzero_queries": 95, "precision_radius2": map_value + 0.05, "radius2_empty_fraction": 0.125,
         "precision_at_n": {"100": map_value + 0.1, "500": map_value + 0.05, "1000": map_value},
-        "pr_curve": pr, "topk": topk, "bits": bits, "num_query": 100, "num_database": 900,
+        "pr_curve": pr, "topk": topk, "bits": bits, "num_query": num_query, "num_database": num_database,
         "map_random_codes": 0.3,
     }
 
@@ -230,3 +230,14 @@ def test_report_command_line_error_is_one_line(tmp_path):
                              "--out", str(tmp_path / "r")], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.startswith("report.py: error: --runs ") and "Traceback" not in result.stderr
+
+
+def test_report_warns_when_a_coco_run_is_not_at_protocol_scale(tmp_path):
+    small = make_run(tmp_path, "coco_small", 64)
+    full = make_run(tmp_path, "coco_full", 32)
+    doc = json.loads((full / "metrics.json").read_text())
+    doc["final"] = fake_metrics(32, 0.7, num_query=5000, num_database=112217)
+    (full / "metrics.json").write_text(json.dumps(doc))
+    text = report.main(["--runs", str(small), str(full), "--out", str(tmp_path / "r")]).read_text()
+    assert f"`{small}` has 100 queries and 900 database images, not the protocol's 5000 / over 100,000" in text
+    assert f"`{full}` has" not in text
