@@ -25,7 +25,7 @@ PRESETS = {
     # the hash layer trained (SPEC §3, end). The loss and network are HashNet's; the continuation runs faster
     # because the run is short.
     "toy": dict(
-        data_path=str(PROJECT_ROOT / "data" / "toy"), batch_size=64, epoch=12, eval_epoch=6, learning_rate=3e-3,
+        data_path=str(PROJECT_ROOT / "data" / "toy"), batch_size=64, epoch=12, eval_epoch=6, learning_rate=2e-3,
         optimizer="sgd", weight_decay=5e-4, momentum=0.9, alpha=0.1, step_continuation=4, de_step=50,
         topK=-1, crop_size=64, resize_size=72, backbone_weights="none", init="kaiming",
         standardize_features=True, train_scope="hash"),
