@@ -4,13 +4,7 @@
 set -e
 cd "$(dirname "$0")/.."
 DATA_PATH=${DATA_PATH:-./datasets/COCO2014/}
-GPUS=${GPUS:-0,1}
-# GPUS=cpu runs NPROC CPU processes instead (gloo), e.g. to try the scripts on a machine without GPUs
-if [ "$GPUS" = "cpu" ]; then
-  DEVICES="--nproc_per_node ${NPROC:-2}"; DEVICE_FLAG="--device cpu"
-else
-  DEVICES="--gpus $GPUS"; DEVICE_FLAG=""
-fi
+. scripts/launch_devices.sh
 for pair in 16:0 32:2000 48:200 64:2000; do
   bit=${pair%%:*}; seed=${pair##*:}
   python -m paddle.distributed.launch $DEVICES --log_dir "output/launch_logs/coco_${bit}bits" \

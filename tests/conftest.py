@@ -1,4 +1,5 @@
 """Shared fixtures: a small subset of the generated toy set, and running the entry points as a user would."""
+import importlib.util
 import os
 import subprocess
 import sys
@@ -8,6 +9,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+
+
+def load_data_script(name):
+    """Import data/<name>.py: data/ is a folder of scripts, not a package (and tests/data would shadow it)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "data" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_cli(args, cwd=REPO, check=True, env=None, timeout=600):

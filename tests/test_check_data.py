@@ -1,6 +1,5 @@
 """Data checker (data/check_data.py): missing and undecodable images are named and fail the check."""
 
-import importlib.util
 import io
 import subprocess
 import sys
@@ -10,22 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import load_data_script
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
 
-if not (REPO_ROOT / "utils" / "datasets.py").is_file():
-    pytest.skip("utils/datasets.py (read_list_file, used by check_data) not found", allow_module_level=True)
 
-
-def _load_module(name):
-    # data/ is a folder of scripts, not a package (and tests/data would shadow it), so load by path.
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "data" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-check_data = _load_module("check_data")
+check_data = load_data_script("check_data")
 
 
 def _jpeg_bytes(seed):

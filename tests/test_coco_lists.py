@@ -1,26 +1,18 @@
 """COCO list builder (data/make_coco_lists.py) on a small COCO-format annotation pair, plus a check that
 the official lists use the same alphabetical label order (skipped when the shared copies are absent)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_data_script
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
 
 
-def _load_module(name):
-    # data/ is a folder of scripts, not a package (and tests/data would shadow it), so load by path.
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "data" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-mcl = _load_module("make_coco_lists")
+mcl = load_data_script("make_coco_lists")
 
 # ids deliberately not in name order: zebra has the lowest id but the last name.
 CATEGORIES = [
