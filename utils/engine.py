@@ -171,6 +171,8 @@ def fit_feature_standardization(model, loader, logger):
 
 # ------------------------------------------------------------------------------------------------------ checkpoint
 def save_training_state(path, model, optimizer, scheduler, criterion, epoch, best, cfg):
+    """Everything a resumed run needs. The random state is not stored as such: every epoch reseeds paddle, numpy
+    and python from (seed + rank, epoch) and augmentation from (seed, epoch, index), so seed and epoch determine it."""
     checkpoint.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "criterion": criterion.state_dict(), "epoch": epoch,
                      "best": best, "bit": cfg.bit, "config": vars(cfg)}, path)
