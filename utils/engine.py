@@ -34,8 +34,8 @@ def resolve_backbone_weights(cfg, logger):
             return str(PROJECT_ROOT / candidate)
     logger.warning(
         "WARNING: no ImageNet AlexNet weights found (looked for %s). Training starts from a random backbone and "
-        "results will be far from the paper's (SPEC §6). See README 'Pretrained backbone' to get and convert them, "
-        "or pass --backbone_weights PATH.", ", ".join(BACKBONE_CANDIDATES))
+        "results will be far from the paper's (SPEC §6). See README, 'ImageNet-pretrained AlexNet', to get and "
+        "convert them, or pass --backbone_weights PATH.", ", ".join(BACKBONE_CANDIDATES))
     return None
 
 
@@ -135,18 +135,15 @@ def encode(model, loader, desc="encode"):
     return binarize(outputs), labels
 
 
-def evaluate(model, loaders, cfg, full=True):
-    """Encode queries and database; mAP@K (and, with full, the paper-style metrics) computed once, on rank 0."""
+def evaluate(model, loaders, cfg):
+    """Encode queries and database; mAP@K and the paper-style metrics, computed once on rank 0 and shared."""
     start = time.time()
     query_codes, query_labels = encode(model, loaders["test"], "encode queries")
     db_codes, db_labels = encode(model, loaders["database"], "encode database")
     metrics = None
     if dist.is_main_process():
         topk = len(db_codes) if cfg.topK < 0 else cfg.topK
-        if full:
-            metrics = retrieval_metrics(db_codes, query_codes, db_labels, query_labels, topk=topk)
-        else:
-            metrics = {"map": CalcTopMap(db_codes, query_codes, db_labels, query_labels, topk)}
+        metrics = retrieval_metrics(db_codes, query_codes, db_labels, query_labels, topk=topk)
         rng = np.random.default_rng(cfg.seed)
         random_codes = lambda n: np.where(rng.random((n, cfg.bit)) < 0.5, -1.0, 1.0).astype(np.float32)
         metrics["map_random_codes"] = CalcTopMap(random_codes(len(db_codes)), random_codes(len(query_codes)),
