@@ -233,7 +233,8 @@ def build_notes(runs):
         notes += [f"- Warning: `{r.path}` uses mAP@{r.topk}, not mAP@{REFERENCE_TOPK}: not comparable with "
                   "the reference rows." for r in runs if r.is_reference_setting and r.topk != REFERENCE_TOPK]
         notes += [f"- Warning: `{r.path}` has {r.final.get('num_query')} queries and {r.final.get('num_database')} "
-                  f"database images, not the protocol's {REFERENCE_QUERIES} / over {REFERENCE_DATABASE_MIN:,} (SPEC §4): "
+                  f"database images, not the protocol's {REFERENCE_QUERIES} / over {REFERENCE_DATABASE_MIN:,} "
+                  "(SPEC §4): "
                   "not comparable with the reference rows."
                   for r in runs if r.is_reference_setting
                   and (r.final.get("num_query") != REFERENCE_QUERIES

@@ -51,7 +51,8 @@ if __name__ == "__main__":
     # encode the database again with the final weights, through the same sharded + gathered path
     logger = engine.setup_logger()
     model = engine.build_model(cfg, logger)
-    engine.checkpoint.load_model_weights(model, cfg.pretrained if cfg.eval else Path(cfg.run_dir) / f"last_{cfg.bit}.pdckpt")
+    weights = cfg.pretrained if cfg.eval else Path(cfg.run_dir) / f"last_{cfg.bit}.pdckpt"
+    engine.checkpoint.load_model_weights(model, weights)
     _, loaders = engine.build_data(cfg)
     model.eval()
     raw, labels = engine.predict_outputs(model, loaders["database"])

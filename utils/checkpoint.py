@@ -47,7 +47,8 @@ def load_model_weights(model, path):
         state = state["model"]
     bits = hash_bits_of(state, path)
     if bits != model.hash_bit:
-        raise ValueError(f"{path} holds a {bits}-bit model (hash_layer.weight {list(state['hash_layer.weight'].shape)}) "
+        shape = list(state["hash_layer.weight"].shape)
+        raise ValueError(f"{path} holds a {bits}-bit model (hash_layer.weight {shape}) "
                          f"but --bit is {model.hash_bit}; pass --bit {bits} or the {model.hash_bit}-bit checkpoint")
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))

@@ -73,7 +73,8 @@ def get_parser(description="HashNet (ICCV 2017) in PaddlePaddle"):
     _add(g, "--device", default="auto", help="auto | cpu | gpu | gpu:N")
     _add(g, "--output-dir", default="output", help="parent folder of the run folders")
     _add(g, "--run-name", default=None, help="run folder name (default {dataset}_{bit}bits_{time})")
-    _add(g, "--log_path", default=None, help="log file name inside the run folder (default log_train_{bit}.txt / log_eval_{bit}.txt)")
+    _add(g, "--log_path", default=None,
+         help="log file name inside the run folder (default log_train_{bit}.txt / log_eval_{bit}.txt)")
     _add(g, "--log_freq", type=int, default=50, help="log a training line every N steps")
     g = p.add_argument_group("data")
     _add(g, "--dataset", default="coco", help="lists in data/<dataset>/; 'toy' is generated on first use")

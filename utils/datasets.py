@@ -116,7 +116,8 @@ def dataset_lists(name, list_dir=None):
     missing = [str(p) for p in lists.values() if not p.is_file()]
     if missing:
         raise FileNotFoundError(
-            f"dataset '{name}' needs train.txt, test.txt and database.txt in {list_dir}; missing: {', '.join(missing)}. "
+            f"dataset '{name}' needs train.txt, test.txt and database.txt in {list_dir}; "
+            f"missing: {', '.join(missing)}. "
             f"For COCO see README (Data): `python data/make_coco_lists.py` or the official lists.")
     return lists
 

@@ -145,9 +145,9 @@ def evaluate(model, loaders, cfg):
         topk = len(db_codes) if cfg.topK < 0 else cfg.topK
         metrics = retrieval_metrics(db_codes, query_codes, db_labels, query_labels, topk=topk)
         rng = np.random.default_rng(cfg.seed)
-        random_codes = lambda n: np.where(rng.random((n, cfg.bit)) < 0.5, -1.0, 1.0).astype(np.float32)
-        metrics["map_random_codes"] = CalcTopMap(random_codes(len(db_codes)), random_codes(len(query_codes)),
-                                                 db_labels, query_labels, topk)
+        random_db, random_query = (binarize(rng.standard_normal((n, cfg.bit))) for n in (len(db_codes),
+                                                                                          len(query_codes)))
+        metrics["map_random_codes"] = CalcTopMap(random_db, random_query, db_labels, query_labels, topk)
         metrics.update(topk=topk, num_query=len(query_codes), num_database=len(db_codes),
                        distinct_query_codes=int(len(np.unique(query_codes, axis=0))), eval_time=time.time() - start)
     return dist.broadcast_object(metrics)
