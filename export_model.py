@@ -41,8 +41,7 @@ def get_parser():
 
 def parse_args(argv=None):
     from predict import resolve_checkpoint
-    from utils.config import apply_preset
-    from utils.retrieval import check_positive
+    from utils.config import apply_preset, check_positive
     args = apply_preset(get_parser().parse_args(argv), PRESET_KEYS)
     check_positive(args, ["bit", "resize_size", "crop_size"])
     args.pretrained = resolve_checkpoint(args.pretrained, args.bit)

@@ -35,8 +35,7 @@ def get_parser():
 
 
 def parse_args(argv=None):
-    from utils.config import apply_preset
-    from utils.retrieval import check_positive
+    from utils.config import apply_preset, check_positive
     args = apply_preset(get_parser().parse_args(argv), PRESET_KEYS)
     check_positive(args, ["bit", "topk", "batch_size", "crop_size", "resize_size"])
     if args.num_workers < 0:

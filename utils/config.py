@@ -115,6 +115,14 @@ def apply_preset(args, keys=None):
     return args
 
 
+def check_positive(args, names):
+    """Every named flag is a whole number >= 1, else a ValueError naming the flag and the value."""
+    for name in names:
+        value = getattr(args, name)
+        if value is None or value < 1:
+            raise ValueError(f"--{name} must be >= 1, got {value}")
+
+
 def resolve(args):
     """Fill unset flags from the dataset preset; derive the seed and the run folder."""
     apply_preset(args)
@@ -131,9 +139,7 @@ def resolve(args):
             kind = "eval" if args.eval else "train"
             args.run_name = f"{args.dataset}_{args.bit}bits_{kind}_{time.strftime('%Y%m%d-%H%M%S')}"
     args.run_dir = str(Path(args.output_dir) / args.run_name)
-    for name in ("bit", "batch_size", "epoch", "eval_epoch", "step_continuation", "de_step"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    check_positive(args, ("bit", "batch_size", "epoch", "eval_epoch", "step_continuation", "de_step"))
     if args.eval and not args.pretrained:
         raise ValueError("--eval needs --pretrained PATH (a model_best_{bit}.pdparams or last_{bit}.pdckpt)")
     return args

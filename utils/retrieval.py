@@ -27,7 +27,7 @@ from paddle.io import DataLoader
 from tqdm import tqdm
 
 from utils import checkpoint
-from utils.config import _add
+from utils.config import _add, check_positive
 from utils.datasets import (IMAGENET_MEAN, IMAGENET_STD, LIST_NAMES, ImageList, dataset_lists, load_rgb,
                             read_list_file)
 from utils.tools import binarize, pack_codes, topk_search
@@ -59,13 +59,6 @@ def add_retrieval_flags(parser, dataset_default="coco"):
     _add(g, "--batch-size", type=int, default=None, help="images per forward pass (default: preset)")
     _add(g, "--num_workers", type=int, default=2, help="DataLoader workers for encoding the database")
     return g
-
-
-def check_positive(args, names):
-    for name in names:
-        value = getattr(args, name)
-        if value is None or value < 1:
-            raise ValueError(f"--{name} must be >= 1, got {value}")
 
 
 # --------------------------------------------------------------------------------------------------------- queries

@@ -148,6 +148,7 @@ def parse_args(argv=None):
 def run(argv=None, out=None):
     args = parse_args(argv)
     from utils import retrieval
+    from utils.config import check_positive
     out = out or sys.stdout
     paths = retrieval.collect_images(args.img)  # a wrong path fails before the predictor is built
     engine = HashInference(args.model_dir, args.use_gpu, args.gpu_id, args.enable_mkldnn, args.cpu_threads)
@@ -163,7 +164,7 @@ def run(argv=None, out=None):
         # the cache is keyed by the source checkpoint: the exported model's codes equal the dynamic graph's
         return retrieval.run_retrieval(args, paths, engine.bit, engine.transform, engine.run, encode_database,
                                        source, engine.resize_size, engine.crop_size, out=out)
-    retrieval.check_positive(args, ["batch_size"])
+    check_positive(args, ["batch_size"])
     codes = engine.postprocess(engine.encode_paths(paths, args.batch_size))
     rows = []
     for path, code in zip(paths, codes):
