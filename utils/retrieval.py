@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from utils import checkpoint
 from utils.config import _add, check_positive
+from utils.fileio import atomic_write
 from utils.datasets import (IMAGENET_MEAN, IMAGENET_STD, LIST_NAMES, ImageList, dataset_lists, load_rgb,
                             read_list_file)
 from utils.tools import binarize, pack_codes, topk_search
@@ -248,7 +249,7 @@ def save_codes(save_path, codes, identity):
         with open(tmp, "wb") as f:
             np.save(f, np.asarray(codes, dtype=np.float32))
 
-    checkpoint.atomic_write(npy, write_npy)
+    atomic_write(npy, write_npy)
     checkpoint.save_json(dict(identity, codes_sha256=sha256_of(npy)), sidecar)
     return npy
 
@@ -382,7 +383,7 @@ def save_outputs(entry, save_path):
     if not (copy.exists() and copy.resolve() == best.resolve()):
         shutil.copyfile(best, copy)
     sheet_path = save_path / f"{Path(entry['query']).stem}_top{entry['topk']}.png"
-    checkpoint.atomic_write(sheet_path, lambda tmp: contact_sheet(entry).save(tmp, format="PNG"))
+    atomic_write(sheet_path, lambda tmp: contact_sheet(entry).save(tmp, format="PNG"))
     entry["best_match_copy"], entry["contact_sheet"] = str(copy), str(sheet_path)
     return entry
 
