@@ -13,6 +13,7 @@ The input is x: float32 [batch, 3, crop, crop] with any batch size; the output i
 (code = sign, 0 -> +1). The files are written into a temporary folder and moved in place, export_meta.json last:
 an export without export_meta.json is incomplete.
 """
+import utils.compat  # noqa: F401  (first, before anything imports paddle: see utils/compat.py)
 import argparse
 import os
 import shutil

@@ -4,6 +4,7 @@
     python main_single_gpu.py --bit 64 --data-path ./datasets/COCO2014/
     python main_single_gpu.py --eval --bit 64 --pretrained output/coco_64bits/model_best_64.pdparams
 """
+import utils.compat  # noqa: F401  (first, before anything imports paddle: see utils/compat.py)
 from utils import engine
 from utils.config import parse_args
 

@@ -11,6 +11,7 @@ a table of rank, Hamming distance, shared labels and path (or with --json one JS
 copied into --save_path and a contact sheet {query}_top{k}.png. Flags left unset take the dataset preset's values
 (utils/config.py). The Paddle Inference twin of this script is deploy/inference_python/infer.py.
 """
+import utils.compat  # noqa: F401  (first, before anything imports paddle: see utils/compat.py)
 import argparse
 import logging
 import sys

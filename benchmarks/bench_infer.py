@@ -18,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+import utils.compat  # noqa: E402,F401  (before anything imports paddle: see utils/compat.py)
 
 
 def images_per_second(fn, batch, iters, warmup):

@@ -1,4 +1,5 @@
 """Shared fixtures: a small subset of the generated toy set, and running the entry points as a user would."""
+import utils.compat  # noqa: F401  (before anything imports paddle: see utils/compat.py)
 import importlib.util
 import os
 import subprocess

@@ -19,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # utils/ is shared with predict.py
+import utils.compat  # noqa: E402,F401  (before anything imports paddle: see utils/compat.py)
 
 META_NAME = "export_meta.json"
 META_FORMAT = 1
