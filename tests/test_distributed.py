@@ -60,9 +60,12 @@ def test_gathered_codes_equal_single_process_encoding(runs, small_toy, tmp_path)
                                                "--pretrained", runs / "two" / "last_64.pdckpt", "--eval")])
     ref = np.load(single / "rank0.npz")
     assert two["db_raw"].shape == (200, 64)
-    np.testing.assert_allclose(two["db_raw"], ref["db_raw"], atol=1e-4)
-    np.testing.assert_array_equal(np.sign(two["db_raw"] + (two["db_raw"] == 0)),
-                                  np.sign(ref["db_raw"] + (ref["db_raw"] == 0)))
+    # oneDNN picks kernels by batch shape (a 2 x 16 shard's last batch is not a 1 x 32 batch), so outputs agree to
+    # float32 rounding relative to their scale (~100 on the toy set), not to a fixed absolute tolerance
+    scale = np.abs(ref["db_raw"]).max()
+    assert np.abs(two["db_raw"] - ref["db_raw"]).max() <= 1e-4 * scale
+    clear = np.abs(ref["db_raw"]) > 1e-3 * scale  # a sign is only defined up to the rounding above
+    np.testing.assert_array_equal(np.sign(two["db_raw"])[clear], np.sign(ref["db_raw"])[clear])
     np.testing.assert_array_equal(two["db_labels"], ref["db_labels"])
 
 
