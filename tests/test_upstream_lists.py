@@ -265,3 +265,21 @@ def test_scripts_take_the_dataset(tmp_path):
                         "--run-name nuswide_81_64bits_eval")
     assert calls[10].startswith("main_single_gpu.py --dataset coco --data-path ./datasets/COCO2014/ --bit 48 "
                                 "--seed 200 ") and "--topK 5000 " in calls[10]
+
+
+def test_retrieval_database_resolves_upstream_paths(tmp_path):
+    """predict.py / infer.py read the database through the same mapping (their --path-prefix, default the preset's)."""
+    from predict import parse_args as predict_args
+    from utils.retrieval import Database
+
+    lists = write_nuswide_sample(tmp_path / "lists")
+    root = make_images(tmp_path / "root", lists, NUSWIDE_PREFIX)
+    checkpoint = tmp_path / "model_best_64.pdparams"
+    checkpoint.write_bytes(b"")
+    args = predict_args(["--dataset", "nuswide_81", "--list-dir", str(lists), "--data-path", str(root),
+                         "--pretrained", str(checkpoint), "--img", str(root / "images" / "0_1000_ab0_m.jpg")])
+    assert args.path_prefix == [f"{NUSWIDE_PREFIX}="]
+    database = Database(args.dataset, args.data_path, args.list_dir, args.path_prefix)
+    assert len(database) == 6 and database.image_path(5) == root / "images" / "5_1005_ab5_m.jpg"
+    assert database.labels_of(root / "images" / "1_1001_ab1_m.jpg").nonzero()[0].tolist() == [3, 80]
+    assert len(database.dataset(lambda image: np.asarray(image))) == 6
