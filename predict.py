@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-PRESET_KEYS = ("data_path", "batch_size", "resize_size", "crop_size")
+PRESET_KEYS = ("data_path", "path_prefix", "batch_size", "resize_size", "crop_size")
 
 
 def get_parser():

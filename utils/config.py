@@ -14,13 +14,24 @@ BIT_SEEDS = {16: 0, 32: 2000, 48: 200, 64: 2000}  # the seed's per-bit seeds (SP
 BACKBONE_CANDIDATES = ("pretrained/alexnet_imagenet.pdparams", "pretrained/alexnet-owt-7be5be79.pth",
                        "pretrained/alexnet-owt-4df8aa71.pth", "pretrained/alexnet.pdparams")
 
+# SPEC §3: the seed's COCO recipe. The paper's three datasets use it alike and differ in K of mAP@K, the data root
+# and how their upstream lists spell image paths (SPEC §7).
+_SEED_RECIPE = dict(
+    data_path="./datasets/COCO2014/", batch_size=128, epoch=150, eval_epoch=10, learning_rate=1e-3,
+    optimizer="sgd", weight_decay=5e-4, momentum=0.9, alpha=0.1, step_continuation=20, de_step=50,
+    topK=5000, crop_size=224, resize_size=256, backbone_weights="auto", init="torchvision",
+    standardize_features=False, train_scope="all", path_prefix=[])
+
 PRESETS = {
-    # SPEC §3: the seed's COCO recipe; also used for any other list-file dataset.
-    "default": dict(
-        data_path="./datasets/COCO2014/", batch_size=128, epoch=150, eval_epoch=10, learning_rate=1e-3,
-        optimizer="sgd", weight_decay=5e-4, momentum=0.9, alpha=0.1, step_continuation=20, de_step=50,
-        topK=5000, crop_size=224, resize_size=256, backbone_weights="auto", init="torchvision",
-        standardize_features=False, train_scope="all"),
+    # MS-COCO, and any other list-file dataset without a preset of its own.
+    "default": _SEED_RECIPE,
+    # HashNet's ImageNet-100 lists hold the authors' absolute paths; mapped, they are relative to a data root
+    # holding image/ (training images) and val_image/ (ILSVRC 2012 val images). mAP@1000 (SPEC §7).
+    "imagenet": dict(_SEED_RECIPE, data_path="./datasets/imagenet/", topK=1000,
+                     path_prefix=["/home/caozhangjie/run-czj/dataset/imagenet/="]),
+    # HashNet's NUS-WIDE-81 lists say ./data/nuswide_81/images/...: relative to a data root holding images/.
+    "nuswide_81": dict(_SEED_RECIPE, data_path="./datasets/nuswide_81/", topK=5000,
+                       path_prefix=["./data/nuswide_81/="]),
     # From scratch on 64 px toy images: a random Kaiming AlexNet, fc7 standardised on the training set and only
     # the hash layer trained (SPEC §3, end). The loss and network are HashNet's; the continuation runs faster
     # because the run is short.
@@ -28,8 +39,35 @@ PRESETS = {
         data_path=str(PROJECT_ROOT / "data" / "toy"), batch_size=64, epoch=12, eval_epoch=6, learning_rate=2e-3,
         optimizer="sgd", weight_decay=5e-4, momentum=0.9, alpha=0.1, step_continuation=4, de_step=50,
         topK=-1, crop_size=64, resize_size=72, backbone_weights="none", init="kaiming",
-        standardize_features=True, train_scope="hash"),
+        standardize_features=True, train_scope="hash", path_prefix=[]),
 }
+PRESET_LABELS = {"default": "COCO", "imagenet": "ImageNet", "nuswide_81": "NUS-WIDE", "toy": "toy"}
+
+
+def preset_for(dataset):
+    """The preset of a dataset name: its own, else the seed's COCO recipe."""
+    return PRESETS.get(dataset, PRESETS["default"])
+
+
+def metric_name(top_k):
+    """How the run's metric is written in config.json, logs and reports: mAP@1000, mAP@5000, mAP@all."""
+    return "mAP@all" if top_k is None or top_k < 0 else f"mAP@{top_k}"
+
+
+def parse_path_prefix(items, flag="--path-prefix"):
+    """['OLD=NEW', ...] -> [(OLD, NEW), ...], longest OLD first so the most specific mapping wins.
+
+    NEW may be empty: the rest of the path is then relative to the data root.
+    """
+    pairs = []
+    for item in items or ():
+        old, sep, new = str(item).partition("=")
+        if not sep or not old:
+            raise ValueError(f"{flag} {item!r}: expected OLD=NEW (a path prefix as the lists spell it, '=', and "
+                             f"what replaces it; NEW may be empty to make the rest relative to --data-path), e.g. "
+                             f"{flag} /home/caozhangjie/run-czj/dataset/imagenet/=")
+        pairs.append((old, new))
+    return sorted(pairs, key=lambda pair: -len(pair[0]))
 
 
 def _add(parser, name, **kwargs):
@@ -55,8 +93,11 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action):
         text = action.help or ""
         if action.default is None and action.dest in PRESETS["default"]:
-            return text + " (default: dataset preset; COCO %s, toy %s)" % (
-                PRESETS["default"][action.dest], PRESETS["toy"][action.dest])
+            by_value = {}
+            for name, preset in PRESETS.items():
+                by_value.setdefault(repr(preset[action.dest]), []).append(PRESET_LABELS[name])
+            shown = "; ".join(f"{'/'.join(names)} {value}" for value, names in by_value.items())
+            return text + f" (default: dataset preset; {shown})".replace("%", "%%")
         if action.default not in (None, argparse.SUPPRESS) and action.option_strings:
             return text + " (default: %(default)s)"
         return text
@@ -77,8 +118,12 @@ def get_parser(description="HashNet (ICCV 2017) in PaddlePaddle"):
          help="log file name inside the run folder (default log_train_{bit}.txt / log_eval_{bit}.txt)")
     _add(g, "--log_freq", type=int, default=50, help="log a training line every N steps")
     g = p.add_argument_group("data")
-    _add(g, "--dataset", default="coco", help="lists in data/<dataset>/; 'toy' is generated on first use")
+    _add(g, "--dataset", default="coco",
+         help="lists in data/<dataset>/; presets: coco, imagenet, nuswide_81; 'toy' is generated on first use")
     _add(g, "--data-path", default=None, help="data root the list paths are relative to")
+    _add(g, "--path-prefix", action="append", default=None, metavar="OLD=NEW",
+         help="rewrite list paths starting with OLD to start with NEW (repeatable; NEW empty = relative to "
+              "--data-path), so lists with another machine's paths work unchanged")
     _add(g, "--list-dir", default=None, help="folder of train/test/database.txt (default data/<dataset>)")
     _add(g, "--batch-size", type=int, default=None, help="images per step per process")
     _add(g, "--num_workers", type=int, default=4, help="DataLoader worker processes")
@@ -108,10 +153,11 @@ def get_parser(description="HashNet (ICCV 2017) in PaddlePaddle"):
 
 def apply_preset(args, keys=None):
     """Fill the unset flags (all preset keys, or only `keys`) from the dataset's preset."""
-    preset = PRESETS["toy" if args.dataset == "toy" else "default"]
+    preset = preset_for(args.dataset)
     for key in preset if keys is None else keys:
         if getattr(args, key, None) is None:
-            setattr(args, key, preset[key])
+            value = preset[key]
+            setattr(args, key, list(value) if isinstance(value, list) else value)  # never share the preset's list
     return args
 
 
@@ -126,6 +172,8 @@ def check_positive(args, names):
 def resolve(args):
     """Fill unset flags from the dataset preset; derive the seed and the run folder."""
     apply_preset(args)
+    parse_path_prefix(args.path_prefix)  # a malformed mapping fails here, before any data is read
+    args.metric = metric_name(args.topK)
     if args.seed is None:
         args.seed = BIT_SEEDS.get(args.bit, 0)
     if args.log_path is None:

@@ -2,7 +2,11 @@
 
 A dataset named NAME is three list files in `data/NAME/` (train.txt, test.txt = queries, database.txt), each line
 `<path relative to the data root> <C space-separated 0/1 labels>`. The number of classes is read from the lists.
+Lists written on another machine (HashNet's own, SPEC §7) are used as they are: `--path-prefix OLD=NEW` rewrites the
+start of each listed path (map_list_path) before it is joined to the data root.
 """
+import os
+import posixpath
 import random
 from pathlib import Path
 
@@ -11,7 +15,7 @@ import paddle
 from PIL import Image
 from paddle.vision import transforms as T
 
-from utils.config import PROJECT_ROOT
+from utils.config import PROJECT_ROOT, parse_path_prefix
 
 LIST_NAMES = ("train", "test", "database")
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -19,9 +23,66 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 CHECK_HINT = "python data/check_data.py --dataset {name} --data-path {root}"
 
 
-def read_list_file(list_path, data_root=None, num_classes=None, check_exists=False):
-    """Parse and validate one list file; returns (relative paths, float32 multi-hot labels of shape (n, C)).
+def map_list_path(path, prefixes):
+    """A listed path with its prefix rewritten by the first (longest) matching (OLD, NEW) of `prefixes`.
 
+    OLD matches whole path components only ('/a/b' matches '/a/b/c', not '/a/bc'); with NEW empty the rest of the
+    path is relative (to the data root).
+    """
+    for old, new in prefixes:
+        old = old.rstrip("/") or "/"
+        if path == old or path.startswith(old + "/") or old == "/" and path.startswith("/"):
+            rest = path[len(old):].lstrip("/")
+            return posixpath.join(new, rest) if new else rest
+    return path
+
+
+def _split_components(path):
+    return path.split("/")
+
+
+def missing_path_hint(listed, resolved, first_missing, data_root, path_prefix=None):
+    """What to tell a user whose images are not found: the first unmatched path and the prefix it would need.
+
+    listed/resolved: the paths as written in the list and after --path-prefix; first_missing: index of the first
+    image not found. Looks for the tail of that path under the data root (then the exact mapping is known); else
+    suggests mapping the prefix all listed paths share.
+    """
+    data_root = Path(data_root)
+    raw, looked_for = listed[first_missing], data_root / resolved[first_missing]
+    lines = [f"first unmatched path: {raw}"
+             + (f" (after --path-prefix: {resolved[first_missing]})" if resolved[first_missing] != raw else "")
+             + (f", looked for {looked_for}" if str(looked_for) != raw else " (absolute: not under the data root)")]
+    prefixes = parse_path_prefix(path_prefix)
+    unused = [old for old, _ in prefixes if all(map_list_path(p, [(old, "")]) == p for p in listed[:1000])]
+    if unused:
+        lines.append("--path-prefix " + ", ".join(repr(u + "=...") for u in unused)
+                     + " matches none of the listed paths (checked the first 1000)")
+    parts = _split_components(raw)
+    for k in range(1, len(parts) - 1):
+        rest = "/".join(parts[k:])
+        if (data_root / rest).is_file():
+            old = "/".join(parts[:k]) + "/"
+            lines.append(f"found it as {data_root / rest}: pass --path-prefix '{old}=' (with --data-path "
+                         f"{data_root})")
+            return "\n".join(lines)
+    # the directory components every listed path starts with; keep the last one when the remainders would be bare
+    # file names (HashNet's lists: .../imagenet/image/x.JPEG -> map .../imagenet/, the data root holds image/)
+    common = os.path.commonprefix([_split_components(p)[:-1] for p in listed])
+    if common and all(len(_split_components(p)) == len(common) + 1 for p in listed):
+        common = common[:-1]
+    prefix = "/".join(common)
+    if prefix not in ("", ".", "/"):
+        rest = raw[len(prefix):].lstrip("/")
+        lines.append(f"every listed path starts with '{prefix}/': to use these lists unchanged pass --path-prefix "
+                     f"'{prefix}/=' and a --data-path holding {rest} (README: 'The paper's three datasets')")
+    return "\n".join(lines)
+
+
+def read_list_file(list_path, data_root=None, num_classes=None, check_exists=False, path_prefix=None):
+    """Parse and validate one list file; returns (image paths, float32 multi-hot labels of shape (n, C)).
+
+    The paths are relative to the data root after the --path-prefix mappings `path_prefix` (['OLD=NEW', ...]).
     Every malformed line is an error naming the file and line. With check_exists, every listed image must exist
     under data_root (checking all of them up front is cheap and beats failing hours into training).
     """
@@ -49,17 +110,22 @@ def read_list_file(list_path, data_root=None, num_classes=None, check_exists=Fal
             rows.append([v == "1" for v in fields[1:]])
     if not paths:
         raise ValueError(f"list file is empty: {list_path}")
+    listed = paths
+    prefixes = parse_path_prefix(path_prefix)
+    if prefixes:
+        paths = [map_list_path(p, prefixes) for p in listed]
     if check_exists:
         if data_root is None:
             raise ValueError("check_exists=True needs data_root")
-        missing = [f"line {n}: {p}" for n, p in zip(line_nos, paths) if not (Path(data_root) / p).is_file()]
+        missing = [i for i, p in enumerate(paths) if not (Path(data_root) / p).is_file()]
         if missing:
-            shown = "\n  ".join(missing[:10])
+            shown = "\n  ".join(f"line {line_nos[i]}: {paths[i]}" for i in missing[:10])
             more = f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else ""
+            hint = missing_path_hint(listed, paths, missing[0], data_root, path_prefix)
             raise FileNotFoundError(
                 f"{len(missing)} of {len(paths)} images listed in {list_path} are missing under data root "
-                f"{data_root}:\n  {shown}{more}\nCheck --data-path; `python data/check_data.py` lists every missing "
-                f"or undecodable image.")
+                f"{data_root}:\n  {shown}{more}\n{hint}\nCheck --data-path and --path-prefix; "
+                f"`python data/check_data.py` lists every missing or undecodable image.")
     return paths, np.asarray(rows, dtype=np.float32)
 
 
@@ -89,10 +155,12 @@ class ImageList(paddle.io.Dataset):
     workers or processes, and a resumed run sees exactly the crops an uninterrupted one would have.
     """
 
-    def __init__(self, data_root, list_path, transform, num_classes=None, seed=0):
+    def __init__(self, data_root, list_path, transform, num_classes=None, seed=0, path_prefix=None):
         self.data_root = Path(data_root)
         self.list_path = Path(list_path)
-        self.paths, self.labels = read_list_file(list_path, data_root, num_classes, check_exists=True)
+        self.path_prefix = path_prefix
+        self.paths, self.labels = read_list_file(list_path, data_root, num_classes, check_exists=True,
+                                                 path_prefix=path_prefix)
         self.transform = transform
         self.seed = seed
         self.epoch = 0
@@ -118,18 +186,20 @@ def dataset_lists(name, list_dir=None):
         raise FileNotFoundError(
             f"dataset '{name}' needs train.txt, test.txt and database.txt in {list_dir}; "
             f"missing: {', '.join(missing)}. "
-            f"For COCO see README (Data): `python data/make_coco_lists.py` or the official lists.")
+            f"For COCO see README (Data): `python data/make_coco_lists.py` or the official lists; for imagenet "
+            f"and nuswide_81, HashNet's lists (README: 'The paper's three datasets').")
     return lists
 
 
-def build_datasets(name, data_root, resize_size, crop_size, seed=0, list_dir=None):
+def build_datasets(name, data_root, resize_size, crop_size, seed=0, list_dir=None, path_prefix=None):
     """{'train', 'test', 'database'} ImageList datasets; the number of classes comes from the train list."""
     lists = dataset_lists(name, list_dir)
-    train = ImageList(data_root, lists["train"], build_transform(True, resize_size, crop_size), seed=seed)
+    train = ImageList(data_root, lists["train"], build_transform(True, resize_size, crop_size), seed=seed,
+                      path_prefix=path_prefix)
     num_classes = train.labels.shape[1]
     eval_tf = build_transform(False, resize_size, crop_size)
     return {
         "train": train,
-        "test": ImageList(data_root, lists["test"], eval_tf, num_classes, seed),
-        "database": ImageList(data_root, lists["database"], eval_tf, num_classes, seed),
+        "test": ImageList(data_root, lists["test"], eval_tf, num_classes, seed, path_prefix),
+        "database": ImageList(data_root, lists["database"], eval_tf, num_classes, seed, path_prefix),
     }

@@ -56,9 +56,12 @@ def build_data(cfg):
         if dist.is_main_process():
             ensure_toy_dataset(Path(cfg.data_path))
         dist.barrier()
-    datasets = build_datasets(cfg.dataset, cfg.data_path, cfg.resize_size, cfg.crop_size, cfg.seed, cfg.list_dir)
+    path_prefix = getattr(cfg, "path_prefix", None)
+    datasets = build_datasets(cfg.dataset, cfg.data_path, cfg.resize_size, cfg.crop_size, cfg.seed, cfg.list_dir,
+                              path_prefix)
     # the training images with the eval transform: for the fc7 statistics of the from-scratch recipe
-    datasets["train_eval"] = ImageList(cfg.data_path, datasets["train"].list_path, datasets["test"].transform)
+    datasets["train_eval"] = ImageList(cfg.data_path, datasets["train"].list_path, datasets["test"].transform,
+                                       path_prefix=path_prefix)
     loaders = {}
     for split, ds in datasets.items():
         train = split == "train"
@@ -148,7 +151,9 @@ def evaluate(model, loaders, cfg):
         random_db, random_query = (binarize(rng.standard_normal((n, cfg.bit))) for n in (len(db_codes),
                                                                                           len(query_codes)))
         metrics["map_random_codes"] = CalcTopMap(random_db, random_query, db_labels, query_labels, topk)
-        metrics.update(topk=topk, num_query=len(query_codes), num_database=len(db_codes),
+        # the protocol's sizes as the lists used gave them (scripts/report.py prints them beside the paper's)
+        metrics.update(topk=topk, num_train=len(loaders["train"].dataset), num_query=len(query_codes),
+                       num_database=len(db_codes),
                        distinct_query_codes=int(len(np.unique(query_codes, axis=0))), eval_time=time.time() - start)
     return dist.broadcast_object(metrics)
 

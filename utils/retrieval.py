@@ -53,6 +53,8 @@ def add_retrieval_flags(parser, dataset_default="coco"):
     _add(g, "--dataset", default=dataset_default, help="database lists in data/<dataset>/; 'toy' is generated")
     _add(g, "--data-path", default=None, help="data root the list paths are relative to (default: preset)")
     _add(g, "--list-dir", default=None, help="folder of train/test/database.txt (default data/<dataset>)")
+    _add(g, "--path-prefix", action="append", default=None, metavar="OLD=NEW",
+         help="rewrite list paths starting with OLD to start with NEW, as in training (default: preset)")
     _add(g, "--topk", type=int, default=10, help="results per query")
     _add(g, "--save_path", default="output", help="database-code cache, best-match copies and contact sheets")
     _add(g, "--show", action="store_true", help="open each contact sheet (PIL show(); skipped without a display)")
@@ -118,21 +120,22 @@ def encode_dataset(encode_batch, dataset, batch_size, num_workers, desc="encode 
 class Database:
     """The database list (paths, labels), the class names when known, and the labels of every listed image."""
 
-    def __init__(self, dataset, data_path, list_dir=None):
+    def __init__(self, dataset, data_path, list_dir=None, path_prefix=None):
         if dataset == "toy" and list_dir is None:
             from utils.toy_dataset import ensure_toy_dataset
             ensure_toy_dataset(Path(data_path))
         self.root = Path(data_path)
         lists = dataset_lists(dataset, list_dir)
         self.list_path = lists["database"]
-        self.paths, self.labels = read_list_file(self.list_path)
+        self.path_prefix = path_prefix
+        self.paths, self.labels = read_list_file(self.list_path, path_prefix=path_prefix)
         self.num_classes = self.labels.shape[1]
         self.class_names = self._class_names([Path(self.list_path).parent, self.root])
         # labels of every image any list names, so a query from the dataset shows which labels it shares
         self._labels_of = {}
         for split in LIST_NAMES:
             paths, labels = (self.paths, self.labels) if split == "database" else read_list_file(
-                lists[split], num_classes=self.num_classes)
+                lists[split], num_classes=self.num_classes, path_prefix=path_prefix)
             for rel, row in zip(paths, labels):
                 self._labels_of.setdefault(self._key(self.root / rel), row)
 
@@ -162,7 +165,7 @@ class Database:
         return self._labels_of.get(self._key(path))
 
     def dataset(self, transform):
-        return ImageList(self.root, self.list_path, transform, self.num_classes)
+        return ImageList(self.root, self.list_path, transform, self.num_classes, path_prefix=self.path_prefix)
 
 
 # ----------------------------------------------------------------------------------------------------------- cache
@@ -414,7 +417,7 @@ def run_retrieval(args, queries, bit, transform, encode_batch, encode_database, 
     out = out or sys.stdout
     check_positive(args, ["topk", "batch_size"])
     query_codes = binarize(encode_images(encode_batch, queries, transform, args.batch_size))
-    database = Database(args.dataset, args.data_path, args.list_dir)
+    database = Database(args.dataset, args.data_path, args.list_dir, getattr(args, "path_prefix", None))
     identity = cache_identity(bit, checkpoint_fingerprint, database, resize_size, crop_size)
     db_codes = database_codes(args.save_path, identity, lambda: encode_database(database.dataset(transform)))
     indices, distances = search(query_codes, db_codes, args.topk)

@@ -139,7 +139,7 @@ def parse_args(argv=None):
     # retrieval when a database is named; otherwise just codes (the dataset then only picks the batch size)
     args.retrieve = any(v is not None for v in (args.dataset, args.data_path, args.list_dir))
     args.dataset = args.dataset or "coco"
-    apply_preset(args, ("data_path", "batch_size"))
+    apply_preset(args, ("data_path", "path_prefix", "batch_size"))
     if args.num_workers < 0:
         raise ValueError(f"--num_workers must be >= 0, got {args.num_workers}")
     return args
