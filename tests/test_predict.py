@@ -288,9 +288,10 @@ def test_table_best_match_copy_and_contact_sheet(toy, tmp_path, capsys, monkeypa
     assert copy.read_bytes() == (root / rel).read_bytes()
     sheet = tmp_path / f"{Path(rel).stem}_top7.png"
     assert f"best match copied to {copy}; contact sheet {sheet}" in out
-    with Image.open(sheet) as image:  # query + 7 matches in rows of 6 cells
+    with Image.open(sheet) as image:  # a legend line, then query + 7 matches in rows of 6 cells
         assert image.format == "PNG"
-        assert image.size == (6 * retrieval.THUMB_SIZE, 2 * (retrieval.THUMB_SIZE + retrieval.CAPTION_HEIGHT))
+        assert image.size == (6 * retrieval.THUMB_SIZE,
+                              retrieval.LEGEND_HEIGHT + 2 * (retrieval.THUMB_SIZE + retrieval.CAPTION_HEIGHT))
     if sys.platform.startswith("linux"):  # without a display --show is skipped, with a note
         assert f"--show: no display (DISPLAY unset); contact sheet saved at {sheet}" in err
 
