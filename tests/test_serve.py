@@ -5,6 +5,7 @@ Needs Flask (requirements-web.txt); the browser test also needs Debian's chromiu
 Each test skips, saying what is missing, without them.
 """
 import io
+import os
 import shutil
 import socket
 import threading
@@ -209,6 +210,7 @@ def browser(tmp_path):
         pytest.skip(f"the browser test needs Debian's chromium and chromium-driver ({CHROMIUM}, {CHROMEDRIVER}): "
                     f"apt-get install -y chromium chromium-driver")
     from selenium.webdriver.chrome.service import Service
+    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not try to fetch a browser or driver
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
