@@ -12,8 +12,8 @@ Writes into --save-inference-dir (default output/inference_{bit}):
                            inference preprocesses exactly like predict.py, reuses predict.py's database-code cache,
                            and `infer.py --model-dir DIR --img X` searches the training database with no other flag.
 Flags left unset take the run's values when --pretrained names a run folder or a checkpoint in one (config.json),
-then the dataset preset's. The input is x: float32 [batch, 3, crop, crop] with any batch size; the output is the raw hash activation
-(code = sign, 0 -> +1). The files are written into a temporary folder and moved in place, export_meta.json last:
+then the dataset preset's. The input is x: float32 [batch, 3, crop, crop] with any batch size; the output is the raw
+hash activation (code = sign, 0 -> +1). The files are written into a temporary folder and moved in place, export_meta.json last:
 an export without export_meta.json is incomplete.
 """
 import utils.quiet_start  # noqa: F401  (first: silences Paddle's ccache warning)

@@ -5,7 +5,6 @@ Needs Flask (requirements-web.txt); the browser test also needs Debian's chromiu
 Each test skips, saying what is missing, without them.
 """
 import io
-import os
 import shutil
 import socket
 import threading
@@ -203,14 +202,14 @@ def free_port():
 
 
 @pytest.fixture
-def browser(tmp_path):
+def browser(tmp_path, monkeypatch):
     webdriver = pytest.importorskip("selenium.webdriver", reason="the browser test needs selenium (pip install "
                                                                    "selenium)")
     if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
         pytest.skip(f"the browser test needs Debian's chromium and chromium-driver ({CHROMIUM}, {CHROMEDRIVER}): "
                     f"apt-get install -y chromium chromium-driver")
     from selenium.webdriver.chrome.service import Service
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not try to fetch a browser or driver
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not try to fetch a browser or driver
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

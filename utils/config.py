@@ -295,9 +295,9 @@ def resolve_checkpoint(path, bit):
         for name in (f"model_best_{bit}.pdparams", f"last_{bit}.pdckpt"):
             if (path / name).is_file():
                 return path / name
-        found = sorted(p.name for p in path.glob("*_*.pd*") if p.suffix in (".pdparams", ".pdckpt"))
+        found = ", ".join(sorted(p.name for p in path.glob("*_*.pd*") if p.suffix in (".pdparams", ".pdckpt")))
         raise FileNotFoundError(f"--pretrained {path}: folder has neither model_best_{bit}.pdparams nor "
-                                f"last_{bit}.pdckpt (check --bit; the folder has {', '.join(found) or 'no checkpoint'})")
+                                f"last_{bit}.pdckpt (check --bit; the folder has {found or 'no checkpoint'})")
     if not path.is_file():
         raise FileNotFoundError(f"--pretrained {path}: checkpoint not found")
     return path
