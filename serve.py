@@ -61,7 +61,11 @@ def run(argv=None):
     if args.max_upload_mb <= 0:
         raise ValueError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
     app = create_app(build_service(args), default_k=args.topk, max_upload_mb=args.max_upload_mb)
-    server = make_server(args.host, args.port, app, threaded=True)
+    try:
+        server = make_server(args.host, args.port, app, threaded=True)
+    except OSError as err:
+        raise RuntimeError(f"cannot listen on {args.host}:{args.port} ({err.strerror or err}); pick another --port "
+                           f"(0 = any free one) or --host") from err
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"HashNet search page: http://{host}:{server.server_port}/  (Ctrl+C stops it)", flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1"):

@@ -266,3 +266,22 @@ def test_page_in_a_real_browser(site, browser, tmp_path):
     finally:
         server.shutdown()
         thread.join(timeout=30)
+
+
+def test_serve_cli_prints_its_local_address_and_serves(site):
+    """`python serve.py ...` binds 127.0.0.1 by default, prints the address, and serves the page there."""
+    import subprocess
+    import sys
+    import urllib.request
+    from conftest import REPO
+    proc = subprocess.Popen([sys.executable, str(REPO / "serve.py"), *site["argv"], "--port", "0"], cwd=site["base"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()  # blocks until the server is up (or the process ends)
+        assert line.startswith("HashNet search page: http://127.0.0.1:"), (line, proc.stderr.read())
+        url = line.split()[3]
+        with urllib.request.urlopen(url + "search?query=0&k=2", timeout=120) as page:
+            assert page.status == 200 and len(cells(page.read().decode())) == 2
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
