@@ -179,6 +179,10 @@ class Database:
     def image_path(self, index):
         return self.root / self.paths[index]
 
+    def listed_paths(self):
+        """Absolute paths of every image any of the lists names."""
+        return list(self._labels_of)
+
     def labels_of(self, path):
         """0/1 label row of an image named in the dataset's lists, else None."""
         return self._labels_of.get(self._key(path))

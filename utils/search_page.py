@@ -58,8 +58,8 @@ class SearchService:
         self.uploads = OrderedDict()
         self._lock = threading.Lock()  # one forward pass at a time; the model is not re-entrant
         self._by_name = {}
-        for key in database._labels_of:  # basename -> listed file, to recognise an uploaded copy of a listed image
-            self._by_name.setdefault(os.path.basename(key), []).append(key)
+        for path in database.listed_paths():  # basename -> listed file, to recognise an uploaded copy of one
+            self._by_name.setdefault(os.path.basename(path), []).append(path)
 
     # ------------------------------------------------------------------------------------------------- files
     def inside_root(self, relative):
