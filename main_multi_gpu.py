@@ -5,6 +5,7 @@ main_single_gpu.py, and --batch-size is per process.
     python main_multi_gpu.py --bit 64 --batch-size 64      # spawns one process per visible GPU
     python -m paddle.distributed.launch --nproc_per_node 2 main_multi_gpu.py --dataset toy --device cpu
 """
+import utils.quiet_start  # noqa: F401  (first: silences Paddle's ccache warning)
 import paddle
 import paddle.distributed as dist
 

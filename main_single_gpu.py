@@ -2,8 +2,9 @@
 
     python main_single_gpu.py --dataset toy                       # the built-in toy set, any CPU
     python main_single_gpu.py --bit 64 --data-path ./datasets/COCO2014/
-    python main_single_gpu.py --eval --bit 64 --pretrained output/coco_64bits/model_best_64.pdparams
+    python main_single_gpu.py --eval --pretrained output/coco_64bits     # bit, data, sizes, mAP@K: the run's
 """
+import utils.quiet_start  # noqa: F401  (first: silences Paddle's ccache warning)
 from utils import engine
 from utils.config import parse_args
 

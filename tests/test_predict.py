@@ -159,9 +159,9 @@ def test_coco_lite_database_images_come_back_first_at_distance_zero(tmp_path, ca
     db_paths = [str((coco / rel).resolve()) for rel, *_ in db]
     assert check_self_retrieval(results, db_paths, db_codes) == len(db)  # 13 distinct codes: each finds itself
 
-    # the seed's example query: a train, label 73 only (SPEC §4); COCO lists carry no class names
+    # the seed's example query: a train, label 73 only (SPEC §4); COCO's names in alphabetical order
     seed_query = next(e for e in results if e["query"].endswith("COCO_val2014_000000403864.jpg"))
-    assert seed_query["query_labels"] == [73] and seed_query["query_label_names"] is None
+    assert seed_query["query_labels"] == [73] and seed_query["query_label_names"] == ["train"]
     assert seed_query["results"][0]["distance"] == 0
     assert seed_query["results"][0]["shared_labels"] == [73]
 
@@ -288,9 +288,10 @@ def test_table_best_match_copy_and_contact_sheet(toy, tmp_path, capsys, monkeypa
     assert copy.read_bytes() == (root / rel).read_bytes()
     sheet = tmp_path / f"{Path(rel).stem}_top7.png"
     assert f"best match copied to {copy}; contact sheet {sheet}" in out
-    with Image.open(sheet) as image:  # query + 7 matches in rows of 6 cells
+    with Image.open(sheet) as image:  # a legend line, then query + 7 matches in rows of 6 cells
         assert image.format == "PNG"
-        assert image.size == (6 * retrieval.THUMB_SIZE, 2 * (retrieval.THUMB_SIZE + retrieval.CAPTION_HEIGHT))
+        assert image.size == (6 * retrieval.THUMB_SIZE,
+                              retrieval.LEGEND_HEIGHT + 2 * (retrieval.THUMB_SIZE + retrieval.CAPTION_HEIGHT))
     if sys.platform.startswith("linux"):  # without a display --show is skipped, with a note
         assert f"--show: no display (DISPLAY unset); contact sheet saved at {sheet}" in err
 

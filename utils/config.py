@@ -3,9 +3,14 @@
 Flags keep the seed's spellings (`--data-path`, `--batch-size`, `--eval_epoch`, ...); each also answers to the other
 separator (`--data_path`). Flags left unset take the value of the dataset's preset: COCO's is SPEC §3 (the seed's
 recipe); the toy set's is a from-scratch recipe, since no ImageNet weights are used there (see README, "Toy demo").
-The resolved configuration is written to the run folder as config.json.
+The resolved configuration is written to the run folder as config.json, with the data paths made absolute; the
+entry points that load a trained model read it back (run_config_for / apply_run_config), so a run folder is all
+they need.
 """
 import argparse
+import json
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -169,11 +174,18 @@ def check_positive(args, names):
             raise ValueError(f"--{name} must be >= 1, got {value}")
 
 
-def resolve(args):
-    """Fill unset flags from the dataset preset; derive the seed and the run folder."""
+def resolve(args, given=None):
+    """Fill unset flags from the run folder of --pretrained (with --eval) and the dataset preset; derive the seed and
+    the run folder. given: the flags set on the command line (given_flags), which the run folder never overrides."""
+    if args.eval and args.pretrained:
+        apply_run_config(args, given if given is not None else set(), EVAL_KEYS)
+        args.pretrained = str(resolve_checkpoint(args.pretrained, args.bit))
+        if args.backbone_weights is None:
+            args.backbone_weights = "none"  # the checkpoint holds every weight: no ImageNet file to look for
     apply_preset(args)
     parse_path_prefix(args.path_prefix)  # a malformed mapping fails here, before any data is read
     args.metric = metric_name(args.topK)
+    absolute_data_paths(args)
     if args.seed is None:
         args.seed = BIT_SEEDS.get(args.bit, 0)
     if args.log_path is None:
@@ -194,4 +206,146 @@ def resolve(args):
 
 
 def parse_args(argv=None, description=None):
-    return resolve(get_parser(description or "HashNet (ICCV 2017) in PaddlePaddle").parse_args(argv))
+    parser = get_parser(description or "HashNet (ICCV 2017) in PaddlePaddle")
+    return resolve(parser.parse_args(argv), given_flags(parser, argv))
+
+
+# ------------------------------------------------------------------------------------------- a run folder's config
+# What a trained model needs to be used as it was trained. Overriding a MODEL key contradicts training (warned);
+# overriding a data key searches or evaluates another database (said in a note).
+MODEL_KEYS = ("bit", "resize_size", "crop_size")
+EVAL_KEYS = ("topK",)  # --eval also reports the run's mAP@K
+PATH_KEYS = ("data_path", "list_dir")  # stored absolute; old relative ones are resolved by _training_cwd
+
+
+def is_data_key(key):
+    """dataset, data_path, list_dir and any other data_* / list_* / *prefix* key (e.g. a path mapping of the lists),
+    so entry points copy whatever data flags the run was trained with."""
+    return key == "dataset" or key.startswith(("data_", "list_")) or "prefix" in key
+
+
+def given_flags(parser, argv=None):
+    """dest names of the flags written on the command line (argparse itself cannot tell them from defaults)."""
+    saved = {action: action.default for action in parser._actions}
+    try:
+        for action in saved:
+            action.default = argparse.SUPPRESS
+        namespace, _ = parser.parse_known_args(argv)
+    finally:
+        for action, default in saved.items():
+            action.default = default
+    return set(vars(namespace))
+
+
+def run_folder_of(path):
+    """The run folder a --pretrained path names: the folder itself, or the folder holding the checkpoint."""
+    path = Path(path)
+    return path if path.is_dir() else path.parent
+
+
+def _training_cwd(config, run_dir):
+    """Where an old run (relative paths in config.json) was started: its recorded run_dir is relative to that folder,
+    so strip it from the run folder's absolute path; None when the folder was moved or renamed since."""
+    recorded = config.get("run_dir")
+    if not recorded or Path(recorded).is_absolute():
+        return None
+    here, parts = Path(os.path.abspath(run_dir)), Path(recorded).parts
+    if here.parts[-len(parts):] != parts:
+        return None
+    return Path(*here.parts[:-len(parts)])
+
+
+def _absolute(value, bases):
+    """value as an absolute path: unchanged when absolute, else under the first base where it exists (else the
+    first base, so the later error names a concrete path)."""
+    if value is None or os.path.isabs(value):
+        return value
+    for base in bases:
+        if (base / value).exists():
+            return os.path.normpath(base / value)
+    return os.path.normpath(bases[0] / value)
+
+
+def run_config_for(path):
+    """The training settings of the run folder --pretrained names, or None when it has no config.json.
+
+    Returns {"path": config.json, "values": {key: value}} with the model keys (bit, sizes), the data keys
+    (is_data_key), topK, and data paths made absolute. Runs written before paths were stored absolute are read
+    relative to the folder the run was started in (deduced from the recorded run_dir), else to the project root.
+    """
+    if path is None:
+        return None
+    run_dir = run_folder_of(path)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        return None
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise ValueError(f"{config_path} is not valid JSON ({err}); fix it or pass the data flags explicitly") from err
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path}: expected a JSON object of training flags, got {type(config).__name__}")
+    values = {k: v for k, v in config.items() if k in MODEL_KEYS + EVAL_KEYS or is_data_key(k)}
+    bases = [b for b in (_training_cwd(config, run_dir), PROJECT_ROOT) if b is not None]
+    for key in PATH_KEYS:
+        if key in values:
+            values[key] = _absolute(values[key], bases)
+    return {"path": config_path, "values": values}
+
+
+def _same(key, a, b):
+    if key in PATH_KEYS and a is not None and b is not None:
+        return os.path.abspath(a) == os.path.abspath(b)
+    return a == b
+
+
+def apply_run_config(args, given, extra_keys=(), config=None, log=None):
+    """Take the model and data keys the entry point has (plus extra_keys) from the run folder of args.pretrained.
+
+    A flag in `given` (set on the command line) wins; when it differs from the run, one line says so: a warning
+    for the model keys (the codes then differ from training), a note for the data keys (another database).
+    Returns the run config (run_config_for) or None.
+    """
+    config = config if config is not None else run_config_for(getattr(args, "pretrained", None))
+    if config is None:
+        return None
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    for key, trained in config["values"].items():
+        if not hasattr(args, key) or (key not in MODEL_KEYS and not is_data_key(key) and key not in extra_keys):
+            continue
+        if key not in given:
+            setattr(args, key, trained)
+        elif not _same(key, getattr(args, key), trained):
+            flag = "--" + key.replace("_", "-") if key in ("data_path", "list_dir") else "--" + key
+            if key in MODEL_KEYS:
+                log(f"warning: {flag} {getattr(args, key)} contradicts how the model was trained ({key} = {trained} "
+                    f"in {config['path']}); its codes will not match training. Drop {flag} to use the run's value.")
+            else:
+                log(f"note: {flag} {getattr(args, key)} instead of the run's {trained} ({config['path']})")
+    return config
+
+
+def absolute_data_paths(args):
+    """Data paths as absolute paths, so config.json and exports work from any folder."""
+    for key in PATH_KEYS:
+        if getattr(args, key, None) is not None:
+            setattr(args, key, os.path.abspath(getattr(args, key)))
+    return args
+
+
+def resolve_checkpoint(path, bit):
+    """The checkpoint file; a run folder means its model_best_{bit}.pdparams (else last_{bit}.pdckpt)."""
+    if path is None:
+        raise ValueError(f"--pretrained is required: a model_best_{bit}.pdparams or last_{bit}.pdckpt written by "
+                         f"main_single_gpu.py (or its run folder)")
+    path = Path(path)
+    if path.is_dir():
+        for name in (f"model_best_{bit}.pdparams", f"last_{bit}.pdckpt"):
+            if (path / name).is_file():
+                return path / name
+        found = ", ".join(sorted(p.name for p in path.glob("*_*.pd*") if p.suffix in (".pdparams", ".pdckpt")))
+        raise FileNotFoundError(f"--pretrained {path}: folder has neither model_best_{bit}.pdparams nor "
+                                f"last_{bit}.pdckpt (check --bit; the folder has {found or 'no checkpoint'})")
+    if not path.is_file():
+        raise FileNotFoundError(f"--pretrained {path}: checkpoint not found")
+    return path

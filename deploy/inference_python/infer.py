@@ -7,8 +7,11 @@ r"""HashNet codes and retrieval with Paddle Inference (a model written by export
         --dataset coco --data-path ./datasets/COCO2014/ --topk 10
 
 Preprocessing (resize, center crop, mean/std) comes from the export's export_meta.json, so it equals predict.py's.
+So does the database: an export of a run folder records the run's dataset, lists and data root ("database"), and
+infer.py searches it with no other flag (explicit --dataset/--data-path/--list-dir override it, with a note).
 CPU by default, with oneDNN unless --enable_mkldnn false, threads with --cpu_threads; --use_gpu on a CUDA build.
-Without --dataset it prints one line per image: the path and its code as a 0/1 string (or JSON lines with --json).
+With --codes-only, or when neither the export nor a flag names a database, it prints one line per image: the path
+and its code as a 0/1 string (or JSON lines with --json).
 """
 import argparse
 import json
@@ -19,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # utils/ is shared with predict.py
+import utils.quiet_start  # noqa: E402,F401  (before paddle: silences its ccache warning)
 
 META_NAME = "export_meta.json"
 META_FORMAT = 1
@@ -129,17 +133,35 @@ def get_parser():
     _add(g, "--enable_mkldnn", type=str2bool, nargs="?", const=True, default=True,
          help="oneDNN kernels on CPU (measured ~3x faster here); --enable_mkldnn false turns them off")
     _add(g, "--cpu_threads", type=int, default=None, help="CPU math threads (default: all cores)")
+    _add(g, "--codes-only", action="store_true", help="print the codes, even when the export names a database")
     return parser
 
 
+def exported_database(model_dir):
+    """The database export_model.py recorded (dataset, data root, lists), or None; the files are checked later."""
+    try:
+        meta = json.loads((Path(model_dir) / META_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # HashInference reports a missing or broken export with the full reason
+    database = meta.get("database") if isinstance(meta, dict) else None
+    return {"path": Path(model_dir) / META_NAME, "values": database} if isinstance(database, dict) else None
+
+
 def parse_args(argv=None):
-    from utils.config import apply_preset
-    args = get_parser().parse_args(argv)
+    from utils.config import absolute_data_paths, apply_preset, apply_run_config, given_flags, is_data_key
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    given = given_flags(parser, argv)
     args.model_dir = args.model_dir or str(Path("output") / "inference_64")
-    # retrieval when a database is named; otherwise just codes (the dataset then only picks the batch size)
-    args.retrieve = any(v is not None for v in (args.dataset, args.data_path, args.list_dir))
+    args.save_path = args.save_path or "output"
+    # retrieval when the export or a flag names a database; otherwise just codes (the dataset picks the batch size)
+    exported = exported_database(args.model_dir)
+    if exported:
+        apply_run_config(args, given, config=exported)
+    args.retrieve = not args.codes_only and (exported is not None or any(is_data_key(k) for k in given))
     args.dataset = args.dataset or "coco"
     apply_preset(args, ("data_path", "path_prefix", "batch_size"))
+    absolute_data_paths(args)
     if args.num_workers < 0:
         raise ValueError(f"--num_workers must be >= 0, got {args.num_workers}")
     return args
