@@ -93,6 +93,10 @@ def test_cause_is_one_line_also_from_a_dataloader_worker():
                             f"last):\n  File \"x.py\", line 1\nutils.datasets.BadImageError: {message}\n")
     assert cause_of(wrapped) == message
     assert cause_of(ValueError("bad --bit")) == "ValueError: bad --bit"
+    several = FileNotFoundError("2 of 9 images listed in t.txt are missing:\n  line 5: a.jpg\nCheck --data-path")
+    assert cause_of(several) == f"FileNotFoundError: {several}"  # every line of a message written for the user
+    assert cause_of(RuntimeError("DataLoader worker(1) caught KeyError with message:\nTraceback ...\nKeyError: 7")) \
+        == "KeyError: 7"
 
 
 def test_only_collective_errors_count_as_a_lost_peer():

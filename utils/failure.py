@@ -33,13 +33,15 @@ _thread_failed = threading.Event()
 
 
 def cause_of(exc):
-    """The one line saying what went wrong. A DataLoader worker's error comes back with the worker's traceback
-    in its message; its last line is the original `Type: message`."""
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    last = lines[-1].strip() if lines else ""
+    """What went wrong, for the last line(s): `Type: message`, a BadImageError's message alone. A DataLoader
+    worker's error comes back with the worker's traceback in its message; its last line is the original one."""
+    text = str(exc).strip()
+    if text.startswith("DataLoader worker("):
+        text = text.splitlines()[-1].strip()
+        return text.split("BadImageError: ", 1)[-1] if isinstance(exc, BadImageError) else text
     if isinstance(exc, BadImageError):
-        return last.split("BadImageError: ", 1)[-1]
-    return f"{type(exc).__name__}: {last}" if last else type(exc).__name__
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def broke_in_collective(exc):
