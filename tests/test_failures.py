@@ -146,10 +146,11 @@ def test_one_rank_dying_ends_the_job_with_its_report_last(small_toy, tmp_path, m
     args = toy_args(small_toy, tmp_path / "run", "--epoch", "2", "--batch-size", "16", "--log_freq", "1",
                     "--standardize_features", "false")
     code, lines = run(["tests/failing_worker.py", *args], nproc=2, log_dir=tmp_path / "launch",
-                      env={"FAIL_RANK": "1", "FAIL_STEP": "2", "FAIL_MODE": mode})
+                      env={"FAIL_RANK": "1", "FAIL_STEP": "2", "FAIL_MODE": mode, "FAIL_DELAY": "3"})
     text = "\n".join(lines[-40:])
     assert code != 0
-    # the launcher reports the rank that died, not the peer whose collective broke because of it
+    # the launcher reports the rank that died, not the peer whose collective broke because of it (FAIL_DELAY: rank 0
+    # already waits in the step's collective when rank 1 dies, so its collective breaks at once)
     report = lines[max(i for i, line in enumerate(lines) if "Container failed" in line) + 1]
     assert report.startswith("Container rank 1 status failed"), text
     assert ("code -9" if mode == "sigkill" else "code 1") in report

@@ -80,8 +80,10 @@ def end_process(exc, where="main thread"):
         label = "FAILED" + (" (rank 0)" if world > 1 and rank == 0 else "")
         message = f"{label}: {cause_of(exc)}"
         if secondary:
-            message = (f"{label}: a collective broke ({cause_of(exc)}), most likely because another rank "
-                       "stopped: its error is the one that matters")
+            logs = os.environ.get("PADDLE_LOG_DIR")  # set by paddle.distributed.launch for its children
+            where_told = f"the launcher's output and workerlog.<rank> in {logs}" if logs else "that rank's output"
+            message = (f"{label}: a collective broke ({cause_of(exc)}), most likely because another rank stopped; "
+                       f"its error, in {where_told}, is the one that matters")
         logger = logging.getLogger("hashnet")
         if logger.handlers:
             logger.error(message)
