@@ -79,8 +79,10 @@ def missing_path_hint(listed, resolved, first_missing, data_root, path_prefix=No
     return "\n".join(lines)
 
 
-def read_list_file(list_path, data_root=None, num_classes=None, check_exists=False, path_prefix=None):
-    """Parse and validate one list file; returns (image paths, float32 multi-hot labels of shape (n, C)).
+def read_list_file(list_path, data_root=None, num_classes=None, check_exists=False, path_prefix=None,
+                   with_line_numbers=False):
+    """Parse and validate one list file; returns (image paths, float32 multi-hot labels of shape (n, C)), and
+    with_line_numbers also each entry's line number in the file (for errors met later, when an image is loaded).
 
     The paths are relative to the data root after the --path-prefix mappings `path_prefix` (['OLD=NEW', ...]).
     Every malformed line is an error naming the file and line. With check_exists, every listed image must exist
@@ -126,7 +128,8 @@ def read_list_file(list_path, data_root=None, num_classes=None, check_exists=Fal
                 f"{len(missing)} of {len(paths)} images listed in {list_path} are missing under data root "
                 f"{data_root}:\n  {shown}{more}\n{hint}\nCheck --data-path and --path-prefix; "
                 f"`python data/check_data.py` lists every missing or undecodable image.")
-    return paths, np.asarray(rows, dtype=np.float32)
+    labels = np.asarray(rows, dtype=np.float32)
+    return (paths, labels, line_nos) if with_line_numbers else (paths, labels)
 
 
 def load_rgb(path):
@@ -140,6 +143,14 @@ def load_rgb(path):
         raise
     except Exception as err:  # PIL raises many types for corrupt files
         raise RuntimeError(f"cannot decode image {path}: {err}") from err
+
+
+class BadImageError(RuntimeError):
+    """A listed image that is gone or does not decode, met while loading: names the image, its list file and line.
+
+    One line, no traceback needed: utils.failure prints it as the run's last line (a DataLoader worker's error
+    reaches the main process as this type with the worker's traceback around the message).
+    """
 
 
 def build_transform(train, resize_size=256, crop_size=224):
@@ -159,8 +170,8 @@ class ImageList(paddle.io.Dataset):
         self.data_root = Path(data_root)
         self.list_path = Path(list_path)
         self.path_prefix = path_prefix
-        self.paths, self.labels = read_list_file(list_path, data_root, num_classes, check_exists=True,
-                                                 path_prefix=path_prefix)
+        self.paths, self.labels, self.line_numbers = read_list_file(
+            list_path, data_root, num_classes, check_exists=True, path_prefix=path_prefix, with_line_numbers=True)
         self.transform = transform
         self.seed = seed
         self.epoch = 0
@@ -172,7 +183,15 @@ class ImageList(paddle.io.Dataset):
         return len(self.paths)
 
     def __getitem__(self, index):
-        image = load_rgb(self.data_root / self.paths[index])
+        path = self.data_root / self.paths[index]
+        try:
+            image = load_rgb(path)
+        except (OSError, RuntimeError) as err:  # deleted since the start, truncated, corrupt
+            reason = "missing" if isinstance(err, FileNotFoundError) else f"undecodable: {err.__cause__ or err}"
+            mapping = "".join(f" --path-prefix {item}" for item in self.path_prefix or ())
+            raise BadImageError(
+                f"bad image {path} ({self.list_path}:{self.line_numbers[index]}): {reason}. Check every image with "
+                f"`python data/check_data.py --data-path {self.data_root} --lists {self.list_path}{mapping}`") from err
         random.seed(f"{self.seed}-{self.epoch}-{index}")  # paddle's random transforms draw from `random`
         return self.transform(image), self.labels[index], np.int64(index)
 

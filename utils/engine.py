@@ -15,6 +15,7 @@ from models import HashNet
 from utils import checkpoint, dist
 from utils.config import BACKBONE_CANDIDATES, PROJECT_ROOT
 from utils.datasets import ImageList, build_datasets
+from utils.failure import run_or_end_process
 from utils.logger import AverageMeter, append_jsonl, setup_logger
 from utils.loss import HashNetLoss, continuation_scale
 from utils.plots import save_metric_plots
@@ -290,4 +291,6 @@ def run_train(cfg, wrap_model=None):
 
 
 def run(cfg, wrap_model=None):
-    return run_eval(cfg) if cfg.eval else run_train(cfg, wrap_model)
+    """The top level of a training or evaluation process: a failure anywhere (a bad image met by a DataLoader
+    thread or worker included) ends the process at once with its cause as the last line (utils/failure.py)."""
+    return run_or_end_process(lambda: run_eval(cfg) if cfg.eval else run_train(cfg, wrap_model))
