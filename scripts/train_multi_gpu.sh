@@ -11,6 +11,6 @@ for pair in 16:0 32:2000 48:200 64:2000; do
   bit=${pair%%:*}; seed=${pair##*:}
   python -m paddle.distributed.launch $DEVICES --log_dir "output/launch_logs/${DATASET}_${bit}bits" \
     main_multi_gpu.py $DEVICE_FLAG --dataset "$DATASET" --data-path "$DATA_PATH" --bit "$bit" --seed "$seed" \
-    --batch-size 64 --learning_rate 0.001 --epoch 150 --eval_epoch 10 --topK "$TOPK" \
-    --output-dir output --run-name "${DATASET}_${bit}bits" "$@"
+    --batch-size 64 --learning_rate 0.001 --sampling replicated --epoch 150 --eval_epoch 10 --topK "$TOPK" \
+    --output-dir output --run-name "{dataset}_{bit}bits" --resume auto "$@"
 done

@@ -11,5 +11,5 @@ for pair in 16:0 32:2000 48:200 64:2000; do
   bit=${pair%%:*}; seed=${pair##*:}
   python main_single_gpu.py --dataset "$DATASET" --data-path "$DATA_PATH" --bit "$bit" --seed "$seed" \
     --batch-size 128 --learning_rate 0.001 --epoch 150 --eval_epoch 10 --topK "$TOPK" \
-    --output-dir output --run-name "${DATASET}_${bit}bits" "$@"
+    --output-dir output --run-name "{dataset}_{bit}bits" --resume auto "$@"
 done

@@ -25,7 +25,7 @@ _SEED_RECIPE = dict(
     data_path="./datasets/COCO2014/", batch_size=128, epoch=150, eval_epoch=10, learning_rate=1e-3,
     optimizer="sgd", weight_decay=5e-4, momentum=0.9, alpha=0.1, step_continuation=20, de_step=50,
     topK=5000, crop_size=224, resize_size=256, backbone_weights="auto", init="torchvision",
-    standardize_features=False, train_scope="all", path_prefix=[])
+    standardize_features=False, train_scope="all", path_prefix=[], sampling="replicated")
 
 PRESETS = {
     # MS-COCO, and any other list-file dataset without a preset of its own.
@@ -44,8 +44,9 @@ PRESETS = {
         data_path=str(PROJECT_ROOT / "data" / "toy"), batch_size=64, epoch=12, eval_epoch=6, learning_rate=2e-3,
         optimizer="sgd", weight_decay=5e-4, momentum=0.9, alpha=0.1, step_continuation=4, de_step=50,
         topK=-1, crop_size=64, resize_size=72, backbone_weights="none", init="kaiming",
-        standardize_features=True, train_scope="hash", path_prefix=[]),
+        standardize_features=True, train_scope="hash", path_prefix=[], sampling="sharded"),
 }
+SEED_MAX = 2 ** 32 - 1
 PRESET_LABELS = {"default": "COCO", "imagenet": "ImageNet", "nuswide_81": "NUS-WIDE", "toy": "toy"}
 
 
@@ -112,13 +113,18 @@ def get_parser(description="HashNet (ICCV 2017) in PaddlePaddle"):
     p = argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
     g = p.add_argument_group("run")
     _add(g, "--bit", type=int, default=64, help="hash code length")
-    _add(g, "--seed", type=int, default=None, help="random seed (default: the seed's per-bit seed, SPEC §3)")
+    _add(g, "--seed", type=seed_value, default=None,
+         help=f"random seed, 0 to {SEED_MAX} (default: the seed's per-bit seed, SPEC §3)")
     _add(g, "--eval", action="store_true", help="only evaluate --pretrained")
     _add(g, "--pretrained", default=None, help="HashNet checkpoint to evaluate or start from")
-    _add(g, "--resume", default=None, help="last_{bit}.pdckpt (or its run folder) to continue training from")
+    _add(g, "--resume", default=None,
+         help="last_{bit}.pdckpt (or its run folder) to continue training from; 'auto' = the run folder's "
+              "last_{bit}.pdckpt when there is one, else start fresh (rerun the identical command after preemption)")
     _add(g, "--device", default="auto", help="auto | cpu | gpu | gpu:N")
     _add(g, "--output-dir", default="output", help="parent folder of the run folders")
-    _add(g, "--run-name", default=None, help="run folder name (default {dataset}_{bit}bits_{time})")
+    _add(g, "--run-name", default=None,
+         help="run folder name; {dataset} and {bit} are filled in (default {dataset}_{bit}bits_train_{time}, "
+              "or {dataset}_{bit}bits_train with --resume auto, so a rerun finds its folder)")
     _add(g, "--log_path", default=None,
          help="log file name inside the run folder (default log_train_{bit}.txt / log_eval_{bit}.txt)")
     _add(g, "--log_freq", type=int, default=50, help="log a training line every N steps")
@@ -132,6 +138,10 @@ def get_parser(description="HashNet (ICCV 2017) in PaddlePaddle"):
     _add(g, "--list-dir", default=None, help="folder of train/test/database.txt (default data/<dataset>)")
     _add(g, "--batch-size", type=int, default=None, help="images per step per process")
     _add(g, "--num_workers", type=int, default=4, help="DataLoader worker processes")
+    _add(g, "--sampling", default=None, choices=["replicated", "sharded"],
+         help="several processes: 'replicated' = every process reads the whole training set each epoch with its own "
+              "shuffle (the seed's schedule, SPEC §3); 'sharded' = one pass over the data split among the processes "
+              "(half the steps on 2 processes). Identical with one process")
     _add(g, "--crop_size", type=int, default=None)
     _add(g, "--resize_size", type=int, default=None)
     g = p.add_argument_group("optimisation")
@@ -154,6 +164,17 @@ def get_parser(description="HashNet (ICCV 2017) in PaddlePaddle"):
          help="standardise fc7 with training-set statistics before the hash layer (from-scratch recipe)")
     _add(g, "--train_scope", default=None, choices=["all", "hash"], help="train the whole network or the hash layer")
     return p
+
+
+def seed_value(text):
+    """--seed: a whole number in [0, 2**32 - 1] (numpy's seed range), else an argparse error saying so."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {SEED_MAX}, got {text!r}") from None
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {SEED_MAX} (2**32 - 1), got {value}")
+    return value
 
 
 def apply_preset(args, keys=None):
@@ -191,13 +212,16 @@ def resolve(args, given=None):
     if args.log_path is None:
         args.log_path = f"log_{'eval' if args.eval else 'train'}_{args.bit}.txt"
     if args.run_name is None:
-        if args.resume:
+        if args.resume == "auto":
+            args.run_name = f"{args.dataset}_{args.bit}bits_train"
+        elif args.resume:
             resume = Path(args.resume)
             args.run_name = (resume if resume.is_dir() else resume.parent).name
             args.output_dir = str((resume if resume.is_dir() else resume.parent).parent)
         else:
             kind = "eval" if args.eval else "train"
             args.run_name = f"{args.dataset}_{args.bit}bits_{kind}_{time.strftime('%Y%m%d-%H%M%S')}"
+    args.run_name = args.run_name.replace("{dataset}", args.dataset).replace("{bit}", str(args.bit))
     args.run_dir = str(Path(args.output_dir) / args.run_name)
     check_positive(args, ("bit", "batch_size", "epoch", "eval_epoch", "step_continuation", "de_step"))
     if args.eval and not args.pretrained:
