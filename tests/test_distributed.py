@@ -63,7 +63,11 @@ def test_gathered_codes_equal_single_process_encoding(runs, small_toy, tmp_path)
                                                "--pretrained", runs / "two" / "last_64.pdckpt", "--eval")])
     ref = np.load(single / "rank0.npz")
     assert two["db_raw"].shape == (200, 64)
-    np.testing.assert_allclose(two["db_raw"], ref["db_raw"], atol=1e-4)
+    # batches of 16 on two ranks against 32 on one: float sums in another order. fc7 units dead on the training set
+    # get std 1e-6 in the toy recipe's standardisation, so on unseen images that noise is amplified (raw outputs up
+    # to ~1e4 here): compare against each row's scale. A wrong order or a padding repeat differs by the whole scale.
+    scale = np.abs(ref["db_raw"]).max(axis=1, keepdims=True)
+    assert (np.abs(two["db_raw"] - ref["db_raw"]) <= 1e-4 + 1e-2 * scale).all()
     np.testing.assert_array_equal(np.sign(two["db_raw"] + (two["db_raw"] == 0)),
                                   np.sign(ref["db_raw"] + (ref["db_raw"] == 0)))
     np.testing.assert_array_equal(two["db_labels"], ref["db_labels"])
