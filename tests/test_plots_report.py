@@ -67,7 +67,29 @@ def assert_png(path):
 
 
 # ------------------------------------------------------------------------------------------------ save_metric_plots
-def test_save_metric_plots_writes_three_pngs(tmp_path):
+def colour_pixels(path, rgb, tolerance=40):
+    """Number of pixels of the PNG within `tolerance` (per channel) of an RGB colour."""
+    import numpy as np
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.int16)
+    return int((np.abs(pixels - np.array(rgb)).max(axis=-1) <= tolerance).sum())
+
+
+TAB_BLUE, TAB_ORANGE, TAB_RED = (31, 119, 180), (255, 127, 14), (214, 39, 40)
+
+
+def test_save_metric_plots_draws_the_metrics(tmp_path, monkeypatch):
+    """The three figures plot exactly the run's numbers (line data read back from the figures), and the curves are
+    in the PNGs (pixels of each curve's colour)."""
+    from utils import plots
+    figures = {}
+    original = plots.save_figure
+
+    def recording_save_figure(fig, path):
+        figures[Path(path).name] = fig
+        return original(fig, path)
+
+    monkeypatch.setattr(plots, "save_figure", recording_save_figure)
     run_dir = make_run(tmp_path, "coco_32bits", 32, final_map=0.61, best_map=0.63)
     written = save_metric_plots(run_dir / "metrics.json")
     assert [p.name for p in written] == ["pr_curve.png", "precision_at_n.png", "training_curve.png"]
@@ -75,6 +97,43 @@ def test_save_metric_plots_writes_three_pngs(tmp_path):
     for p in written:
         assert_png(p)
     assert not list(run_dir.glob(".*.tmp"))  # atomic writes leave no temp files
+    doc = json.loads((run_dir / "metrics.json").read_text())
+
+    # PR curve: final (blue, solid) and best (orange, dashed) over radii 0..32, radius 2 marked on each
+    ax = figures["pr_curve.png"].axes[0]
+    curves = [line for line in ax.get_lines() if len(line.get_xdata()) > 1]
+    assert [line.get_label() for line in curves] == ["final epoch 150", "best epoch 130 (chosen on the query set)"]
+    for line, metrics in zip(curves, (doc["final"], doc["best"])):
+        assert list(line.get_xdata()) == [row["recall"] for row in metrics["pr_curve"]]
+        assert list(line.get_ydata()) == [row["precision"] for row in metrics["pr_curve"]]
+    markers = [line for line in ax.get_lines() if len(line.get_xdata()) == 1]
+    assert [(m.get_xdata()[0], m.get_ydata()[0]) for m in markers] == [
+        (m["pr_curve"][2]["recall"], m["pr_curve"][2]["precision"]) for m in (doc["final"], doc["best"])]
+    assert "HashNet 32 bits · coco" in ax.get_title()
+
+    # precision@N: N sorted numerically, the values of each view
+    ax = figures["precision_at_n.png"].axes[0]
+    for line, metrics in zip(ax.get_lines(), (doc["final"], doc["best"])):
+        assert list(line.get_xdata()) == [100, 500, 1000]
+        assert list(line.get_ydata()) == [metrics["precision_at_n"][n] for n in ("100", "500", "1000")]
+
+    # training curve: loss of every epoch; mAP and random codes at the evaluated epochs; the best epoch starred
+    rows = [json.loads(line) for line in (run_dir / "epochs.jsonl").read_text().splitlines()]
+    loss_ax, map_ax = figures["training_curve.png"].axes
+    (loss,) = loss_ax.get_lines()
+    assert list(loss.get_xdata()) == list(range(1, 151)) and list(loss.get_ydata()) == [r["loss"] for r in rows]
+    map_line, random_line, star = map_ax.get_lines()
+    evaluated = [r for r in rows if "map" in r]
+    assert list(map_line.get_xdata()) == [r["epoch"] for r in evaluated] == list(range(10, 151, 10))
+    assert list(map_line.get_ydata()) == [r["map"] for r in evaluated]
+    assert list(random_line.get_ydata()) == [0.3] * 15
+    assert (star.get_xdata()[0], star.get_ydata()[0]) == (130, pytest.approx(0.61 * 130 / 150))
+
+    # the curves are drawn: each one's colour covers a visible number of pixels
+    assert colour_pixels(run_dir / "pr_curve.png", TAB_BLUE) > 200
+    assert colour_pixels(run_dir / "pr_curve.png", TAB_ORANGE) > 200
+    assert colour_pixels(run_dir / "training_curve.png", TAB_RED) > 200
+    assert colour_pixels(run_dir / "training_curve.png", TAB_BLUE) > 200
 
 
 def test_save_metric_plots_without_epochs_and_from_dict(tmp_path):
@@ -85,6 +144,8 @@ def test_save_metric_plots_without_epochs_and_from_dict(tmp_path):
     assert [p.name for p in written] == ["pr_curve.png", "precision_at_n.png"]
     for p in written:
         assert_png(p)
+        # one view (best = final): the final epoch's blue curve, no orange best-epoch curve
+        assert colour_pixels(p, TAB_BLUE) > 200 and colour_pixels(p, TAB_ORANGE, tolerance=20) == 0
     with pytest.raises(ValueError, match="out_dir is required"):
         save_metric_plots(doc)
 

@@ -200,6 +200,32 @@ def test_cache_sidecar_reuse_and_recompute_for_other_weights(toy, tmp_path, caps
     assert not np.array_equal(np.load(npy), first_codes)
 
 
+def test_cache_follows_the_checkpoint_contents_when_retrained_in_place(toy, tmp_path, capsys):
+    """Retraining overwrites model_best_64.pdparams at the same path (the common case): the cache is keyed by the
+    file's contents, so it is recomputed, even with the modification time unchanged."""
+    import os
+    root, save = toy["root"], tmp_path / "out"
+    ckpt = Path(shutil.copy(toy["ckpt"], tmp_path / "model_best_64.pdparams"))
+    query = str(root / list_items(root / "database.txt")[3][0])
+    status, _, err = run_predict(toy_args(toy, save, "--img", query, ckpt=ckpt), capsys)
+    assert status == 0 and "encoding 34 images once" in err, err
+    first_codes = np.load(save / "database_code_64.npy")
+
+    stat = ckpt.stat()
+    retrained = toy["model"].state_dict()
+    retrained["hash_layer.bias"] = paddle.full([64], 0.5)
+    checkpoint.save(retrained, ckpt)
+    os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert ckpt.stat().st_mtime_ns == stat.st_mtime_ns
+
+    status, _, err = run_predict(toy_args(toy, save, "--img", query, ckpt=ckpt), capsys)
+    assert status == 0
+    assert "was made by other weights" in err and "recomputing" in err and "cached" not in err
+    codes = np.load(save / "database_code_64.npy")
+    assert not np.array_equal(codes, first_codes)
+    assert json.loads((save / "database_code_64.json").read_text())["checkpoint"]["sha256"] == sha256(ckpt)
+
+
 @pytest.fixture
 def cache_case(toy, tmp_path):
     """A database, its cache identity and a counting compute(): the cache logic without a network."""

@@ -75,6 +75,13 @@ def parse_path_prefix(items, flag="--path-prefix"):
         pairs.append((old, new))
     return sorted(pairs, key=lambda pair: -len(pair[0]))
 
+# Measured (README, "Toy demo"): fc7 standardised once for the initial backbone, then the backbone trained under it
+# (dropout on, fc7 gradients scaled by 1/std ~ 50x), the hash outputs saturate and mAP stays at random codes' level.
+STANDARDIZED_WHOLE_NETWORK = (
+    "--train_scope all cannot train with --standardize_features true (the toy preset's from-scratch recipe): the fc7 "
+    "standardisation is fitted once for the initial backbone and does not follow a backbone that trains, so nothing "
+    "learns; use --train_scope hash, or --standardize_features false with ImageNet weights (--backbone_weights)")
+
 
 def _add(parser, name, **kwargs):
     """Register --a_b and --a-b as one flag."""
@@ -224,6 +231,8 @@ def resolve(args, given=None):
     args.run_name = args.run_name.replace("{dataset}", args.dataset).replace("{bit}", str(args.bit))
     args.run_dir = str(Path(args.output_dir) / args.run_name)
     check_positive(args, ("bit", "batch_size", "epoch", "eval_epoch", "step_continuation", "de_step"))
+    if args.train_scope == "all" and args.standardize_features and not args.eval:
+        raise ValueError(STANDARDIZED_WHOLE_NETWORK)
     if args.eval and not args.pretrained:
         raise ValueError("--eval needs --pretrained PATH (a model_best_{bit}.pdparams or last_{bit}.pdckpt)")
     return args
