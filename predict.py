@@ -36,10 +36,10 @@ def get_parser():
 
 def parse_args(argv=None):
     from utils.config import apply_preset, check_positive
+    from utils.retrieval import resolve_loader_flags
     args = apply_preset(get_parser().parse_args(argv), PRESET_KEYS)
     check_positive(args, ["bit", "topk", "batch_size", "crop_size", "resize_size"])
-    if args.num_workers < 0:
-        raise ValueError(f"--num_workers must be >= 0, got {args.num_workers}")
+    resolve_loader_flags(args)
     args.pretrained = resolve_checkpoint(args.pretrained, args.bit)
     return args
 
@@ -75,9 +75,8 @@ def load_model(bit, checkpoint_path):
 def run(argv=None, out=None):
     args = parse_args(argv)
     import paddle
-    from paddle.io import DataLoader
     from utils import dist, engine, retrieval
-    from utils.datasets import build_transform
+    from utils.datasets import build_loader, build_transform
 
     queries = retrieval.collect_images(args.img)  # a wrong path fails before the model is loaded
     dist.select_device(args.device)
@@ -90,7 +89,7 @@ def run(argv=None, out=None):
         return model(paddle.to_tensor(images)).numpy()
 
     def encode_database(dataset):
-        loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers)
+        loader = build_loader(dataset, args.num_workers, args.batch_size, image_bytes=3 * args.crop_size ** 2)
         return engine.encode(model, loader, "encode database")[0]
 
     return retrieval.run_retrieval(args, queries, args.bit, transform, encode_batch, encode_database,

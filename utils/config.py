@@ -81,7 +81,14 @@ def get_parser(description="HashNet (ICCV 2017) in PaddlePaddle"):
     _add(g, "--data-path", default=None, help="data root the list paths are relative to")
     _add(g, "--list-dir", default=None, help="folder of train/test/database.txt (default data/<dataset>)")
     _add(g, "--batch-size", type=int, default=None, help="images per step per process")
-    _add(g, "--num_workers", type=int, default=4, help="DataLoader worker processes")
+    _add(g, "--num_workers", type=int, default=None,
+         help="DataLoader worker processes per process (default: the CPUs available to each process, at most 8)")
+    _add(g, "--cache_dir", default=None,
+         help="keep decoded images here (uint8 .npy, built once, rebuilt when the lists or images change): the "
+              "evaluation view of the query/database lists and the resized training images (README, 'Data caches')")
+    _add(g, "--cache", default="all", choices=["all", "eval", "train"],
+         help="which caches --cache_dir holds: evaluation (exact, ~150 KB per image at 224 px), training "
+              "(resized images, ~260 KB per COCO image), or both")
     _add(g, "--crop_size", type=int, default=None)
     _add(g, "--resize_size", type=int, default=None)
     g = p.add_argument_group("optimisation")
@@ -140,6 +147,8 @@ def resolve(args):
             args.run_name = f"{args.dataset}_{args.bit}bits_{kind}_{time.strftime('%Y%m%d-%H%M%S')}"
     args.run_dir = str(Path(args.output_dir) / args.run_name)
     check_positive(args, ("bit", "batch_size", "epoch", "eval_epoch", "step_continuation", "de_step"))
+    if args.num_workers is not None and args.num_workers < 0:
+        raise ValueError(f"--num_workers must be >= 0, got {args.num_workers}")
     if args.eval and not args.pretrained:
         raise ValueError("--eval needs --pretrained PATH (a model_best_{bit}.pdparams or last_{bit}.pdckpt)")
     return args

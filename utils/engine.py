@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import paddle
-from paddle.io import DataLoader, DistributedBatchSampler
+from paddle.io import DistributedBatchSampler
 from tqdm import tqdm
 
 from models import HashNet
 from utils import checkpoint, dist
 from utils.config import BACKBONE_CANDIDATES, PROJECT_ROOT
-from utils.datasets import ImageList, build_datasets
+from utils.datasets import EpochBatchSampler, ImageList, build_datasets, build_loader
 from utils.logger import AverageMeter, append_jsonl, setup_logger
 from utils.loss import HashNetLoss, continuation_scale
 from utils.plots import save_metric_plots
@@ -50,7 +50,8 @@ def build_model(cfg, logger):
 
 
 def build_data(cfg):
-    """Datasets and loaders; the toy set is generated on first use (by rank 0, the others wait)."""
+    """Datasets and loaders; the toy set is generated on first use (by rank 0, the others wait). With --cache_dir the
+    query, database and training images come from utils/datacache.py's caches (built on first use by rank 0)."""
     if cfg.dataset == "toy" and cfg.list_dir is None:
         from utils.toy_dataset import ensure_toy_dataset
         if dist.is_main_process():
@@ -59,11 +60,23 @@ def build_data(cfg):
     datasets = build_datasets(cfg.dataset, cfg.data_path, cfg.resize_size, cfg.crop_size, cfg.seed, cfg.list_dir)
     # the training images with the eval transform: for the fc7 statistics of the from-scratch recipe
     datasets["train_eval"] = ImageList(cfg.data_path, datasets["train"].list_path, datasets["test"].transform)
+    if cfg.cache_dir:
+        from utils import datacache
+        if cfg.cache in ("all", "eval"):  # train_eval is read once per run: caching it would cost what it saves
+            for split in ("test", "database"):
+                datasets[split] = datacache.cached_eval_dataset(datasets[split], cfg.cache_dir, cfg.resize_size,
+                                                                cfg.crop_size)
+        if cfg.cache in ("all", "train"):
+            datasets["train"] = datacache.cached_train_dataset(datasets["train"], cfg.cache_dir, cfg.resize_size,
+                                                               cfg.crop_size)
     loaders = {}
     for split, ds in datasets.items():
         train = split == "train"
         sampler = DistributedBatchSampler(ds, batch_size=cfg.batch_size, shuffle=train, drop_last=False)
-        loaders[split] = DataLoader(ds, batch_sampler=sampler, num_workers=cfg.num_workers)
+        # the training workers live for the whole run (the epoch travels with each index: EpochBatchSampler); the
+        # evaluation loaders, idle between evaluations, start theirs each time rather than hold their memory
+        loaders[split] = build_loader(ds, cfg.num_workers, batch_sampler=EpochBatchSampler(sampler, ds),
+                                      persistent=train, image_bytes=3 * cfg.crop_size ** 2)
     return datasets, loaders
 
 
@@ -203,6 +216,8 @@ def write_plots(run_dir, logger):
 def setup(cfg):
     """Device, seeds, run folder (rank 0's name wins), logger, config.json."""
     dist.select_device(cfg.device)
+    if cfg.num_workers is None:
+        cfg.num_workers = dist.default_num_workers()  # here, where the processes sharing this machine are known
     cfg.run_dir = dist.broadcast_object(cfg.run_dir)
     logger = setup_logger(cfg.run_dir, cfg.log_path)
     checkpoint.save_json(vars(cfg), Path(cfg.run_dir) / "config.json")

@@ -6,7 +6,8 @@ r"""HashNet codes and retrieval with Paddle Inference (a model written by export
     python deploy/inference_python/infer.py --model-dir output/inference_64 --img query.jpg \
         --dataset coco --data-path ./datasets/COCO2014/ --topk 10
 
-Preprocessing (resize, center crop, mean/std) comes from the export's export_meta.json, so it equals predict.py's.
+Preprocessing (resize, center crop) comes from the export's export_meta.json, so it equals predict.py's; the model
+takes uint8 pixels and normalises them itself (mean/std inside the exported program).
 CPU by default, with oneDNN unless --enable_mkldnn false, threads with --cpu_threads; --use_gpu on a CUDA build.
 Without --dataset it prints one line per image: the path and its code as a 0/1 string (or JSON lines with --json).
 """
@@ -21,7 +22,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # utils/ is shared with predict.py
 
 META_NAME = "export_meta.json"
-META_FORMAT = 1
+META_FORMAT = 2
 
 
 def read_export_meta(model_dir):
@@ -39,7 +40,8 @@ def read_export_meta(model_dir):
     except ValueError as err:
         raise ValueError(f"{meta_path} is not valid JSON ({err}); re-run export_model.py") from err
     if meta.get("format") != META_FORMAT:
-        raise ValueError(f"{meta_path}: format {meta.get('format')}, this infer.py reads format {META_FORMAT}")
+        raise ValueError(f"{meta_path}: format {meta.get('format')}, this infer.py reads format {META_FORMAT} "
+                         f"(uint8 input, normalised inside the model); re-export with export_model.py")
     for name, digest in meta["files"].items():
         path = model_dir / name
         if not path.is_file():
@@ -91,14 +93,17 @@ class HashInference:
         self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
 
     def preprocess(self, paths):
-        """Images -> float32 (n, 3, crop, crop), exactly like the database images of predict.py."""
+        """Images -> uint8 (n, 3, crop, crop), exactly like the database images of predict.py."""
         from utils.retrieval import load_batch
         return load_batch(paths, self.transform)
 
     def run(self, images):
-        """Raw hash activations (n, bit) of a preprocessed batch."""
+        """Raw hash activations (n, bit) of a preprocessed uint8 batch."""
         import numpy as np
-        images = np.ascontiguousarray(images, dtype=np.float32)
+        images = np.asarray(images)
+        if images.dtype != np.uint8:
+            raise ValueError(f"{self.model_dir}: the model takes uint8 pixels (preprocess), got {images.dtype}")
+        images = np.ascontiguousarray(images)
         self.input.reshape(list(images.shape))
         self.input.copy_from_cpu(images)
         self.predictor.run()
@@ -134,14 +139,14 @@ def get_parser():
 
 def parse_args(argv=None):
     from utils.config import apply_preset
+    from utils.retrieval import resolve_loader_flags
     args = get_parser().parse_args(argv)
     args.model_dir = args.model_dir or str(Path("output") / "inference_64")
     # retrieval when a database is named; otherwise just codes (the dataset then only picks the batch size)
     args.retrieve = any(v is not None for v in (args.dataset, args.data_path, args.list_dir))
     args.dataset = args.dataset or "coco"
     apply_preset(args, ("data_path", "batch_size"))
-    if args.num_workers < 0:
-        raise ValueError(f"--num_workers must be >= 0, got {args.num_workers}")
+    resolve_loader_flags(args)
     return args
 
 
