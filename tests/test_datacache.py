@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import SHARED, run_cli, toy_args
+from test_predict import toy  # noqa: F401 (the fixture: a toy set and a 64-bit checkpoint)
 from utils import datacache, dist
 from utils.datasets import (EpochBatchSampler, ImageList, build_loader, build_transform, load_rgb,
                             shared_memory_fits)
@@ -158,6 +159,20 @@ def test_codes_and_map_identical_with_and_without_the_eval_cache(small_toy, tmp_
     assert cached["map"] == jpeg["map"] and cached["pr_curve"] == jpeg["pr_curve"]
 
 
+def test_predict_database_codes_identical_from_the_eval_cache(toy, tmp_path, capsys):
+    import predict
+    from test_predict import json_results, toy_args as predict_args
+    query = str(toy["root"] / toy["root"].joinpath("database.txt").read_text().split()[0])
+    runs = {}
+    for name, extra in (("jpeg", []), ("cache", ["--cache_dir", str(tmp_path / "images")])):
+        assert predict.main(predict_args(toy, tmp_path / name, "--json", "--img", query, *extra)) == 0
+        runs[name] = json_results(capsys.readouterr().out)
+    np.testing.assert_array_equal(np.load(tmp_path / "jpeg" / "database_code_64.npy"),
+                                  np.load(tmp_path / "cache" / "database_code_64.npy"))
+    assert [r["index"] for r in runs["jpeg"][0]["results"]] == [r["index"] for r in runs["cache"][0]["results"]]
+    assert len(list((tmp_path / "images").glob("*-database-*-eval72-64.npy"))) == 1
+
+
 # ----------------------------------------------------------------------------------------------- training cache
 def test_training_cache_crops_are_bit_identical(small_list, tmp_path):
     root, list_path = small_list
@@ -249,3 +264,28 @@ def test_bench_data_tiny_reports_every_row_and_independent_ratios(toy_root, caps
     assert coco["ratio"] == pytest.approx(coco["jpeg"]["seconds"] / coco["cache"]["seconds"])
     assert lines[-1].startswith("estimated COCO evaluation: ") and "x; ratios per worker: eval cache/JPEG" in lines[-1]
     assert sum(line.split()[0] in bench_data.ROWS for line in lines) == len(bench_data.ROWS)
+
+
+def test_two_processes_share_one_eval_cache_and_encode_like_one_without(small_toy, tmp_path):
+    """Under the launcher rank 0 builds the cache while rank 1 waits; both read their shards from it, and the gathered
+    database outputs equal a single process's from the JPEGs."""
+    from models import HashNet
+    from utils import checkpoint
+    paddle.seed(5)
+    with paddle.utils.unique_name.guard():
+        model = HashNet(64, init="kaiming")
+    weights = checkpoint.save(model.state_dict(), tmp_path / "weights.pdparams")
+    flags = ["--eval", "--pretrained", weights, "--batch-size", "16"]
+    run_cli(["tests/dist_worker.py", *toy_args(small_toy, tmp_path / "one", *flags)])
+    run_cli(["-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", tmp_path / "launch",
+             "tests/dist_worker.py", *toy_args(small_toy, tmp_path / "two", *flags, "--cache_dir",
+                                               tmp_path / "cache", "--cache", "eval")], timeout=900)
+    one = np.load(tmp_path / "one" / "rank0.npz")
+    built = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert len(built) == 4 and not [n for n in built if n.endswith(".tmp")]  # test + database: .npy and .json
+    for rank in (0, 1):
+        two = np.load(tmp_path / "two" / f"rank{rank}.npz")
+        np.testing.assert_allclose(two["db_raw"], one["db_raw"], rtol=0, atol=1e-4)
+        np.testing.assert_array_equal(np.sign(two["db_raw"]), np.sign(one["db_raw"]))
+    metrics = [json.loads((tmp_path / run / "metrics.json").read_text())["final"]["map"] for run in ("one", "two")]
+    assert metrics[0] == metrics[1]

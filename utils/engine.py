@@ -66,7 +66,7 @@ def build_data(cfg):
             for split in ("test", "database"):
                 datasets[split] = datacache.cached_eval_dataset(datasets[split], cfg.cache_dir, cfg.resize_size,
                                                                 cfg.crop_size)
-        if cfg.cache in ("all", "train"):
+        if cfg.cache in ("all", "train") and not cfg.eval:
             datasets["train"] = datacache.cached_train_dataset(datasets["train"], cfg.cache_dir, cfg.resize_size,
                                                                cfg.crop_size)
     loaders = {}
