@@ -68,8 +68,8 @@ def test_eval_cache_items_equal_the_jpeg_path(small_list, tmp_path, capsys):
     root, list_path = small_list
     dataset = ImageList(root, list_path, build_transform(False, 72, 64))
     cached = datacache.cached_eval_dataset(dataset, tmp_path / "cache", 72, 64)
-    out = capsys.readouterr().out
-    assert "(missing): building 0.1 MB in" in out and str(tmp_path / "cache") in out  # size and place, first
+    err = capsys.readouterr().err  # stderr: predict.py's --json results own stdout
+    assert "(missing): building 0.1 MB in" in err and str(tmp_path / "cache") in err  # size and place, first
     assert len(cached) == len(dataset)
     np.testing.assert_array_equal(cached.labels, dataset.labels)
     for i in range(len(dataset)):
@@ -78,7 +78,7 @@ def test_eval_cache_items_equal_the_jpeg_path(small_list, tmp_path, capsys):
         assert image.dtype == np.uint8 and index == i
     assert not [p for p in (tmp_path / "cache").iterdir() if p.name.endswith(".tmp")]
     datacache.cached_eval_dataset(dataset, tmp_path / "cache", 72, 64)
-    assert "building" not in capsys.readouterr().out  # a valid cache is reused
+    assert "building" not in capsys.readouterr().err  # a valid cache is reused
 
 
 def test_stale_eval_cache_is_rebuilt_never_used(small_list, tmp_path, capsys):
@@ -94,22 +94,22 @@ def test_stale_eval_cache_is_rebuilt_never_used(small_list, tmp_path, capsys):
     # an image replaced by another (its size changes): rebuilt, and the new pixels are served
     Image.fromarray(np.full((90, 120, 3), 7, np.uint8)).save(first)
     cached = datacache.cached_eval_dataset(dataset, tmp_path / "cache", 72, 64)
-    assert "stale: listed images changed (size or mtime)" in capsys.readouterr().out
+    assert "stale: listed images changed (size or mtime)" in capsys.readouterr().err
     np.testing.assert_array_equal(cached[0][0], np.full((3, 64, 64), 7, np.uint8))
 
     # the same size, a new mtime (re-encoded in place): rebuilt
     os.utime(first, ns=(1, 1))
     datacache.cached_eval_dataset(dataset, tmp_path / "cache", 72, 64)
-    assert "stale: listed images changed" in capsys.readouterr().out
+    assert "stale: listed images changed" in capsys.readouterr().err
 
     # a truncated data file, a missing sidecar: rebuilt
     with open(npy, "r+b") as f:
         f.truncate(1000)
     datacache.cached_eval_dataset(dataset, tmp_path / "cache", 72, 64)
-    assert "has another size than it was written with" in capsys.readouterr().out
+    assert "has another size than it was written with" in capsys.readouterr().err
     sidecar.unlink()
     datacache.cached_eval_dataset(dataset, tmp_path / "cache", 72, 64)
-    assert "(missing): building" in capsys.readouterr().out
+    assert "(missing): building" in capsys.readouterr().err
 
     # another list with the same path: rebuilt
     lines = list_path.read_text().splitlines()
@@ -120,7 +120,7 @@ def test_stale_eval_cache_is_rebuilt_never_used(small_list, tmp_path, capsys):
     moved.write_text("\n".join(lines[1:4]) + "\n")
     ds_b = ImageList(data, moved, build_transform(False, 72, 64))
     cached = datacache.cached_eval_dataset(ds_b, tmp_path / "cache", 72, 64)
-    assert "stale: the list changed" in capsys.readouterr().out
+    assert "stale: the list changed" in capsys.readouterr().err
     np.testing.assert_array_equal(cached[0][0], ds_b[0][0])
     assert json.loads(sidecar.read_text())["num_items"] == len(dataset)
 

@@ -19,6 +19,7 @@ import copy
 import hashlib
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -40,9 +41,9 @@ def human_size(num_bytes):
     return f"{num_bytes / 1e9:.2f} GB" if num_bytes >= 1e9 else f"{num_bytes / 1e6:.1f} MB"
 
 
-def log(message):
-    if dist.is_main_process():
-        print(message, flush=True)
+def log_to_stderr(message):
+    """The default log: stderr, so that predict.py's and infer.py's --json output on stdout stays clean."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def fingerprint(dataset, view):
@@ -83,7 +84,7 @@ def stale_reason(sidecar, wanted):
     return None
 
 
-def ensure_cache(files, wanted, needed_bytes, build):
+def ensure_cache(files, wanted, needed_bytes, build, log):
     """Build the cache when it is missing or stale (rank 0; the others wait), then check it on every rank."""
     data, sidecar = files[0], files[1]
     if dist.is_main_process():
@@ -139,8 +140,9 @@ class CachedEvalList(ImageList):
         return np.array(self.images[index]), self.labels[index], np.int64(index)
 
 
-def cached_eval_dataset(dataset, cache_dir, resize_size, crop_size):
-    """`dataset` (an ImageList in the evaluation view) served from its evaluation cache, built when needed."""
+def cached_eval_dataset(dataset, cache_dir, resize_size, crop_size, log=log_to_stderr):
+    """`dataset` (an ImageList in the evaluation view) served from its evaluation cache, built when needed; `log`
+    gets the one line saying what is built, its size and where."""
     view = f"eval{resize_size}-{crop_size}"
     files = cache_files(cache_dir, dataset, view)
     shape = (len(dataset), 3, crop_size, crop_size)
@@ -158,7 +160,7 @@ def cached_eval_dataset(dataset, cache_dir, resize_size, crop_size):
         atomic_write(files[0], write)
         return [files[0]]
 
-    ensure_cache(files[:2], fingerprint(dataset, view), int(np.prod(shape)), build)
+    ensure_cache(files[:2], fingerprint(dataset, view), int(np.prod(shape)), build, log)
     return CachedEvalList(dataset, files[0])
 
 
@@ -195,7 +197,7 @@ def resized_bytes_estimate(dataset, resize_size):
     return total
 
 
-def cached_train_dataset(dataset, cache_dir, resize_size, crop_size):
+def cached_train_dataset(dataset, cache_dir, resize_size, crop_size, log=log_to_stderr):
     """`dataset` (the training ImageList) served from its training cache of Resize(resize_size) images."""
     view = f"train{resize_size}"
     files = cache_files(cache_dir, dataset, view, data_suffix=".u8", extra=(".offsets.npy",))
@@ -222,5 +224,5 @@ def cached_train_dataset(dataset, cache_dir, resize_size, crop_size):
         return [files[0], files[2]]
 
     needed = resized_bytes_estimate(dataset, resize_size) if dist.is_main_process() else 0
-    ensure_cache(files, fingerprint(dataset, view), needed, build)
+    ensure_cache(files, fingerprint(dataset, view), needed, build, log)
     return CachedTrainList(dataset, files[0], files[2], resize_size, crop_size)

@@ -49,7 +49,7 @@ def build_model(cfg, logger):
     return model
 
 
-def build_data(cfg):
+def build_data(cfg, logger=None):
     """Datasets and loaders; the toy set is generated on first use (by rank 0, the others wait). With --cache_dir the
     query, database and training images come from utils/datacache.py's caches (built on first use by rank 0)."""
     if cfg.dataset == "toy" and cfg.list_dir is None:
@@ -62,13 +62,14 @@ def build_data(cfg):
     datasets["train_eval"] = ImageList(cfg.data_path, datasets["train"].list_path, datasets["test"].transform)
     if cfg.cache_dir:
         from utils import datacache
+        log = logger.info if logger else datacache.log_to_stderr
         if cfg.cache in ("all", "eval"):  # train_eval is read once per run: caching it would cost what it saves
             for split in ("test", "database"):
                 datasets[split] = datacache.cached_eval_dataset(datasets[split], cfg.cache_dir, cfg.resize_size,
-                                                                cfg.crop_size)
+                                                                cfg.crop_size, log)
         if cfg.cache in ("all", "train") and not cfg.eval:
             datasets["train"] = datacache.cached_train_dataset(datasets["train"], cfg.cache_dir, cfg.resize_size,
-                                                               cfg.crop_size)
+                                                               cfg.crop_size, log)
     loaders = {}
     for split, ds in datasets.items():
         train = split == "train"
@@ -233,7 +234,7 @@ def run_eval(cfg):
     logger = setup(cfg)
     model = build_model(cfg, logger)
     checkpoint.load_model_weights(model, cfg.pretrained)
-    datasets, loaders = build_data(cfg)
+    datasets, loaders = build_data(cfg, logger)
     metrics = evaluate(model, loaders, cfg)
     logger.info("%s: mAP@%d = %.4f (random codes %.4f)", cfg.pretrained, metrics["topk"], metrics["map"],
                 metrics["map_random_codes"])
@@ -249,7 +250,7 @@ def run_train(cfg, wrap_model=None):
     model = build_model(cfg, logger)
     if cfg.pretrained:
         checkpoint.load_model_weights(model, cfg.pretrained)
-    datasets, loaders = build_data(cfg)
+    datasets, loaders = build_data(cfg, logger)
     num_classes = datasets["train"].labels.shape[1]
     criterion = HashNetLoss(cfg.bit, len(datasets["train"]), cfg.alpha, num_classes)
     if dist.get_world_size() > 1:
