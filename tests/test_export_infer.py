@@ -165,7 +165,7 @@ def test_bench_infer_reports_both_engines(exported):
                                "--batch-size", "4", "--iters", "1", "--warmup", "0"])
     for name in ("dygraph", "inference_plain", "inference_onednn"):
         assert result[name]["iters"] == 1 and result[name]["images_per_s"] > 0
-    assert result["inference_plain"]["max_abs_diff"] < RAW_TOLERANCE
+    assert result["inference_plain"]["max_rel_diff"] < RAW_TOLERANCE  # random pixels: outputs far from 1
     assert result["ratio_inference_onednn"] == pytest.approx(
         result["inference_onednn"]["images_per_s"] / result["dygraph"]["images_per_s"])
 
