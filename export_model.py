@@ -12,8 +12,9 @@ Writes into --save-inference-dir (default output/inference_{bit}):
                            inference preprocesses exactly like predict.py, reuses predict.py's database-code cache,
                            and `infer.py --model-dir DIR --img X` searches the training database with no other flag.
 Flags left unset take the run's values when --pretrained names a run folder or a checkpoint in one (config.json),
-then the dataset preset's. The input is x: float32 [batch, 3, crop, crop] with any batch size; the output is the raw
-hash activation (code = sign, 0 -> +1). The files are written into a temporary folder and moved in place, export_meta.json last:
+then the dataset preset's. The input is x: uint8 [batch, 3, crop, crop] pixels (RGB, resized and center-cropped)
+with any batch size; the float conversion and ImageNet normalisation are inside the model, as in training. The
+output is the raw hash activation (code = sign, 0 -> +1). The files are written into a temporary folder and moved in place, export_meta.json last:
 an export without export_meta.json is incomplete.
 """
 import utils.quiet_start  # noqa: F401  (first: silences Paddle's ccache warning)
@@ -27,7 +28,7 @@ from pathlib import Path
 PRESET_KEYS = ("data_path", "resize_size", "crop_size")
 MODEL_FILES = ("inference.json", "inference.pdmodel")  # PIR program / legacy ProgramDesc
 META_NAME = "export_meta.json"
-META_FORMAT = 1
+META_FORMAT = 2  # 2: uint8 input, normalised inside the model (1: float32, normalised by the caller)
 
 
 def get_parser():
@@ -90,7 +91,7 @@ def export_inference_model(model, save_dir, bit, resize_size, crop_size, source=
     save_dir = Path(save_dir)
     save_dir.parent.mkdir(parents=True, exist_ok=True)
     model.eval()
-    spec = [InputSpec([None, 3, crop_size, crop_size], "float32", "x")]
+    spec = [InputSpec([None, 3, crop_size, crop_size], "uint8", "x")]
     # full_graph=True: the AST translator, which honours input_spec (Paddle 3.x defaults to SOT, which ignores it)
     static_model = paddle.jit.to_static(model, input_spec=spec, full_graph=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{save_dir.name}.", dir=save_dir.parent))
@@ -103,7 +104,7 @@ def export_inference_model(model, save_dir, bit, resize_size, crop_size, source=
         meta = {
             "format": META_FORMAT, "bit": int(bit), "resize_size": int(resize_size), "crop_size": int(crop_size),
             "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-            "input_name": "x", "input_shape": [None, 3, int(crop_size), int(crop_size)],
+            "input_name": "x", "input_shape": [None, 3, int(crop_size), int(crop_size)], "input_dtype": "uint8",
             "output": "raw hash activation o (n, bit); code = sign(o) with 0 -> +1",
             "model_file": model_file, "params_file": "inference.pdiparams",
             "files": {name: sha256_of(tmp / name) for name in (model_file, "inference.pdiparams")},

@@ -48,6 +48,7 @@ def resolve_args(parser, argv=None):
     """Parse, fill unset flags from the run folder's config.json then the preset, check, resolve the checkpoint."""
     from utils.config import (absolute_data_paths, apply_preset, apply_run_config, check_positive, given_flags,
                               run_folder_of)
+    from utils.retrieval import resolve_loader_flags
     args = parser.parse_args(argv)
     trained = apply_run_config(args, given_flags(parser, argv))
     if args.save_path is None:  # a trained run keeps its database codes next to it, wherever the command runs
@@ -55,8 +56,7 @@ def resolve_args(parser, argv=None):
     apply_preset(args, PRESET_KEYS)
     absolute_data_paths(args)
     check_positive(args, ["bit", "batch_size", "crop_size", "resize_size"] + (["topk"] if "topk" in args else []))
-    if args.num_workers < 0:
-        raise ValueError(f"--num_workers must be >= 0, got {args.num_workers}")
+    resolve_loader_flags(args)
     args.pretrained = resolve_checkpoint(args.pretrained, args.bit)
     return args
 
@@ -80,9 +80,8 @@ def build_encoders(args):
     """(transform, encode_batch, encode_database) of args.pretrained on args.device: what run_retrieval and the
     search page need from the dynamic-graph model."""
     import paddle
-    from paddle.io import DataLoader
     from utils import dist, engine
-    from utils.datasets import build_transform
+    from utils.datasets import build_loader, build_transform
 
     dist.select_device(args.device)
     model = load_model(args.bit, args.pretrained)
@@ -93,7 +92,7 @@ def build_encoders(args):
         return model(paddle.to_tensor(images)).numpy()
 
     def encode_database(dataset):
-        loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers)
+        loader = build_loader(dataset, args.num_workers, args.batch_size, image_bytes=3 * args.crop_size ** 2)
         return engine.encode(model, loader, "encode database")[0]
 
     return transform, encode_batch, encode_database

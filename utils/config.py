@@ -144,7 +144,14 @@ def get_parser(description="HashNet (ICCV 2017) in PaddlePaddle"):
               "--data-path), so lists with another machine's paths work unchanged")
     _add(g, "--list-dir", default=None, help="folder of train/test/database.txt (default data/<dataset>)")
     _add(g, "--batch-size", type=int, default=None, help="images per step per process")
-    _add(g, "--num_workers", type=int, default=4, help="DataLoader worker processes")
+    _add(g, "--num_workers", type=int, default=None,
+         help="DataLoader worker processes per process (default: the CPUs available to each process, at most 8)")
+    _add(g, "--cache_dir", default=None,
+         help="keep decoded images here (uint8 .npy, built once, rebuilt when the lists or images change): the "
+              "evaluation view of the query/database lists and the resized training images (README, 'Data caches')")
+    _add(g, "--cache", default="all", choices=["all", "eval", "train"],
+         help="which caches --cache_dir holds: evaluation (exact, ~150 KB per image at 224 px), training "
+              "(resized images, ~260 KB per COCO image), or both")
     _add(g, "--sampling", default=None, choices=["replicated", "sharded"],
          help="several processes: 'replicated' = every process reads the whole training set each epoch with its own "
               "shuffle (the seed's schedule, SPEC §3); 'sharded' = one pass over the data split among the processes "
@@ -233,6 +240,8 @@ def resolve(args, given=None):
     check_positive(args, ("bit", "batch_size", "epoch", "eval_epoch", "step_continuation", "de_step"))
     if args.train_scope == "all" and args.standardize_features and not args.eval:
         raise ValueError(STANDARDIZED_WHOLE_NETWORK)
+    if args.num_workers is not None and args.num_workers < 0:
+        raise ValueError(f"--num_workers must be >= 0, got {args.num_workers}")
     if args.eval and not args.pretrained:
         raise ValueError("--eval needs --pretrained PATH (a model_best_{bit}.pdparams or last_{bit}.pdckpt)")
     return args

@@ -8,6 +8,7 @@ start of each listed path (map_list_path) before it is joined to the data root.
 import os
 import posixpath
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +16,14 @@ import paddle
 from PIL import Image
 from paddle.vision import transforms as T
 
+from models.hashnet import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 (the normalisation runs in the network)
 from utils.config import PROJECT_ROOT, parse_path_prefix
 
 LIST_NAMES = ("train", "test", "database")
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
+# Batches in flight per loader worker. uint8 batches are small (COCO: 128 x 147 KB = 19 MB), so a deeper queue than
+# Paddle's default 2 costs little and absorbs the spread of JPEG decode times.
+PREFETCH_FACTOR = 4
+SHM_PATH = "/dev/shm"
 CHECK_HINT = "python data/check_data.py --dataset {name} --data-path {root}"
 
 
@@ -153,17 +157,53 @@ class BadImageError(RuntimeError):
     """
 
 
-def build_transform(train, resize_size=256, crop_size=224):
-    """SPEC §3: train Resize RandomCrop RandomHorizontalFlip, eval Resize CenterCrop; ImageNet mean/std."""
+def to_chw_uint8(image):
+    """PIL RGB image -> uint8 (3, H, W) array: what the loaders hand to the network (models/hashnet.py
+    normalises on the device)."""
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
+
+
+def build_transform(train, resize_size=256, crop_size=224, resized=False):
+    """SPEC §3: train Resize RandomCrop RandomHorizontalFlip, eval Resize CenterCrop; uint8 CHW out (the ImageNet
+    mean/std normalisation is the network's first step). resized=True leaves out the Resize, for images stored
+    already resized (utils/datacache.py)."""
     crop = [T.RandomCrop(crop_size), T.RandomHorizontalFlip()] if train else [T.CenterCrop(crop_size)]
-    return T.Compose([T.Resize(resize_size), *crop, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    return T.Compose([*([] if resized else [T.Resize(resize_size)]), *crop, to_chw_uint8])
+
+
+class EpochBatchSampler:
+    """Wraps a batch sampler so every index travels as (epoch, index), the epoch read from the dataset in the main
+    process when an epoch's iteration starts.
+
+    Loader workers hold a copy of the dataset made when they started; with persistent workers that copy keeps the
+    epoch of its first epoch, so an epoch set on the main process's dataset would never reach them.
+    """
+
+    def __init__(self, batch_sampler, dataset):
+        self.batch_sampler, self.dataset = batch_sampler, dataset
+
+    @property
+    def batch_size(self):
+        return self.batch_sampler.batch_size
+
+    def set_epoch(self, epoch):
+        self.batch_sampler.set_epoch(epoch)
+
+    def __len__(self):
+        return len(self.batch_sampler)
+
+    def __iter__(self):
+        epoch = self.dataset.epoch
+        for batch in self.batch_sampler:
+            yield [(epoch, int(index)) for index in batch]
 
 
 class ImageList(paddle.io.Dataset):
-    """Yields (image CHW float32, multi-hot label float32, dataset index int64).
+    """Yields (image CHW uint8, multi-hot label float32, dataset index int64).
 
     Random augmentation is seeded per (seed, epoch, index), so the crops do not depend on the number of loader
-    workers or processes, and a resumed run sees exactly the crops an uninterrupted one would have.
+    workers or processes, and a resumed run sees exactly the crops an uninterrupted one would have. An item is
+    addressed by its index (epoch: the dataset's, set_epoch) or by (epoch, index) (EpochBatchSampler).
     """
 
     def __init__(self, data_root, list_path, transform, num_classes=None, seed=0, path_prefix=None):
@@ -182,18 +222,46 @@ class ImageList(paddle.io.Dataset):
     def __len__(self):
         return len(self.paths)
 
-    def __getitem__(self, index):
+    def load_image(self, index):
+        """The PIL image the transform starts from (utils/datacache.py serves it from a cache instead)."""
         path = self.data_root / self.paths[index]
         try:
-            image = load_rgb(path)
+            return load_rgb(path)
         except (OSError, RuntimeError) as err:  # deleted since the start, truncated, corrupt
             reason = "missing" if isinstance(err, FileNotFoundError) else f"undecodable: {err.__cause__ or err}"
             mapping = "".join(f" --path-prefix {item}" for item in self.path_prefix or ())
             raise BadImageError(
                 f"bad image {path} ({self.list_path}:{self.line_numbers[index]}): {reason}. Check every image with "
                 f"`python data/check_data.py --data-path {self.data_root} --lists {self.list_path}{mapping}`") from err
-        random.seed(f"{self.seed}-{self.epoch}-{index}")  # paddle's random transforms draw from `random`
+
+    def __getitem__(self, item):
+        epoch, index = item if isinstance(item, tuple) else (self.epoch, item)
+        image = self.load_image(index)
+        random.seed(f"{self.seed}-{epoch}-{index}")  # paddle's random transforms draw from `random`
         return self.transform(image), self.labels[index], np.int64(index)
+
+
+def shared_memory_fits(bytes_in_flight, shm_path=SHM_PATH):
+    """Whether the loader's batches in flight fit twice into shared memory. Workers hand batches over through
+    /dev/shm (no pickling through a pipe), but containers often give it only 64 MB, where that fails mid-run with a
+    bus error; then the loader uses pipes instead."""
+    try:
+        return shutil.disk_usage(shm_path).free >= 2 * bytes_in_flight
+    except OSError:
+        return False
+
+
+def build_loader(dataset, num_workers, batch_size=1, batch_sampler=None, persistent=False, image_bytes=3 * 224 ** 2):
+    """A paddle.io.DataLoader with this project's deliberate settings: PREFETCH_FACTOR batches per worker, shared
+    memory when it is large enough (shared_memory_fits), and workers kept alive across iterations when
+    `persistent` (give it an EpochBatchSampler so that each epoch's index carries its epoch)."""
+    per_batch = (batch_sampler.batch_size if batch_sampler is not None and hasattr(batch_sampler, "batch_size")
+                 else batch_size) * image_bytes
+    sampling = {"batch_sampler": batch_sampler} if batch_sampler is not None else {"batch_size": batch_size}
+    return paddle.io.DataLoader(
+        dataset, **sampling, num_workers=num_workers, prefetch_factor=PREFETCH_FACTOR,
+        use_shared_memory=shared_memory_fits(per_batch * num_workers * PREFETCH_FACTOR),
+        persistent_workers=persistent and num_workers > 0)
 
 
 def dataset_lists(name, list_dir=None):

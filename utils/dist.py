@@ -34,6 +34,29 @@ def launcher_gpu():
     return int(os.environ.get("FLAGS_selected_gpus", "0").split(",")[0])
 
 
+def local_process_count():
+    """Processes of this run on this machine: the launcher's PADDLE_LOCAL_SIZE, else the world size (spawn starts
+    them all here), else 1."""
+    return max(1, int(os.environ.get("PADDLE_LOCAL_SIZE") or get_world_size()))
+
+
+def available_cpus():
+    """CPUs this process may run on (its affinity mask: taskset, cgroup cpusets, batch schedulers), else the count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+MAX_DEFAULT_WORKERS = 8  # past ~8 decoding workers per GPU the GPU is the limit, and each worker holds memory
+
+
+def default_num_workers():
+    """Loader workers per process when --num_workers is not given: this process's share of the available CPUs
+    (several processes under the launcher share the machine), at least 1, at most MAX_DEFAULT_WORKERS."""
+    return max(1, min(MAX_DEFAULT_WORKERS, available_cpus() // local_process_count()))
+
+
 def all_gather_cat(tensor):
     """Concatenate a tensor from every rank along axis 0, in rank order (identity for one process)."""
     if get_world_size() == 1:

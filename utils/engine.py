@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import paddle
-from paddle.io import DataLoader, DistributedBatchSampler
+from paddle.io import DistributedBatchSampler
 from tqdm import tqdm
 
 from models import HashNet
 from utils import checkpoint, dist, preemption
 from utils.config import BACKBONE_CANDIDATES, PROJECT_ROOT
-from utils.datasets import ImageList, build_datasets
+from utils.datasets import EpochBatchSampler, ImageList, build_datasets, build_loader
 from utils.failure import run_or_end_process
 from utils.logger import AverageMeter, append_jsonl, keep_epoch_rows, setup_logger
 from utils.loss import HashNetLoss, continuation_scale
@@ -52,8 +52,9 @@ def build_model(cfg, logger):
     return model
 
 
-def build_data(cfg):
-    """Datasets and loaders; the toy set is generated on first use (by rank 0, the others wait)."""
+def build_data(cfg, logger=None):
+    """Datasets and loaders; the toy set is generated on first use (by rank 0, the others wait). With --cache_dir the
+    query, database and training images come from utils/datacache.py's caches (built on first use by rank 0)."""
     if cfg.dataset == "toy" and cfg.list_dir is None:
         from utils.toy_dataset import ensure_toy_dataset
         if dist.is_main_process():
@@ -65,13 +66,27 @@ def build_data(cfg):
     # the training images with the eval transform: for the fc7 statistics of the from-scratch recipe
     datasets["train_eval"] = ImageList(cfg.data_path, datasets["train"].list_path, datasets["test"].transform,
                                        path_prefix=path_prefix)
+    if cfg.cache_dir:
+        from utils import datacache
+        log = logger.info if logger else datacache.log_to_stderr
+        if cfg.cache in ("all", "eval"):  # train_eval is read once per run: caching it would cost what it saves
+            for split in ("test", "database"):
+                datasets[split] = datacache.cached_eval_dataset(datasets[split], cfg.cache_dir, cfg.resize_size,
+                                                                cfg.crop_size, log)
+        if cfg.cache in ("all", "train") and not cfg.eval:
+            datasets["train"] = datacache.cached_train_dataset(datasets["train"], cfg.cache_dir, cfg.resize_size,
+                                                               cfg.crop_size, log)
     loaders = {}
     for split, ds in datasets.items():
-        if split == "train":
+        train = split == "train"
+        if train:
             sampler = TrainBatchSampler(ds, cfg.batch_size, cfg.seed, cfg.sampling)
         else:  # evaluation encodes one shard per rank and gathers them back in dataset order
             sampler = DistributedBatchSampler(ds, batch_size=cfg.batch_size, shuffle=False, drop_last=False)
-        loaders[split] = DataLoader(ds, batch_sampler=sampler, num_workers=cfg.num_workers)
+        # the training workers live for the whole run (the epoch travels with each index: EpochBatchSampler); the
+        # evaluation loaders, idle between evaluations, start theirs each time rather than hold their memory
+        loaders[split] = build_loader(ds, cfg.num_workers, batch_sampler=EpochBatchSampler(sampler, ds),
+                                      persistent=train, image_bytes=3 * cfg.crop_size ** 2)
     return datasets, loaders
 
 
@@ -240,6 +255,8 @@ def write_plots(run_dir, logger):
 def setup(cfg):
     """Device, seeds, run folder (rank 0's name wins), logger, config.json."""
     dist.select_device(cfg.device)
+    if cfg.num_workers is None:
+        cfg.num_workers = dist.default_num_workers()  # here, where the processes sharing this machine are known
     cfg.run_dir = dist.broadcast_object(cfg.run_dir)
     logger = setup_logger(cfg.run_dir, cfg.log_path)
     checkpoint.save_json(vars(cfg), Path(cfg.run_dir) / "config.json")
@@ -255,7 +272,7 @@ def run_eval(cfg):
     logger = setup(cfg)
     model = build_model(cfg, logger)
     checkpoint.load_model_weights(model, cfg.pretrained)
-    datasets, loaders = build_data(cfg)
+    datasets, loaders = build_data(cfg, logger)
     metrics = evaluate(model, loaders, cfg)
     logger.info("%s: mAP@%d = %.4f (random codes %.4f)", cfg.pretrained, metrics["topk"], metrics["map"],
                 metrics["map_random_codes"])
@@ -271,7 +288,7 @@ def run_train(cfg, wrap_model=None):
     model = build_model(cfg, logger)
     if cfg.pretrained:
         checkpoint.load_model_weights(model, cfg.pretrained)
-    datasets, loaders = build_data(cfg)
+    datasets, loaders = build_data(cfg, logger)
     num_classes = datasets["train"].labels.shape[1]
     criterion = HashNetLoss(cfg.bit, len(datasets["train"]), cfg.alpha, num_classes)
     if dist.get_world_size() > 1:

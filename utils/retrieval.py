@@ -11,8 +11,9 @@ itself. A cache is used only when checkpoint sha256, list sha256, preprocessing,
 match; otherwise it is recomputed, saying why in one line. Both files are written atomically, the sidecar last
 and after the old sidecar is removed, so an interrupted write never leaves a cache that looks valid.
 
-The encoders are duck-typed so both engines plug in: `encode_batch(images NCHW float32 numpy) -> raw outputs`
-for queries and `encode_database(ImageList) -> ±1 codes` for the database.
+The encoders are duck-typed so both engines plug in: `encode_batch(images NCHW uint8 numpy) -> raw outputs`
+for queries and `encode_database(ImageList) -> ±1 codes` for the database (the models normalise on the device).
+With --cache_dir the database images are read from the decoded evaluation cache (utils/datacache.py).
 Messages go to stderr so that `--json` output on stdout stays machine-readable.
 """
 import hashlib
@@ -23,14 +24,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from paddle.io import DataLoader
 from tqdm import tqdm
 
 from utils import checkpoint
 from utils.config import _add, check_positive
 from utils.fileio import atomic_write
-from utils.datasets import (IMAGENET_MEAN, IMAGENET_STD, LIST_NAMES, ImageList, dataset_lists, load_rgb,
-                            read_list_file)
+from utils.datasets import (IMAGENET_MEAN, IMAGENET_STD, LIST_NAMES, ImageList, build_loader, dataset_lists,
+                            load_rgb, read_list_file)
 from utils.tools import binarize, pack_codes, topk_search
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".ppm", ".tif", ".tiff", ".webp")
@@ -65,8 +65,22 @@ def add_retrieval_flags(parser, dataset_default="coco"):
     _add(g, "--show", action="store_true", help="open each contact sheet (PIL show(); skipped without a display)")
     _add(g, "--json", action="store_true", help="print one JSON object per query instead of the table")
     _add(g, "--batch-size", type=int, default=None, help="images per forward pass (default: preset)")
-    _add(g, "--num_workers", type=int, default=2, help="DataLoader workers for encoding the database")
+    _add(g, "--num_workers", type=int, default=None,
+         help="DataLoader workers for encoding the database (default: from the CPUs available, utils/dist.py)")
+    _add(g, "--cache_dir", default=None,
+         help="keep the database's decoded, resized and cropped images here (uint8 .npy, built once; README, "
+              "'Data caches')")
     return g
+
+
+def resolve_loader_flags(args):
+    """--num_workers: >= 0, or the default derived from the CPUs available when unset."""
+    from utils.dist import default_num_workers
+    if args.num_workers is None:
+        args.num_workers = default_num_workers()
+    if args.num_workers < 0:
+        raise ValueError(f"--num_workers must be >= 0, got {args.num_workers}")
+    return args
 
 
 # --------------------------------------------------------------------------------------------------------- queries
@@ -90,7 +104,7 @@ def collect_images(items, flag="--img"):
 
 
 def load_batch(paths, transform):
-    """Decode and preprocess images exactly as ImageList does for the database; (n, 3, crop, crop) float32."""
+    """Decode and preprocess images exactly as ImageList does for the database; (n, 3, crop, crop) uint8."""
     arrays = []
     for path in paths:
         try:
@@ -99,9 +113,8 @@ def load_batch(paths, transform):
             raise FileNotFoundError(f"query image not found: {path}") from err
         except RuntimeError as err:
             raise RuntimeError(f"query image {path} is unreadable: {err.__cause__ or err}") from err
-        tensor = transform(image)
-        arrays.append(tensor.numpy() if hasattr(tensor, "numpy") else np.asarray(tensor))
-    return np.stack(arrays).astype(np.float32)
+        arrays.append(transform(image))
+    return np.stack(arrays)
 
 
 def encode_images(encode_batch, paths, transform, batch_size, desc="encode queries"):
@@ -114,7 +127,7 @@ def encode_images(encode_batch, paths, transform, batch_size, desc="encode queri
 
 def encode_dataset(encode_batch, dataset, batch_size, num_workers, desc="encode database"):
     """±1 codes of every dataset item, in dataset order, through a numpy encode_batch (the inference engine)."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=False, num_workers=num_workers)
+    loader = build_loader(dataset, num_workers, batch_size)
     outputs = []
     for images, _, _ in tqdm(loader, desc=desc, leave=False, file=sys.stderr):
         outputs.append(np.asarray(encode_batch(images.numpy()), dtype=np.float32))
@@ -190,8 +203,14 @@ class Database:
         """0/1 label row of an image named in the dataset's lists, else None."""
         return self._labels_of.get(self._key(path))
 
-    def dataset(self, transform):
-        return ImageList(self.root, self.list_path, transform, self.num_classes, path_prefix=self.path_prefix)
+    def dataset(self, transform, cache_dir=None, resize_size=None, crop_size=None):
+        """The database images through `transform`, or from the decoded evaluation cache in cache_dir (built on
+        first use; its images equal the transform's, so the codes are the same)."""
+        dataset = ImageList(self.root, self.list_path, transform, self.num_classes, path_prefix=self.path_prefix)
+        if cache_dir is None:
+            return dataset
+        from utils import datacache
+        return datacache.cached_eval_dataset(dataset, cache_dir, resize_size, crop_size)
 
 
 # ----------------------------------------------------------------------------------------------------------- cache
@@ -464,7 +483,9 @@ def load_database(args, bit, transform, encode_database, checkpoint_fingerprint,
     once): what predict.py, infer.py and the search page (serve.py) search."""
     database = Database(args.dataset, args.data_path, args.list_dir, getattr(args, "path_prefix", None))
     identity = cache_identity(bit, checkpoint_fingerprint, database, resize_size, crop_size)
-    codes = database_codes(args.save_path, identity, lambda: encode_database(database.dataset(transform)))
+    cache_dir = getattr(args, "cache_dir", None)  # the decoded evaluation cache (utils/datacache.py), when enabled
+    codes = database_codes(args.save_path, identity, lambda: encode_database(
+        database.dataset(transform, cache_dir, resize_size, crop_size)))
     return database, codes
 
 

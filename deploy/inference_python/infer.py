@@ -6,7 +6,8 @@ r"""HashNet codes and retrieval with Paddle Inference (a model written by export
     python deploy/inference_python/infer.py --model-dir output/inference_64 --img query.jpg \
         --dataset coco --data-path ./datasets/COCO2014/ --topk 10
 
-Preprocessing (resize, center crop, mean/std) comes from the export's export_meta.json, so it equals predict.py's.
+Preprocessing (resize, center crop) comes from the export's export_meta.json, so it equals predict.py's; the model
+takes uint8 pixels and normalises them itself (mean/std inside the exported program).
 So does the database: an export of a run folder records the run's dataset, lists and data root ("database"), and
 infer.py searches it with no other flag (explicit --dataset/--data-path/--list-dir override it, with a note).
 CPU by default, with oneDNN unless --enable_mkldnn false, threads with --cpu_threads; --use_gpu on a CUDA build.
@@ -25,7 +26,7 @@ if str(ROOT) not in sys.path:
 import utils.quiet_start  # noqa: E402,F401  (before paddle: silences its ccache warning)
 
 META_NAME = "export_meta.json"
-META_FORMAT = 1
+META_FORMAT = 2
 
 
 def read_export_meta(model_dir):
@@ -43,7 +44,8 @@ def read_export_meta(model_dir):
     except ValueError as err:
         raise ValueError(f"{meta_path} is not valid JSON ({err}); re-run export_model.py") from err
     if meta.get("format") != META_FORMAT:
-        raise ValueError(f"{meta_path}: format {meta.get('format')}, this infer.py reads format {META_FORMAT}")
+        raise ValueError(f"{meta_path}: format {meta.get('format')}, this infer.py reads format {META_FORMAT} "
+                         f"(uint8 input, normalised inside the model); re-export with export_model.py")
     for name, digest in meta["files"].items():
         path = model_dir / name
         if not path.is_file():
@@ -95,14 +97,17 @@ class HashInference:
         self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
 
     def preprocess(self, paths):
-        """Images -> float32 (n, 3, crop, crop), exactly like the database images of predict.py."""
+        """Images -> uint8 (n, 3, crop, crop), exactly like the database images of predict.py."""
         from utils.retrieval import load_batch
         return load_batch(paths, self.transform)
 
     def run(self, images):
-        """Raw hash activations (n, bit) of a preprocessed batch."""
+        """Raw hash activations (n, bit) of a preprocessed uint8 batch."""
         import numpy as np
-        images = np.ascontiguousarray(images, dtype=np.float32)
+        images = np.asarray(images)
+        if images.dtype != np.uint8:
+            raise ValueError(f"{self.model_dir}: the model takes uint8 pixels (preprocess), got {images.dtype}")
+        images = np.ascontiguousarray(images)
         self.input.reshape(list(images.shape))
         self.input.copy_from_cpu(images)
         self.predictor.run()
@@ -149,6 +154,7 @@ def exported_database(model_dir):
 
 def parse_args(argv=None):
     from utils.config import absolute_data_paths, apply_preset, apply_run_config, given_flags, is_data_key
+    from utils.retrieval import resolve_loader_flags
     parser = get_parser()
     args = parser.parse_args(argv)
     given = given_flags(parser, argv)
@@ -162,8 +168,7 @@ def parse_args(argv=None):
     args.dataset = args.dataset or "coco"
     apply_preset(args, ("data_path", "path_prefix", "batch_size"))
     absolute_data_paths(args)
-    if args.num_workers < 0:
-        raise ValueError(f"--num_workers must be >= 0, got {args.num_workers}")
+    resolve_loader_flags(args)
     return args
 
 
