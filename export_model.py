@@ -1,19 +1,23 @@
 """Export a trained HashNet to a static inference model for Paddle Inference (deploy/inference_python/infer.py).
 
-    python export_model.py --bit 64 --pretrained output/coco_64/model_best_64.pdparams
-    python export_model.py --dataset toy --bit 64 --pretrained output/toy_run --save-inference-dir output/inf_toy
+    python export_model.py --pretrained output/coco_64bits        # bit, sizes and database from its config.json
+    python export_model.py --dataset toy --bit 64 --pretrained weights_64.pdparams --save-inference-dir output/inf
 
 Writes into --save-inference-dir (default output/inference_{bit}):
   inference.json (Paddle 3.x, PIR) or inference.pdmodel (Paddle 2.6, or 3.x with FLAGS_enable_pir_api=0)
   inference.pdiparams      the weights
-  export_meta.json         bit, resize/crop sizes, mean/std, input name and shape, file names and sha256, and the
-                           source checkpoint (path, size, mtime, sha256), so inference preprocesses exactly like
-                           predict.py and can reuse predict.py's database-code cache.
-The input is x: float32 [batch, 3, crop, crop] with any batch size; the output is the raw hash activation
-(code = sign, 0 -> +1). The files are written into a temporary folder and moved in place, export_meta.json last:
+  export_meta.json         bit, resize/crop sizes, mean/std, input name and shape, file names and sha256, the
+                           source checkpoint (path, size, mtime, sha256) and the database ("database": dataset,
+                           absolute data root and list folder, from the run's config.json or the data flags), so
+                           inference preprocesses exactly like predict.py, reuses predict.py's database-code cache,
+                           and `infer.py --model-dir DIR --img X` searches the training database with no other flag.
+Flags left unset take the run's values when --pretrained names a run folder or a checkpoint in one (config.json),
+then the dataset preset's. The input is x: uint8 [batch, 3, crop, crop] pixels (RGB, resized and center-cropped)
+with any batch size; the float conversion and ImageNet normalisation are inside the model, as in training. The
+output is the raw hash activation (code = sign, 0 -> +1). The files are written into a temporary folder and moved in place, export_meta.json last:
 an export without export_meta.json is incomplete.
 """
-import utils.compat  # noqa: F401  (first, before anything imports paddle: see utils/compat.py)
+import utils.before_paddle  # noqa: F401  (first, before anything imports paddle: see that module)
 import argparse
 import os
 import shutil
@@ -21,34 +25,56 @@ import sys
 import tempfile
 from pathlib import Path
 
-PRESET_KEYS = ("resize_size", "crop_size")
+PRESET_KEYS = ("data_path", "resize_size", "crop_size")
 MODEL_FILES = ("inference.json", "inference.pdmodel")  # PIR program / legacy ProgramDesc
 META_NAME = "export_meta.json"
-META_FORMAT = 1
+META_FORMAT = 2  # 2: uint8 input, normalised inside the model (1: float32, normalised by the caller)
 
 
 def get_parser():
     from utils.config import _add
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add(parser, "--bit", type=int, default=64, help="hash code length of the checkpoint")
+    _add(parser, "--bit", type=int, default=64, help="hash code length of the checkpoint (default: the run's, else 64)")
     _add(parser, "--pretrained", default=None,
          help="HashNet checkpoint: model_best_{bit}.pdparams, last_{bit}.pdckpt, or the run folder holding one")
-    _add(parser, "--dataset", default="coco", help="preset for the image sizes ('toy': 72/64, else 256/224)")
-    _add(parser, "--resize_size", type=int, default=None, help="resize before the crop (default: preset)")
-    _add(parser, "--crop_size", type=int, default=None, help="input size of the exported model (default: preset)")
+    _add(parser, "--dataset", default="coco",
+         help="database recorded for infer.py, and the preset for the image sizes ('toy': 72/64, else 256/224)")
+    _add(parser, "--data-path", default=None, help="data root of the database (default: the run's, else preset)")
+    _add(parser, "--list-dir", default=None, help="folder of the database lists (default: the run's, else "
+                                                  "data/<dataset>)")
+    _add(parser, "--resize_size", type=int, default=None, help="resize before the crop (default: the run's, else "
+                                                               "preset)")
+    _add(parser, "--crop_size", type=int, default=None,
+         help="input size of the exported model (default: the run's, else preset)")
     _add(parser, "--save-inference-dir", default=None, help="output folder (default output/inference_{bit})")
     return parser
 
 
 def parse_args(argv=None):
-    from predict import resolve_checkpoint
-    from utils.config import apply_preset, check_positive
-    args = apply_preset(get_parser().parse_args(argv), PRESET_KEYS)
+    from utils.config import (absolute_data_paths, apply_preset, apply_run_config, check_positive, given_flags,
+                              is_data_key, resolve_checkpoint)
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    given = given_flags(parser, argv)
+    trained = apply_run_config(args, given)
+    # the database travels with the export only when something names one: the run folder, or a data flag other than
+    # --dataset (which alone keeps its old role here: the preset of the image sizes)
+    args.database_known = trained is not None or bool({k for k in given if is_data_key(k) and k != "dataset"})
+    apply_preset(args, PRESET_KEYS)
+    absolute_data_paths(args)
     check_positive(args, ["bit", "resize_size", "crop_size"])
     args.pretrained = resolve_checkpoint(args.pretrained, args.bit)
     if args.save_inference_dir is None:
         args.save_inference_dir = str(Path("output") / f"inference_{args.bit}")
     return args
+
+
+def database_meta(args):
+    """The database infer.py searches by default: dataset and every data key (absolute paths), or None."""
+    from utils.config import is_data_key
+    if not args.database_known:
+        return None
+    return {key: value for key, value in sorted(vars(args).items()) if is_data_key(key)}
 
 
 def export_inference_model(model, save_dir, bit, resize_size, crop_size, source=None, extra=None):
@@ -65,7 +91,7 @@ def export_inference_model(model, save_dir, bit, resize_size, crop_size, source=
     save_dir = Path(save_dir)
     save_dir.parent.mkdir(parents=True, exist_ok=True)
     model.eval()
-    spec = [InputSpec([None, 3, crop_size, crop_size], "float32", "x")]
+    spec = [InputSpec([None, 3, crop_size, crop_size], "uint8", "x")]
     # full_graph=True: the AST translator, which honours input_spec (Paddle 3.x defaults to SOT, which ignores it)
     static_model = paddle.jit.to_static(model, input_spec=spec, full_graph=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{save_dir.name}.", dir=save_dir.parent))
@@ -78,7 +104,7 @@ def export_inference_model(model, save_dir, bit, resize_size, crop_size, source=
         meta = {
             "format": META_FORMAT, "bit": int(bit), "resize_size": int(resize_size), "crop_size": int(crop_size),
             "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-            "input_name": "x", "input_shape": [None, 3, int(crop_size), int(crop_size)],
+            "input_name": "x", "input_shape": [None, 3, int(crop_size), int(crop_size)], "input_dtype": "uint8",
             "output": "raw hash activation o (n, bit); code = sign(o) with 0 -> +1",
             "model_file": model_file, "params_file": "inference.pdiparams",
             "files": {name: sha256_of(tmp / name) for name in (model_file, "inference.pdiparams")},
@@ -102,12 +128,16 @@ def run(argv=None):
     from utils import dist, retrieval
     dist.select_device("cpu")  # exporting needs no accelerator, and the program is device independent
     model = load_model(args.bit, args.pretrained)
-    retrieval.warn_if_trained_differently(args.pretrained, args.resize_size, args.crop_size)
+    database = database_meta(args)
     meta = export_inference_model(model, args.save_inference_dir, args.bit, args.resize_size, args.crop_size,
-                                  source=retrieval.file_fingerprint(args.pretrained), extra={"dataset": args.dataset})
+                                  source=retrieval.file_fingerprint(args.pretrained),
+                                  extra={"dataset": args.dataset, "database": database})
     retrieval.log(f"exported {args.pretrained} ({args.bit} bits, input [N, 3, {args.crop_size}, {args.crop_size}], "
                   f"resize {args.resize_size}) to {args.save_inference_dir}/{meta['model_file']} + inference.pdiparams "
                   f"+ {META_NAME}")
+    if database is None:
+        retrieval.log("no database recorded (no run folder config.json or data flag): infer.py prints codes unless "
+                      "given --dataset/--data-path/--list-dir")
     return meta
 
 

@@ -5,29 +5,31 @@ main_single_gpu.py, and --batch-size is per process.
     python main_multi_gpu.py --bit 64 --batch-size 64      # spawns one process per visible GPU
     python -m paddle.distributed.launch --nproc_per_node 2 main_multi_gpu.py --dataset toy --device cpu
 """
-import utils.compat  # noqa: F401  (first, before anything imports paddle: see utils/compat.py)
+import utils.before_paddle  # noqa: F401  (first, before anything imports paddle: see that module)
 import paddle
 import paddle.distributed as dist
 
 from utils import engine
 from utils.config import parse_args
-from utils.dist import launched_by_paddle
+from utils.dist import get_world_size, launched_by_paddle
 
 
 def worker(cfg):
     dist.init_parallel_env()
-    engine.run(cfg, wrap_model=paddle.DataParallel)
+    engine.run(cfg, wrap_model=paddle.DataParallel if get_world_size() > 1 else None)
+
+
+def main(cfg):
+    """A launcher's child (even a world of one, `--gpus 0`) is one worker; a bare start spawns one per visible GPU."""
+    if launched_by_paddle():
+        return worker(cfg)
+    num_gpus = paddle.device.cuda.device_count() if paddle.device.is_compiled_with_cuda() else 0
+    if num_gpus > 1:
+        return dist.spawn(worker, args=(cfg,), nprocs=num_gpus)
+    print(f"{num_gpus} GPU visible: running a single process. For several CPU processes use "
+          "`python -m paddle.distributed.launch --nproc_per_node N main_multi_gpu.py --device cpu ...`")
+    return engine.run(cfg)
 
 
 if __name__ == "__main__":
-    cfg = parse_args(description=__doc__)
-    if launched_by_paddle():
-        worker(cfg)
-    else:
-        num_gpus = paddle.device.cuda.device_count() if paddle.device.is_compiled_with_cuda() else 0
-        if num_gpus > 1:
-            dist.spawn(worker, args=(cfg,), nprocs=num_gpus)
-        else:
-            print(f"{num_gpus} GPU visible: running a single process. For several CPU processes use "
-                  "`python -m paddle.distributed.launch --nproc_per_node N main_multi_gpu.py --device cpu ...`")
-            engine.run(cfg)
+    main(parse_args(description=__doc__))

@@ -2,9 +2,9 @@
 
     python main_single_gpu.py --dataset toy                       # the built-in toy set, any CPU
     python main_single_gpu.py --bit 64 --data-path ./datasets/COCO2014/
-    python main_single_gpu.py --eval --bit 64 --pretrained output/coco_64bits/model_best_64.pdparams
+    python main_single_gpu.py --eval --pretrained output/coco_64bits     # bit, data, sizes, mAP@K: the run's
 """
-import utils.compat  # noqa: F401  (first, before anything imports paddle: see utils/compat.py)
+import utils.before_paddle  # noqa: F401  (first, before anything imports paddle: see that module)
 from utils import engine
 from utils.config import parse_args
 

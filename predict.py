@@ -1,65 +1,68 @@
 r"""Retrieve the nearest database images of query images with a trained HashNet (dynamic graph).
 
-    python predict.py --dataset toy --bit 64 --pretrained output/toy_run/model_best_64.pdparams \
-        --img data/toy/images/000001.png
+    python predict.py --pretrained output/toy_run --img data/toy/images/000001.png
     python predict.py --bit 64 --data-path ./datasets/COCO2014/ --pretrained output/weights_64.pdparams \
         --img ./resources/COCO_val2014_000000403864.jpg --save_path ./output --show
 
-The database codes are computed once and cached in --save_path (database_code_{bit}.npy + .json sidecar naming the
-checkpoint, list and preprocessing that made them; another checkpoint or list recomputes them). For every query:
+The database codes are computed once and cached in --save_path (default <run folder>/retrieval for a trained run,
+else ./output): database_code_{bit}.npy + a .json sidecar naming the checkpoint, list and preprocessing that made
+them; another checkpoint or list recomputes them. For every query:
 a table of rank, Hamming distance, shared labels and path (or with --json one JSON object per line), the best match
-copied into --save_path and a contact sheet {query}_top{k}.png. Flags left unset take the dataset preset's values
-(utils/config.py). The Paddle Inference twin of this script is deploy/inference_python/infer.py.
+copied into --save_path and a contact sheet {query}_top{k}.png. When --pretrained names a run folder (or a checkpoint
+in one), flags left unset take the run's values from its config.json (bit width, dataset, lists, data root, image
+sizes); a flag given explicitly wins, with a warning when it contradicts training. Flags still unset take the
+dataset preset's values (utils/config.py). The Paddle Inference twin of this script is
+deploy/inference_python/infer.py.
 """
-import utils.compat  # noqa: F401  (first, before anything imports paddle: see utils/compat.py)
+import utils.before_paddle  # noqa: F401  (first, before anything imports paddle: see that module)
 import argparse
 import logging
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
-PRESET_KEYS = ("data_path", "batch_size", "resize_size", "crop_size")
+from utils.config import resolve_checkpoint  # noqa: F401  (also predict.resolve_checkpoint for older callers)
+
+PRESET_KEYS = ("data_path", "path_prefix", "batch_size", "resize_size", "crop_size")
 
 
-def get_parser():
+def add_model_flags(g):
+    """The flags naming the checkpoint and how to run it (shared with serve.py)."""
     from utils.config import _add
-    from utils.retrieval import add_retrieval_flags
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = add_retrieval_flags(parser)
-    _add(g, "--bit", type=int, default=64, help="hash code length of the checkpoint")
+    _add(g, "--bit", type=int, default=64, help="hash code length of the checkpoint (default: the run's, else 64)")
     _add(g, "--pretrained", default=None,
          help="HashNet checkpoint: model_best_{bit}.pdparams, last_{bit}.pdckpt, or the run folder holding one")
     _add(g, "--device", default="auto", help="auto | cpu | gpu | gpu:N")
-    _add(g, "--crop_size", type=int, default=None, help="center crop (default: preset)")
-    _add(g, "--resize_size", type=int, default=None, help="resize before the crop (default: preset)")
+    _add(g, "--crop_size", type=int, default=None, help="center crop (default: the run's, else the preset)")
+    _add(g, "--resize_size", type=int, default=None, help="resize before the crop (default: the run's, else preset)")
+    return g
+
+
+def get_parser():
+    from utils.retrieval import add_retrieval_flags
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_flags(add_retrieval_flags(parser))
     return parser
 
 
-def parse_args(argv=None):
-    from utils.config import apply_preset, check_positive
-    args = apply_preset(get_parser().parse_args(argv), PRESET_KEYS)
-    check_positive(args, ["bit", "topk", "batch_size", "crop_size", "resize_size"])
-    if args.num_workers < 0:
-        raise ValueError(f"--num_workers must be >= 0, got {args.num_workers}")
+def resolve_args(parser, argv=None):
+    """Parse, fill unset flags from the run folder's config.json then the preset, check, resolve the checkpoint."""
+    from utils.config import (absolute_data_paths, apply_preset, apply_run_config, check_positive, given_flags,
+                              run_folder_of)
+    from utils.retrieval import resolve_loader_flags
+    args = parser.parse_args(argv)
+    trained = apply_run_config(args, given_flags(parser, argv))
+    if args.save_path is None:  # a trained run keeps its database codes next to it, wherever the command runs
+        args.save_path = str(run_folder_of(args.pretrained).resolve() / "retrieval") if trained else "output"
+    apply_preset(args, PRESET_KEYS)
+    absolute_data_paths(args)
+    check_positive(args, ["bit", "batch_size", "crop_size", "resize_size"] + (["topk"] if "topk" in args else []))
+    resolve_loader_flags(args)
     args.pretrained = resolve_checkpoint(args.pretrained, args.bit)
     return args
 
 
-def resolve_checkpoint(path, bit):
-    """The checkpoint file; a run folder means its model_best_{bit}.pdparams (else last_{bit}.pdckpt)."""
-    if path is None:
-        raise ValueError(f"--pretrained is required: a model_best_{bit}.pdparams or last_{bit}.pdckpt written by "
-                         f"main_single_gpu.py (or its run folder)")
-    path = Path(path)
-    if path.is_dir():
-        for name in (f"model_best_{bit}.pdparams", f"last_{bit}.pdckpt"):
-            if (path / name).is_file():
-                return path / name
-        raise FileNotFoundError(f"--pretrained {path}: folder has neither model_best_{bit}.pdparams nor "
-                                f"last_{bit}.pdckpt (check --bit)")
-    if not path.is_file():
-        raise FileNotFoundError(f"--pretrained {path}: checkpoint not found")
-    return path
+def parse_args(argv=None):
+    return resolve_args(get_parser(), argv)
 
 
 def load_model(bit, checkpoint_path):
@@ -73,17 +76,15 @@ def load_model(bit, checkpoint_path):
     return model
 
 
-def run(argv=None, out=None):
-    args = parse_args(argv)
+def build_encoders(args):
+    """(transform, encode_batch, encode_database) of args.pretrained on args.device: what run_retrieval and the
+    search page need from the dynamic-graph model."""
     import paddle
-    from paddle.io import DataLoader
-    from utils import dist, engine, retrieval
-    from utils.datasets import build_transform
+    from utils import dist, engine
+    from utils.datasets import build_loader, build_transform
 
-    queries = retrieval.collect_images(args.img)  # a wrong path fails before the model is loaded
     dist.select_device(args.device)
     model = load_model(args.bit, args.pretrained)
-    retrieval.warn_if_trained_differently(args.pretrained, args.resize_size, args.crop_size)
     transform = build_transform(False, args.resize_size, args.crop_size)
 
     @paddle.no_grad()
@@ -91,9 +92,18 @@ def run(argv=None, out=None):
         return model(paddle.to_tensor(images)).numpy()
 
     def encode_database(dataset):
-        loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers)
+        loader = build_loader(dataset, args.num_workers, args.batch_size, image_bytes=3 * args.crop_size ** 2)
         return engine.encode(model, loader, "encode database")[0]
 
+    return transform, encode_batch, encode_database
+
+
+def run(argv=None, out=None):
+    args = parse_args(argv)
+    from utils import retrieval
+
+    queries = retrieval.collect_images(args.img)  # a wrong path fails before the model is loaded
+    transform, encode_batch, encode_database = build_encoders(args)
     return retrieval.run_retrieval(args, queries, args.bit, transform, encode_batch, encode_database,
                                    retrieval.file_fingerprint(args.pretrained), args.resize_size, args.crop_size,
                                    out=out)

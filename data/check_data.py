@@ -2,11 +2,17 @@
 
   python data/check_data.py --dataset toy
   python data/check_data.py --dataset coco --data-path /path/to/coco2014
-  python data/check_data.py --data-path ROOT --lists lists/train.txt lists/test.txt lists/database.txt
+  python data/check_data.py --dataset imagenet --data-path /path/to/imagenet     # HashNet's lists, unchanged
+  python data/check_data.py --data-path ROOT --lists lists/train.txt lists/test.txt lists/database.txt \
+      --path-prefix /home/someone/dataset/=
 
---dataset NAME reads the lists from data/NAME/ (relative --lists names are taken inside that folder;
-default train.txt test.txt database.txt). The data root is --data-path; for --dataset toy it defaults to
+--dataset NAME reads the lists from data/NAME/ (or --list-dir; relative --lists names are taken inside that
+folder; default train.txt test.txt database.txt). The data root is --data-path; for --dataset toy it defaults to
 data/toy, where the generated images live. Without --dataset, --lists are paths as given.
+
+--path-prefix OLD=NEW (repeatable) rewrites listed paths starting with OLD as training does; unset, it is the
+dataset preset's (imagenet and nuswide_81 map the prefixes of HashNet's lists, README: "The paper's three
+datasets"). When images are missing, the report names the first unmatched path and the prefix it would need.
 
 Each list is parsed with utils.datasets.read_list_file (the same parser training uses); a format error
 stops the check with its file:line message. All lists must have the same number of labels. Every image
@@ -68,7 +74,7 @@ def _resolve(args, parser):
         parser.error("pass --dataset NAME (lists in data/NAME/) or --lists FILE [FILE ...]")
     list_names = args.lists or list(DEFAULT_LISTS)
     if args.dataset is not None:
-        list_dir = PROJECT_ROOT / "data" / args.dataset
+        list_dir = Path(args.list_dir) if args.list_dir else PROJECT_ROOT / "data" / args.dataset
         lists = [Path(name) if Path(name).is_absolute() else list_dir / name for name in list_names]
     else:
         lists = [Path(name) for name in list_names]
@@ -97,6 +103,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="Check that every listed image exists and decodes.")
     parser.add_argument("--dataset", help="dataset name: lists are read from data/NAME/")
     parser.add_argument("--data-path", help="data root the list paths are relative to")
+    parser.add_argument("--list-dir", help="folder of the lists for --dataset (default data/NAME)")
+    parser.add_argument("--path-prefix", action="append", metavar="OLD=NEW",
+                        help="rewrite listed paths starting with OLD to start with NEW, as training does "
+                             "(repeatable; NEW empty = relative to --data-path; default: the dataset preset's)")
     parser.add_argument("--lists", nargs="+", help="list files (default with --dataset: train.txt test.txt "
                                                    "database.txt)")
     parser.add_argument("--num-classes", type=int, help="expected labels per line (default: from the first list)")
@@ -104,27 +114,36 @@ def main(argv=None):
     args = parser.parse_args(argv)
     data_root, list_paths = _resolve(args, parser)
 
-    from utils.datasets import read_list_file
+    from utils.config import parse_path_prefix, preset_for
+    from utils.datasets import map_list_path, missing_path_hint, read_list_file
 
+    path_prefix = args.path_prefix
+    if path_prefix is None and args.dataset is not None:
+        path_prefix = preset_for(args.dataset)["path_prefix"]
+    try:
+        prefixes = parse_path_prefix(path_prefix)
+    except ValueError as error:
+        parser.error(str(error))
     num_classes = args.num_classes
     parsed = []
     for list_path in list_paths:
         try:
-            rel_paths, labels = read_list_file(list_path, data_root, num_classes, check_exists=False)
+            listed, labels = read_list_file(list_path, data_root, num_classes, check_exists=False)
         except (FileNotFoundError, ValueError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
         num_classes = labels.shape[1]
-        parsed.append((list_path, rel_paths))
+        parsed.append((list_path, listed, [map_list_path(p, prefixes) for p in listed]))
 
-    unique = list(dict.fromkeys(p for _, rel_paths in parsed for p in rel_paths))
+    unique = list(dict.fromkeys(p for _, _, rel_paths in parsed for p in rel_paths))
     result = check_images(data_root, unique, num_workers=args.num_workers)
     missing = set(result["missing"])
     undecodable = dict(result["undecodable"])
 
-    print(f"data root: {data_root}  ({len(unique)} distinct images, {num_classes} labels per line)")
-    any_bad = False
-    for list_path, rel_paths in parsed:
+    mapping = f", --path-prefix {' '.join(path_prefix)}" if path_prefix else ""
+    print(f"data root: {data_root}  ({len(unique)} distinct images, {num_classes} labels per line{mapping})")
+    any_bad, hint = False, None
+    for list_path, listed, rel_paths in parsed:
         list_missing = [p for p in rel_paths if p in missing]
         list_undecodable = [(p, undecodable[p]) for p in rel_paths if p in undecodable]
         n_ok = len(rel_paths) - len(list_missing) - len(list_undecodable)
@@ -133,6 +152,11 @@ def main(argv=None):
         _print_bad("missing", list_missing)
         _print_bad("undecodable", list_undecodable)
         any_bad = any_bad or bool(list_missing or list_undecodable)
+        if list_missing and hint is None:
+            first = next(i for i, p in enumerate(rel_paths) if p in missing)
+            hint = f"{list_path}:\n" + missing_path_hint(listed, rel_paths, first, data_root, path_prefix)
+    if hint:
+        print(hint)
     if any_bad:
         print(f"FAILED: {len(missing)} missing and {len(undecodable)} undecodable images under {data_root}")
         return 1

@@ -202,13 +202,21 @@ def load_torchvision_state(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise ValueError(
             f"{path}: expected a torch state dict (name -> tensor), found {type(loaded).__name__}"
         )
-    state: dict[str, np.ndarray] = {}
+    arrays: dict[str, np.ndarray] = {}
     for name, tensor in loaded.items():
         if not isinstance(tensor, torch.Tensor):
             raise ValueError(
                 f"{path}: entry {name!r} is a {type(tensor).__name__}, expected a tensor"
             )
-        array = tensor.detach().cpu().float().numpy()
+        arrays[name] = tensor.detach().cpu().float().numpy()
+    return from_torch_layout(arrays)
+
+
+def from_torch_layout(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """torch state-dict arrays -> Paddle layout (float32, contiguous): Linear weights [out, in]
+    become [in, out]; everything else is kept as is."""
+    state: dict[str, np.ndarray] = {}
+    for name, array in arrays.items():
         if name.endswith(".weight") and array.ndim == 2:
             array = array.T
         state[name] = np.ascontiguousarray(array, dtype=np.float32)

@@ -1,5 +1,8 @@
 """HashNet (SPEC §1): AlexNet features and fc6/fc7, then a new hash layer; outputs the raw hash activation o.
 
+The input is a uint8 image batch (N, 3, H, W) as the data pipeline hands it over; the conversion to float and the
+ImageNet normalisation (SPEC §3) are the network's first operation, so they run on the device in training,
+evaluation, predict.py and the exported model alike, and the loader workers ship 4x fewer bytes.
 The continuation tanh(scale * o) lives in the loss (utils/loss.py); the binary code is sign(o) with 0 -> +1
 (utils/tools.binarize).
 """
@@ -9,6 +12,21 @@ import paddle.nn as nn
 from models.alexnet import AlexNet, init_kaiming_, load_pretrained
 
 FEATURE_DIM = 4096
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+def normalize_images(x):
+    """uint8 (N, 3, H, W) pixels -> float32 ImageNet-normalised input: x / 255, then (x - mean) / std per channel,
+    the same operations in the same order as paddle.vision's ToTensor + Normalize (so the same floats).
+
+    A floating-point batch is taken as already normalised and passed through (callers with their own pipeline).
+    """
+    if x.dtype != paddle.uint8:
+        return x
+    mean = paddle.to_tensor(IMAGENET_MEAN, dtype="float32").reshape([1, 3, 1, 1])
+    std = paddle.to_tensor(IMAGENET_STD, dtype="float32").reshape([1, 3, 1, 1])
+    return (paddle.cast(x, "float32") / 255.0 - mean) / std
 
 
 class HashNet(nn.Layer):
@@ -52,7 +70,7 @@ class HashNet(nn.Layer):
         return [p for name, p in self.named_parameters() if not name.startswith("hash_layer.")]
 
     def extract_features(self, x):
-        x = self.avgpool(self.features(x))
+        x = self.avgpool(self.features(normalize_images(x)))
         x = self.classifier(paddle.flatten(x, 1))
         return (x - self.feature_mean) / self.feature_std
 

@@ -4,5 +4,17 @@ GPUS=${GPUS:-0,1}
 if [ "$GPUS" = "cpu" ]; then
   DEVICES="--nproc_per_node ${NPROC:-2}"; DEVICE_FLAG="--device cpu"
 else
+  # stop here, not inside Paddle's launcher (whose error on a GPU-less machine is "substring not found")
+  if ! python -c "import sys, paddle; sys.exit(not (paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0))" 2>/dev/null; then
+    echo "error: Paddle sees no GPU (GPUS=$GPUS; CPU-only paddlepaddle or no CUDA device visible); to run CPU processes instead: GPUS=cpu NPROC=2 sh $0 ..." >&2
+    exit 1
+  fi
   DEVICES="--gpus $GPUS"; DEVICE_FLAG=""
 fi
+# a --run-name appended to the scripts names one folder per bit width only when it contains {bit}
+case "$*" in *--run[-_]name*)
+  case "$*" in *"{bit}"*) ;; *)
+    echo "error: a --run-name given to $0 must contain {bit} (e.g. --run-name myrun_{bit}bits): the script runs every bit width" >&2
+    exit 2;;
+  esac;;
+esac

@@ -47,7 +47,7 @@ run test -s "$OUT/inference/export_meta.json"
 
 step "Paddle Inference: codes of a folder, then retrieval (its own database codes)"
 run "$PY" deploy/inference_python/infer.py --model-dir "$OUT/inference" --img "$DATA/images" --batch-size 256 \
-    > "$OUT/infer_codes.txt"
+    --codes-only > "$OUT/infer_codes.txt"
 echo "$(wc -l < "$OUT/infer_codes.txt") codes in $OUT/infer_codes.txt"
 run "$PY" deploy/inference_python/infer.py --model-dir "$OUT/inference" --img "$QUERY" "${DATASET[@]}" \
     --num_workers 2 --topk 5 --save_path "$OUT/infer" --json > "$OUT/infer.jsonl"

@@ -3,6 +3,11 @@
     python scripts/report.py --runs output/coco_16bits output/coco_32bits output/coco_48bits output/coco_64bits
     python scripts/report.py --runs output --out output/report      # a parent folder: every run inside it
 
+Runs on the paper's datasets (imagenet, nuswide_81, coco) also fill "Table 1": the paper's three datasets x four
+bit widths, HashNet's published mAP beside this project's, each dataset under its own metric (mAP@1000 for
+ImageNet, mAP@5000 for NUS-WIDE and MS-COCO), cells without a run shown as such, and each dataset's protocol line
+(train / query / database sizes of the lists the runs used).
+
 Writes <out>/report.md and, next to it, precision_radius2_vs_bits.png, map_vs_bits.png,
 precision_at_n_curves.png and pr_curves.png. Reads each run folder's metrics.json and config.json (and
 nothing else), so it runs without Paddle.
@@ -14,7 +19,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python scripts/report.py` from anywhere
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # `python scripts/report.py` from anywhere
 
 from utils.plots import (PR_RADIUS, atomic_write_bytes, draw_pr_curve, finish_pr_axes, load_config, load_metrics,  # noqa: E402
                          new_figure, precision_at_n_points, run_bits, save_figure)
@@ -24,8 +30,21 @@ REFERENCE_DATASET = "coco"
 REFERENCE_TOPK = 5000
 # SPEC §4: 5,000 queries; the database is the rest of 122,218 images (the seed's log suggests ~112,000 listed)
 REFERENCE_QUERIES, REFERENCE_DATABASE_MIN = 5000, 100_000
+PAPER_LABEL = "HashNet paper (ICCV 2017, Table 1)"
+# SPEC §6 and §7: the paper's Table 1 (AlexNet), in its column order, with each dataset's protocol. The 48-bit values
+# are confirmed by DeepHash-pytorch's README; the others are the paper's table as commonly quoted.
+PAPER_DATASETS = {
+    "imagenet": dict(title="ImageNet-100", topk=1000, train=13000, queries=5000, database_min=None,
+                     paper={16: "0.5059", 32: "0.6306", 48: "0.6633", 64: "0.6835"}),
+    "nuswide_81": dict(title="NUS-WIDE-81", topk=5000, train=10000, queries=5000, database_min=None,
+                       paper={16: "0.6623", 32: "0.6988", 48: "0.7114", 64: "0.7163"}),
+    "coco": dict(title="MS-COCO", topk=REFERENCE_TOPK, train=10000, queries=REFERENCE_QUERIES,
+                 database_min=REFERENCE_DATABASE_MIN,
+                 paper={16: "0.6873", 32: "0.7184", 48: "0.7301", 64: "0.7362"}),
+}
+PAPER_BITS = (16, 32, 48, 64)
 REFERENCE_ROWS = [
-    ("HashNet paper (ICCV 2017, Table 1)", {16: "0.6873", 32: "0.7184", 48: "0.7301", 64: "0.7362"}),
+    (PAPER_LABEL, PAPER_DATASETS["coco"]["paper"]),
     ("seed README, \"Paper results\" row", {16: "0.622", 32: "0.682", 48: "0.715", 64: "0.727"}),
     ("seed's PaddlePaddle reproduction (best checkpoint)", {16: "0.619", 32: "0.682", 48: "0.715", 64: "0.734"}),
 ]
@@ -74,6 +93,51 @@ class Run:
     @property
     def is_reference_setting(self):
         return self.dataset == REFERENCE_DATASET
+
+    @property
+    def protocol(self):
+        """The paper's protocol of this run's dataset (PAPER_DATASETS), or None."""
+        return PAPER_DATASETS.get(self.dataset)
+
+    @property
+    def is_eval_only(self):
+        return self.doc.get("final_epoch") is None
+
+    def sizes(self):
+        """(train, queries, database) of the lists the run used; train from metrics.json (older runs: the list)."""
+        train = self.final.get("num_train")
+        if train is None:
+            train = _count_list_lines(self.config, "train")
+        return train, self.final.get("num_query"), self.final.get("num_database")
+
+    def protocol_mismatch(self):
+        """What differs from the paper's protocol of the run's dataset: [] when comparable with the paper."""
+        spec = self.protocol
+        if spec is None:
+            return []
+        train, queries, database = self.sizes()
+        problems = []
+        if self.topk != spec["topk"]:
+            problems.append(f"mAP@{self.topk}, not mAP@{spec['topk']}")
+        if queries != spec["queries"]:
+            problems.append(f"{queries} queries, not {spec['queries']}")
+        if train is not None and train != spec["train"]:
+            problems.append(f"{train} training images, not {spec['train']}")
+        if spec["database_min"] and (database or 0) < spec["database_min"]:
+            problems.append(f"{database} database images, not over {spec['database_min']:,}")
+        return problems
+
+
+def _count_list_lines(config, split):
+    """Non-empty lines of the run's <split>.txt (config.json's list_dir, else data/<dataset>/), or None."""
+    if not config.get("dataset"):
+        return None
+    list_dir = Path(config["list_dir"]) if config.get("list_dir") else REPO / "data" / str(config["dataset"])
+    path = list_dir / f"{split}.txt"
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as f:
+        return sum(1 for line in f if line.strip())
 
 
 # ---------------------------------------------------------------------------------------------------- find runs
@@ -150,9 +214,11 @@ def _row(label, cells):
     return "| " + " | ".join([label] + list(cells)) + " |"
 
 
-def reference_cell(run, values):
+def reference_cell(run, values, label):
+    if label == PAPER_LABEL and run.protocol is not None:  # the paper row holds each dataset's own number
+        return run.protocol["paper"].get(run.bits, "—")
     if not run.is_reference_setting:
-        return "n/a (not COCO)"
+        return "n/a (not in the paper)" if label == PAPER_LABEL else "n/a (not COCO)"
     return values.get(run.bits, "—")
 
 
@@ -173,11 +239,102 @@ def build_table(runs):
         ("mAP@K of random codes, chance level (final)", [fmt(r.final.get("map_random_codes")) for r in runs]),
     ]
     lines += [_row(label, cells) for label, cells in ours]
-    if any(r.is_reference_setting for r in runs):
-        lines.append(_row("*Reference numbers from elsewhere, not produced by this project (SPEC §6: "
-                          f"MS-COCO, mAP@{REFERENCE_TOPK}, AlexNet):*", [""] * len(runs)))
-        lines += [_row(f"reference: {label}", [reference_cell(r, values) for r in runs])
+    if any(r.protocol is not None for r in runs):
+        lines.append(_row("*Reference numbers from elsewhere, not produced by this project (SPEC §6, §7: "
+                          "AlexNet; each run's dataset and metric):*", [""] * len(runs)))
+        lines += [_row(f"reference: {label}", [reference_cell(r, values, label) for r in runs])
                   for label, values in REFERENCE_ROWS]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- Table 1 (paper)
+def _paper_cell(runs, value_of):
+    """One Table 1 cell: the value of each run (several runs: all, in run-name order), marked when off-protocol."""
+    values = []
+    for r in sorted(runs, key=lambda r: r.name):
+        value = value_of(r)
+        if value is not None:
+            values.append(fmt(value) + (" †" if r.protocol_mismatch() else ""))
+    return " / ".join(values) if values else "—"
+
+
+def build_paper_table(runs):
+    """The paper's Table 1 layout: one block of rows per dataset (its metric named), one column per bit width."""
+    lines = [_row("dataset · metric", ["", *(f"{b} bits" for b in PAPER_BITS)]),
+             "|" + "---|" * (len(PAPER_BITS) + 2)]
+    for key, spec in PAPER_DATASETS.items():
+        mine = [r for r in runs if r.dataset == key and r.bits in PAPER_BITS]
+        trained = [r for r in mine if not r.is_eval_only]
+        evaluated = [r for r in mine if r.is_eval_only]
+        head = f"**{spec['title']}** · mAP@{spec['topk']}"
+        rows = [(PAPER_LABEL, [spec["paper"][b] for b in PAPER_BITS])]
+        if key == REFERENCE_DATASET:
+            rows += [(label, [values[b] for b in PAPER_BITS]) for label, values in REFERENCE_ROWS[1:]]
+        rows.append(("**this project, final epoch**", [
+            _paper_cell([r for r in trained if r.bits == b], lambda r: r.final.get("map")) for b in PAPER_BITS]))
+        rows.append(("this project, final epoch, zero-hit queries left out (HashNet's test rule)", [
+            _paper_cell([r for r in trained if r.bits == b], lambda r: r.final.get("map_nonzero"))
+            for b in PAPER_BITS]))
+        rows.append(("this project, best epoch (query-set selected)", [
+            _paper_cell([r for r in trained if r.bits == b and r.best is not None], lambda r: r.best.get("map"))
+            for b in PAPER_BITS]))
+        if evaluated:
+            rows.append(("this project, `--eval` of a checkpoint", [
+                _paper_cell([r for r in evaluated if r.bits == b], lambda r: r.final.get("map"))
+                for b in PAPER_BITS]))
+        lines += [_row(head if i == 0 else "", [label, *cells]) for i, (label, cells) in enumerate(rows)]
+    return "\n".join(lines)
+
+
+def _fmt_count(value):
+    return "?" if value is None else f"{value:,}"
+
+
+def protocol_lines(runs):
+    """Per dataset: train / query / database sizes read from the lists the runs used, beside the paper's protocol."""
+    lines = []
+    for key, spec in PAPER_DATASETS.items():
+        paper = (f"paper: {spec['train']:,} / {spec['queries']:,} / "
+                 + (f"over {spec['database_min']:,}" if spec["database_min"] else "upstream database.txt"))
+        groups = {}
+        for r in sorted((r for r in runs if r.dataset == key), key=lambda r: r.name):
+            groups.setdefault(r.sizes(), []).append(f"`{r.name}`")
+        if not groups:
+            lines.append(f"- {spec['title']} (mAP@{spec['topk']}): no run ({paper})")
+            continue
+        used = "; ".join(" / ".join(_fmt_count(v) for v in sizes) + f" ({', '.join(names)})"
+                         for sizes, names in groups.items())
+        lines.append(f"- {spec['title']} (mAP@{spec['topk']}): {used}; {paper}")
+    return lines
+
+
+def build_paper_section(runs):
+    marked = [(r, r.protocol_mismatch()) for r in runs if r.protocol is not None]
+    marked = [(r, problems) for r, problems in marked if problems]
+    lines = [
+        "## Table 1: the paper's three datasets",
+        "",
+        "HashNet's published mAP (AlexNet) beside this project's runs. Each dataset is scored with its own metric: "
+        "mAP@1000 on ImageNet-100, mAP@5000 on NUS-WIDE-81 and MS-COCO. — = no run of this project at that "
+        "width; several runs of one cell are listed in run-name order; † = the run does not follow the "
+        "paper's protocol (listed below), so its number is not comparable with the paper's. HashNet's own test "
+        "code leaves out queries with no relevant item in the top K; on NUS-WIDE-81 that matters: 1,131 of the "
+        "5,000 upstream queries have no label at all, so mAP@5000 counting them as 0 (SPEC §5, the first row) "
+        "cannot exceed 0.7738, and the zero-hit row is the one to compare with the paper's.",
+        "",
+        build_paper_table(runs),
+        "",
+        "**Protocol**, train / queries / database images, as read from the lists each run used (run folders in "
+        "brackets), next to the paper's:",
+        "",
+        *protocol_lines(runs),
+    ]
+    if any(r.protocol is not None and r.sizes()[0] is None for r in runs):
+        lines += ["", "? = not recorded (metrics.json before `num_train` was written, and the run's list is gone)."]
+    if marked:
+        order = list(PAPER_DATASETS)
+        marked.sort(key=lambda item: (order.index(item[0].dataset), item[0].name))
+        lines += ["", *[f"- † `{r.path}`: " + "; ".join(problems) + "." for r, problems in marked]]
     return "\n".join(lines)
 
 
@@ -223,13 +380,17 @@ def build_notes(runs):
         "## Reference numbers",
         "",
     ]
-    if any(r.is_reference_setting for r in runs):
+    if any(r.protocol is not None for r in runs):
         notes += [
-            f"The reference rows are copied from SPEC §6 (MS-COCO, mAP@{REFERENCE_TOPK}, AlexNet); they were "
-            "produced elsewhere, not by these runs. The paper's 48-bit value is confirmed by DeepHash-pytorch's "
-            "README; the other three are the paper's table as commonly quoted. DeepHash-pytorch reports 0.724 "
-            "at 48 bits on COCO.",
+            f"The reference rows are copied from SPEC §6 (MS-COCO, mAP@{REFERENCE_TOPK}, AlexNet) and §7 "
+            "(ImageNet-100, mAP@1000; NUS-WIDE-81, mAP@5000); they were produced elsewhere, not by these runs. "
+            "The paper's 48-bit values are confirmed by DeepHash-pytorch's README; the other bit widths are the "
+            "paper's table as commonly quoted. DeepHash-pytorch reports, with its own recipe, 0.724 (COCO), "
+            "0.644 (ImageNet) and 0.764 (its NUS-WIDE-m, 223,496 images) at 48 bits.",
         ]
+        notes += [f"- Warning: `{r.path}` ({r.dataset}) uses mAP@{r.topk}, not mAP@{r.protocol['topk']}: not "
+                  "comparable with the reference rows." for r in runs
+                  if r.protocol is not None and not r.is_reference_setting and r.topk != r.protocol["topk"]]
         notes += [f"- Warning: `{r.path}` uses mAP@{r.topk}, not mAP@{REFERENCE_TOPK}: not comparable with "
                   "the reference rows." for r in runs if r.is_reference_setting and r.topk != REFERENCE_TOPK]
         notes += [f"- Warning: `{r.path}` has {r.final.get('num_query')} queries and {r.final.get('num_database')} "
@@ -239,8 +400,8 @@ def build_notes(runs):
                   for r in runs if r.is_reference_setting
                   and (r.final.get("num_query") != REFERENCE_QUERIES
                        or (r.final.get("num_database") or 0) < REFERENCE_DATABASE_MIN)]
-        notes += [f"- `{r.path}` is on dataset `{r.dataset}`: the reference numbers are for MS-COCO only."
-                  for r in runs if not r.is_reference_setting]
+        notes += [f"- `{r.path}` is on dataset `{r.dataset}`: the paper has no number for it." for r in runs
+                  if r.protocol is None]
     else:
         datasets = ", ".join(sorted({f"`{r.dataset}`" for r in runs}))
         notes.append(f"The reference numbers (SPEC §6: HashNet paper and the seed) are for MS-COCO "
@@ -274,7 +435,13 @@ def _versus_bits_plot(runs, key, ylabel, title, path, with_reference=False):
         for (label, values), (color, marker) in zip(REFERENCE_ROWS, REFERENCE_STYLES):
             bits = sorted(values)
             ax.plot(bits, [float(values[b]) for b in bits], color=color, linestyle=":", marker=marker,
-                    label=f"reference: {label}")
+                    label=f"reference: {label}" + (" (coco)" if len(groups) > 1 else ""))
+    if with_reference:  # the paper's line of every other dataset of Table 1, in that dataset's colour
+        for i, dataset in enumerate(sorted(groups)):
+            spec = PAPER_DATASETS.get(dataset)
+            if spec is not None and dataset != REFERENCE_DATASET:
+                ax.plot(PAPER_BITS, [float(spec["paper"][b]) for b in PAPER_BITS], color=f"C{i}", linestyle=":",
+                        marker="x", label=f"reference: HashNet paper ({dataset}, mAP@{spec['topk']})")
     all_bits = sorted({r.bits for r in runs if r.bits is not None})
     ax.set_xticks(all_bits)
     ax.set_xlabel("bits")
@@ -351,6 +518,7 @@ def build_report(runs):
     return "\n".join([
         "# HashNet (PaddlePaddle) retrieval results",
         "",
+        *([build_paper_section(runs), "", "## Runs", ""] if any(r.protocol is not None for r in runs) else []),
         "Columns: one per run, ordered by bit width. Numbers of this project use 4 decimals; reference rows "
         "keep the digits as published.",
         "",

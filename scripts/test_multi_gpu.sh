@@ -1,14 +1,15 @@
 #!/bin/sh
-# Evaluate the four trained models on MS-COCO with several GPUs (each encodes its shard of the images).
+# Evaluate the four trained models with several GPUs (each encodes its shard of the images).
+# DATASET=coco (default) | imagenet | nuswide_81, as in test_single_gpu.sh.
 set -e
 cd "$(dirname "$0")/.."
-DATA_PATH=${DATA_PATH:-./datasets/COCO2014/}
+. scripts/dataset_defaults.sh
 WEIGHTS_DIR=${WEIGHTS_DIR:-output}
 . scripts/launch_devices.sh
 for pair in 16:0 32:2000 48:200 64:2000; do
   bit=${pair%%:*}; seed=${pair##*:}
-  python -m paddle.distributed.launch $DEVICES --log_dir "output/launch_logs/coco_${bit}bits_eval" \
-    main_multi_gpu.py $DEVICE_FLAG --eval --dataset coco --data-path "$DATA_PATH" --bit "$bit" --seed "$seed" \
-    --batch-size 64 --topK 5000 --pretrained "$WEIGHTS_DIR/coco_${bit}bits/model_best_${bit}.pdparams" \
-    --output-dir output --run-name "coco_${bit}bits_eval" "$@"
+  python -m paddle.distributed.launch $DEVICES --log_dir "output/launch_logs/${DATASET}_${bit}bits_eval" \
+    main_multi_gpu.py $DEVICE_FLAG --eval --dataset "$DATASET" --data-path "$DATA_PATH" --bit "$bit" --seed "$seed" \
+    --batch-size 64 --topK "$TOPK" --pretrained "$WEIGHTS_DIR/${DATASET}_${bit}bits/model_best_${bit}.pdparams" \
+    --output-dir output --run-name "${DATASET}_${bit}bits_eval" "$@"
 done

@@ -1,13 +1,14 @@
 #!/bin/sh
-# Evaluate the four trained HashNet models on MS-COCO (mAP@5000) on one GPU.
-# WEIGHTS_DIR holds coco_{bit}bits/model_best_{bit}.pdparams (what train_single_gpu.sh writes).
+# Evaluate the four trained HashNet models on one GPU: DATASET=coco (default, mAP@5000) | imagenet (mAP@1000) |
+# nuswide_81 (mAP@5000). WEIGHTS_DIR holds ${DATASET}_{bit}bits/model_best_{bit}.pdparams (what the train scripts
+# write); DATA_PATH defaults to the dataset's preset.
 set -e
 cd "$(dirname "$0")/.."
-DATA_PATH=${DATA_PATH:-./datasets/COCO2014/}
+. scripts/dataset_defaults.sh
 WEIGHTS_DIR=${WEIGHTS_DIR:-output}
 for pair in 16:0 32:2000 48:200 64:2000; do
   bit=${pair%%:*}; seed=${pair##*:}
-  python main_single_gpu.py --eval --dataset coco --data-path "$DATA_PATH" --bit "$bit" --seed "$seed" \
-    --batch-size 128 --topK 5000 --pretrained "$WEIGHTS_DIR/coco_${bit}bits/model_best_${bit}.pdparams" \
-    --output-dir output --run-name "coco_${bit}bits_eval" "$@"
+  python main_single_gpu.py --eval --dataset "$DATASET" --data-path "$DATA_PATH" --bit "$bit" --seed "$seed" \
+    --batch-size 128 --topK "$TOPK" --pretrained "$WEIGHTS_DIR/${DATASET}_${bit}bits/model_best_${bit}.pdparams" \
+    --output-dir output --run-name "${DATASET}_${bit}bits_eval" "$@"
 done

@@ -1,14 +1,16 @@
 #!/bin/sh
-# Train HashNet on MS-COCO on several GPUs (the seed: 2 GPUs x 64 images), four code lengths.
+# Train HashNet on several GPUs (the seed: 2 GPUs x 64 images), four code lengths with the seed's per-bit seeds.
+# DATASET=coco (default) | imagenet | nuswide_81; data root and K of mAP@K default to the dataset's preset.
 # GPUS=0,1,2,3 DATA_PATH=/path/to/COCO2014 sh scripts/train_multi_gpu.sh
+# DATASET=nuswide_81 DATA_PATH=/path/to/nuswide_81 sh scripts/train_multi_gpu.sh
 set -e
 cd "$(dirname "$0")/.."
-DATA_PATH=${DATA_PATH:-./datasets/COCO2014/}
+. scripts/dataset_defaults.sh
 . scripts/launch_devices.sh
 for pair in 16:0 32:2000 48:200 64:2000; do
   bit=${pair%%:*}; seed=${pair##*:}
-  python -m paddle.distributed.launch $DEVICES --log_dir "output/launch_logs/coco_${bit}bits" \
-    main_multi_gpu.py $DEVICE_FLAG --dataset coco --data-path "$DATA_PATH" --bit "$bit" --seed "$seed" \
-    --batch-size 64 --learning_rate 0.001 --epoch 150 --eval_epoch 10 --topK 5000 \
-    --output-dir output --run-name "coco_${bit}bits" "$@"
+  python -m paddle.distributed.launch $DEVICES --log_dir "output/launch_logs/${DATASET}_${bit}bits" \
+    main_multi_gpu.py $DEVICE_FLAG --dataset "$DATASET" --data-path "$DATA_PATH" --bit "$bit" --seed "$seed" \
+    --batch-size 64 --learning_rate 0.001 --sampling replicated --epoch 150 --eval_epoch 10 --topK "$TOPK" \
+    --output-dir output --run-name "{dataset}_{bit}bits" --resume auto "$@"
 done

@@ -12,6 +12,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import utils.before_paddle  # noqa: E402,F401  (before anything imports paddle: see that module)
 from utils import dist, engine  # noqa: E402
 from utils.config import parse_args  # noqa: E402
 from utils.loss import HashNetLoss  # noqa: E402

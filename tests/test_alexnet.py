@@ -14,6 +14,7 @@ import numpy as np
 import paddle
 import pytest
 
+from models import HashNet
 from models.alexnet import (
     DEFAULT_PRETRAINED_PATH,
     PRETRAINED_FLAG,
@@ -22,6 +23,7 @@ from models.alexnet import (
     backbone_state_from_file,
     check_backbone_state,
     expected_backbone_shapes,
+    from_torch_layout,
     init_kaiming_,
     load_paddle_alexnet_state,
     load_pretrained,
@@ -215,43 +217,109 @@ def test_paddle_url_comes_from_paddle():
     )
 
 
-# --- wrapped backbones (HashNet) ------------------------------------------------------------
+# --- HashNet built from a weight file -------------------------------------------------------
 
 
-class WrappedBackbone(paddle.nn.Layer):
-    """Stands in for a HashNet: backbone pieces under other names plus a new head."""
+def assert_hashnet_backbone_from(model, state):
+    """Every backbone parameter of the HashNet equals the file's (our names, Paddle layout); the 1000-way
+    ImageNet head is not part of it; the hash layer is new: N(0, 0.01) weights, zero bias."""
+    ours = {name: value.numpy() for name, value in model.state_dict().items()}
+    backbone = [name for name in state if not name.startswith("classifier.6.")]
+    assert len(backbone) == 14 and not any(name.startswith("classifier.6.") for name in ours)
+    for name in backbone:
+        np.testing.assert_array_equal(ours[name], state[name], err_msg=name)
+    weight = ours["hash_layer.weight"]
+    assert weight.shape == (4096, 16) and weight.std() == pytest.approx(0.01, rel=0.05)
+    assert not ours["hash_layer.bias"].any()
+    assert not ours["feature_mean"].any() and (ours["feature_std"] == 1).all()
 
-    def __init__(self):
-        super().__init__()
-        self.backbone = AlexNet(num_classes=16)
-        self.hash_layer = paddle.nn.Linear(4096, 16)
+
+def test_hashnet_takes_convs_fc6_fc7_from_a_paddle_zoo_file(paddle_zoo_file):
+    path, zoo = paddle_zoo_file
+    paddle.seed(5)
+    model = HashNet(16, pretrained=str(path))
+    state = backbone_state_from_file(path)
+    assert_hashnet_backbone_from(model, state)
+    # fc6/fc7 are the zoo's, halved for the dropout convention (see load_paddle_alexnet_state)
+    zoo_state = zoo.state_dict()
+    np.testing.assert_array_equal(model.classifier[1].weight.numpy(), 0.5 * zoo_state["_fc6.weight"].numpy())
+    np.testing.assert_array_equal(model.classifier[4].weight.numpy(), 0.5 * zoo_state["_fc7.weight"].numpy())
+    # fc7 of the HashNet is the zoo network's fc7 at inference (the zoo scales fc6/fc7 inputs by 0.5)
+    x = paddle.to_tensor(np.random.default_rng(4).standard_normal((2, 3, 224, 224)).astype("float32"))
+    model.eval()
+    zoo.eval()
+    captured = []
+    hook = zoo._fc7.register_forward_post_hook(lambda layer, inputs, output: captured.append(output.numpy()))
+    with paddle.no_grad():
+        zoo(x)
+        found = model.extract_features(x).numpy()
+    hook.remove()
+    expected = np.maximum(captured[0], 0)  # fc7 ReLU
+    assert expected.std() > 0.1
+    np.testing.assert_allclose(found, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_skip_and_key_map_load_into_a_wrapped_backbone(paddle_zoo_file):
+def test_hashnet_takes_convs_fc6_fc7_from_a_torchvision_pth(torch_reference):
+    paddle.seed(5)
+    model = HashNet(16, pretrained=str(torch_reference / "alexnet_tv.pth"))
+    assert_hashnet_backbone_from(model, load_torchvision_state(torch_reference / "alexnet_tv.pth"))
+
+
+def test_load_pretrained_skips_the_head_and_leaves_the_hash_layer_alone(paddle_zoo_file):
     path, _ = paddle_zoo_file
     paddle.seed(5)
-    model = WrappedBackbone()
-    head_before = model.backbone.classifier[6].weight.numpy().copy()
+    model = HashNet(16)
     hash_before = model.hash_layer.weight.numpy().copy()
-    report = load_pretrained(model, path, skip=("classifier.6.",), key_map=lambda k: "backbone." + k)
+    report = load_pretrained(model, path, skip=("classifier.6.",))
     assert report["skipped"] == ["classifier.6.weight", "classifier.6.bias"]
-    assert len(report["loaded"]) == 14 and report["loaded"][0] == "backbone.features.0.weight"
+    assert len(report["loaded"]) == 14 and report["loaded"][0] == "features.0.weight"
     state = backbone_state_from_file(path)
-    np.testing.assert_array_equal(model.backbone.classifier[4].weight.numpy(), state["classifier.4.weight"])
-    np.testing.assert_array_equal(model.backbone.classifier[6].weight.numpy(), head_before)
+    np.testing.assert_array_equal(model.classifier[4].weight.numpy(), state["classifier.4.weight"])
     np.testing.assert_array_equal(model.hash_layer.weight.numpy(), hash_before)
 
 
 def test_key_map_to_a_missing_parameter_is_named(paddle_zoo_file):
     path, _ = paddle_zoo_file
     with pytest.raises(ValueError, match=r"features\.0\.weight -> net\.features\.0\.weight"):
-        load_pretrained(WrappedBackbone(), path, skip=("classifier.6.",), key_map=lambda k: "net." + k)
+        load_pretrained(HashNet(16), path, skip=("classifier.6.",), key_map=lambda k: "net." + k)
+
+
+def test_key_map_loads_into_other_names(paddle_zoo_file):
+    path, _ = paddle_zoo_file
+    holder = paddle.nn.Layer()
+    holder.backbone = AlexNet(num_classes=16)
+    report = load_pretrained(holder, path, skip=("classifier.6.",), key_map=lambda k: "backbone." + k)
+    assert len(report["loaded"]) == 14 and report["loaded"][0] == "backbone.features.0.weight"
+    np.testing.assert_array_equal(holder.backbone.features[0].weight.numpy(),
+                                  backbone_state_from_file(path)["features.0.weight"])
 
 
 def test_1000_class_head_into_other_class_count_names_the_shape(paddle_zoo_file):
     path, _ = paddle_zoo_file
     with pytest.raises(ValueError, match=re.escape("classifier.6.weight expected [4096, 10], found [4096, 1000]")):
         load_pretrained(AlexNet(num_classes=10), path)
+
+
+# --- torch layout without torch ---------------------------------------------------------------
+
+
+def test_torch_linear_layout_computes_what_torch_computes():
+    """torch Linear: y = x W^T + b with W [out, in]; after from_torch_layout a Paddle Linear gives the same y.
+    Needs no torch (the arrays are what a .pth holds), so the layout is covered where torch is missing."""
+    rng = np.random.default_rng(0)
+    torch_arrays = {"classifier.6.weight": rng.standard_normal((3, 5)).astype(np.float32),
+                    "classifier.6.bias": rng.standard_normal(3).astype(np.float32),
+                    "features.0.weight": rng.standard_normal((4, 3, 2, 2)).astype(np.float32)}
+    state = from_torch_layout(torch_arrays)
+    np.testing.assert_array_equal(state["features.0.weight"], torch_arrays["features.0.weight"])  # convs as is
+    linear = paddle.nn.Linear(5, 3)
+    linear.weight.set_value(paddle.to_tensor(state["classifier.6.weight"]))
+    linear.bias.set_value(paddle.to_tensor(state["classifier.6.bias"]))
+    x = rng.standard_normal((2, 5)).astype(np.float32)
+    expected = x @ torch_arrays["classifier.6.weight"].T + torch_arrays["classifier.6.bias"]
+    np.testing.assert_allclose(linear(paddle.to_tensor(x)).numpy(), expected, rtol=1e-5, atol=1e-6)
+    square = rng.standard_normal((4, 4)).astype(np.float32)  # fc7 is square: shapes alone cannot tell
+    np.testing.assert_array_equal(from_torch_layout({"classifier.4.weight": square})["classifier.4.weight"], square.T)
 
 
 # --- error messages -------------------------------------------------------------------------

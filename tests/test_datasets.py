@@ -70,7 +70,7 @@ def test_items_and_seeded_augmentation(root):
     lst = write(root / "l.txt", "".join(f"im{i}.png {i % 2} 1\n" for i in range(4)))
     ds = ImageList(root, lst, build_transform(True, resize_size=36, crop_size=32), seed=3)
     image, label, index = ds[2]
-    assert image.shape == [3, 32, 32] and list(label) == [0, 1] and index == 2
+    assert image.shape == (3, 32, 32) and image.dtype == np.uint8 and list(label) == [0, 1] and index == 2
     again = ImageList(root, lst, build_transform(True, resize_size=36, crop_size=32), seed=3)
     np.testing.assert_array_equal(np.asarray(ds[1][0]), np.asarray(again[1][0]))  # same (seed, epoch, index)
     crops = set()

@@ -5,9 +5,10 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import run_cli, toy_args
+from conftest import assert_training_moved, run_cli, toy_args
 
-EPOCHS = ["--epoch", "2", "--eval_epoch", "1"]
+# evaluated every epoch, the lr halved after epoch 1: a resume at epoch 1 crosses an lr step
+EPOCHS = ["--epoch", "2", "--eval_epoch", "1", "--de_step", "1"]
 
 
 def launch(small_toy, run, *extra, nproc=2):
@@ -24,6 +25,8 @@ def runs(small_toy, tmp_path_factory):
     # same global batch: 2 x 16 against 1 x 32
     launch(small_toy, base / "two", *EPOCHS, "--batch-size", "16")
     launch(small_toy, base / "one", *EPOCHS, "--batch-size", "32", nproc=1)
+    for run in ("two", "one"):
+        assert_training_moved(base / run)
     return base
 
 
@@ -60,9 +63,14 @@ def test_gathered_codes_equal_single_process_encoding(runs, small_toy, tmp_path)
                                                "--pretrained", runs / "two" / "last_64.pdckpt", "--eval")])
     ref = np.load(single / "rank0.npz")
     assert two["db_raw"].shape == (200, 64)
-    np.testing.assert_allclose(two["db_raw"], ref["db_raw"], atol=1e-4)
-    np.testing.assert_array_equal(np.sign(two["db_raw"] + (two["db_raw"] == 0)),
-                                  np.sign(ref["db_raw"] + (ref["db_raw"] == 0)))
+    # batches of 16 on two ranks against 32 on one: float sums in another order (oneDNN picks kernels by batch
+    # shape). fc7 units dead on the training set get std 1e-6 in the toy recipe's standardisation, so on unseen
+    # images that noise is amplified (raw outputs up to ~1e4 here): compare against each row's scale. A wrong order
+    # or a padding repeat differs by the whole scale.
+    scale = np.abs(ref["db_raw"]).max(axis=1, keepdims=True)
+    assert (np.abs(two["db_raw"] - ref["db_raw"]) <= 1e-4 + 1e-2 * scale).all()
+    clear = np.abs(ref["db_raw"]) > 1e-2 * scale  # a sign is only defined up to the rounding above
+    np.testing.assert_array_equal(np.sign(two["db_raw"])[clear], np.sign(ref["db_raw"])[clear])
     np.testing.assert_array_equal(two["db_labels"], ref["db_labels"])
 
 
@@ -74,18 +82,28 @@ def test_two_processes_match_one_with_the_same_global_batch(runs):
 
 def test_resume_in_two_processes_continues_exactly(runs, small_toy, tmp_path):
     run = tmp_path / "resumed"
-    launch(small_toy, run, "--epoch", "1", "--eval_epoch", "1", "--batch-size", "16")
+    launch(small_toy, run, "--epoch", "1", "--eval_epoch", "1", "--de_step", "1", "--batch-size", "16")
     launch(small_toy, run, *EPOCHS, "--batch-size", "16", "--resume", run / "last_64.pdckpt")
+    assert_training_moved(run)
     resumed = paddle.load(str(run / "last_64.pdckpt"))
     straight = paddle.load(str(runs / "two" / "last_64.pdckpt"))
     for key, value in straight["model"].items():
         np.testing.assert_array_equal(resumed["model"][key].numpy(), value.numpy(), err_msg=key)
     np.testing.assert_array_equal(resumed["criterion"]["U"].numpy(), straight["criterion"]["U"].numpy())
+    rows = [[json.loads(line) for line in (r / "epochs.jsonl").read_text().splitlines()] for r in (run, runs / "two")]
+    assert [r["lr"] for r in rows[0]] == [r["lr"] for r in rows[1]] == pytest.approx([1e-3, 5e-4])  # 2e-3 x 16 x 2 / 64
+    assert [r["map"] for r in rows[0]] == [r["map"] for r in rows[1]]
+    # the resumed part holds a new best epoch, and it writes the same best checkpoint
+    assert resumed["best"]["epoch"] == straight["best"]["epoch"] == 2
+    best_resumed = paddle.load(str(run / "model_best_64.pdparams"))
+    for key, value in paddle.load(str(runs / "two" / "model_best_64.pdparams")).items():
+        np.testing.assert_array_equal(best_resumed[key].numpy(), value.numpy(), err_msg=key)
 
 
 def test_multi_gpu_entry_without_launcher_runs_one_process_on_cpu(small_toy, tmp_path):
     run = tmp_path / "plain"
     proc = run_cli(["main_multi_gpu.py", *toy_args(small_toy, run, "--epoch", "1", "--batch-size", "64")])
     assert "0 GPU visible: running a single process" in proc.stdout
+    assert_training_moved(run)
     config = json.loads((run / "config.json").read_text())
     assert config["batch_size"] == 64 and (run / "last_64.pdckpt").is_file()

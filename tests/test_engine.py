@@ -1,24 +1,67 @@
 """The training engine end to end through main_single_gpu.py: outputs, exact resume, evaluation, errors."""
 import json
+import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import paddle
 import pytest
 
-from conftest import run_cli, toy_args
+from conftest import assert_training_moved, run_cli, toy_args
+
+# the toy preset's recipe (it learns), evaluated every epoch, the lr halved after epoch 1: a resume at epoch 1 crosses
+# an lr step
+TRAIN = ("--eval_epoch", "1", "--bit", "16", "--de_step", "1")
 
 
 def params(path):
     return {k: v.numpy() for k, v in paddle.load(str(path))["model"].items()}
 
 
+def epoch_rows(run):
+    return [json.loads(line) for line in (run / "epochs.jsonl").read_text().splitlines()]
+
+
 @pytest.fixture(scope="module")
 def two_epochs(small_toy, tmp_path_factory):
-    """2 epochs, whole network trained (dropout and backbone gradients included), evaluated every epoch."""
     run = tmp_path_factory.mktemp("runs") / "two"
-    run_cli(["main_single_gpu.py", *toy_args(small_toy, run, "--epoch", "2", "--eval_epoch", "1",
-                                             "--train_scope", "all", "--bit", "16")])
+    run_cli(["main_single_gpu.py", *toy_args(small_toy, run, "--epoch", "2", *TRAIN)])
+    assert_training_moved(run)
     return run
+
+
+@pytest.fixture(scope="module")
+def resumed(small_toy, tmp_path_factory):
+    """1 epoch, then --resume to 2, in one folder; `after_one` keeps a copy of the folder after epoch 1."""
+    base = tmp_path_factory.mktemp("resumed")
+    run = base / "one_plus_one"
+    run_cli(["main_single_gpu.py", *toy_args(small_toy, run, "--epoch", "1", *TRAIN)])
+    shutil.copytree(run, base / "after_one")
+    run_cli(["main_single_gpu.py", *toy_args(small_toy, run, "--epoch", "2", *TRAIN), "--resume",
+             run / "last_16.pdckpt"])
+    assert_training_moved(run)
+    return {"run": run, "after_one": base / "after_one"}
+
+
+def test_training_learns(two_epochs):
+    rows = epoch_rows(two_epochs)
+    assert rows[1]["map"] > rows[0]["map"] > rows[0]["map_random_codes"], rows
+
+
+def test_whole_network_training_under_the_fitted_standardisation_is_refused(tmp_path):
+    """--dataset toy --train_scope all trained nothing (hash outputs 1e4-1e5, tanh saturated, every gradient 0):
+    it is refused before anything runs, saying why and what to use instead."""
+    from utils.config import STANDARDIZED_WHOLE_NETWORK, parse_args
+    with pytest.raises(ValueError) as error:
+        parse_args(["--dataset", "toy", "--train_scope", "all", "--output-dir", str(tmp_path)])
+    assert str(error.value) == STANDARDIZED_WHOLE_NETWORK and "\n" not in str(error.value)
+    assert "--train_scope hash" in str(error.value) and "--standardize_features false" in str(error.value)
+    assert not list(tmp_path.iterdir())
+    # the same network trained as a whole without the standardisation, or evaluated, is accepted
+    assert parse_args(["--dataset", "toy", "--train_scope", "all", "--standardize_features", "false",
+                       "--output-dir", str(tmp_path)]).train_scope == "all"
+    assert parse_args(["--dataset", "toy", "--train_scope", "all", "--eval", "--pretrained", "x.pdparams",
+                       "--output-dir", str(tmp_path)]).eval
 
 
 def test_run_folder_contents(two_epochs):
@@ -27,7 +70,7 @@ def test_run_folder_contents(two_epochs):
             "model_best_16.pdparams", "model_best_16.pdopt"} <= names
     assert not [n for n in names if n.endswith(".tmp")]  # atomic writes leave no temp files
     config = json.loads((two_epochs / "config.json").read_text())
-    assert config["bit"] == 16 and config["train_scope"] == "all" and config["seed"] == 0  # the seed's 16-bit seed
+    assert config["bit"] == 16 and config["train_scope"] == "hash" and config["seed"] == 0  # the seed's 16-bit seed
     rows = [json.loads(line) for line in (two_epochs / "epochs.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     assert all({"loss", "lr", "scale", "map", "map_random_codes"} <= set(r) for r in rows)
@@ -49,22 +92,102 @@ def test_last_checkpoint_holds_everything_to_resume(two_epochs):
     assert set(best) == set(state["model"])
 
 
-def test_resume_continues_exactly(two_epochs, small_toy, tmp_path):
-    run = tmp_path / "one_plus_one"
-    run_cli(["main_single_gpu.py", *toy_args(small_toy, run, "--epoch", "1", "--eval_epoch", "1",
-                                             "--train_scope", "all", "--bit", "16")])
-    run_cli(["main_single_gpu.py", *toy_args(small_toy, run, "--epoch", "2", "--eval_epoch", "1",
-                                             "--train_scope", "all", "--bit", "16"),
-             "--resume", run / "last_16.pdckpt"])
-    resumed, straight = params(run / "last_16.pdckpt"), params(two_epochs / "last_16.pdckpt")
-    assert set(resumed) == set(straight)
-    for key in straight:
-        np.testing.assert_array_equal(resumed[key], straight[key], err_msg=key)
-    bank_a = paddle.load(str(run / "last_16.pdckpt"))["criterion"]["U"].numpy()
-    bank_b = paddle.load(str(two_epochs / "last_16.pdckpt"))["criterion"]["U"].numpy()
-    np.testing.assert_array_equal(bank_a, bank_b)
-    rows = [json.loads(line) for line in (run / "epochs.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == [1, 2]  # the resumed run appends to the same folder
+def test_resume_continues_exactly(two_epochs, resumed):
+    """Parameters, memory bank, optimizer state, lr schedule, losses, mAPs and the best checkpoint: 2 epochs equal
+    1 + resume + 1, across an lr step (de_step 1) and with a new best epoch in the resumed part."""
+    run = resumed["run"]
+    straight_rows, resumed_rows = epoch_rows(two_epochs), epoch_rows(run)
+    assert [r["epoch"] for r in resumed_rows] == [1, 2]  # the resumed run appends to the same folder
+    assert [r["lr"] for r in straight_rows] == pytest.approx([1e-3, 5e-4])  # toy base lr 2e-3 x 32 / 64, halved after epoch 1
+    for key in ("lr", "loss", "scale", "map"):
+        assert [r[key] for r in resumed_rows] == [r[key] for r in straight_rows], key
+    a, b = paddle.load(str(run / "last_16.pdckpt")), paddle.load(str(two_epochs / "last_16.pdckpt"))
+    assert set(a["model"]) == set(b["model"])
+    for key in b["model"]:
+        np.testing.assert_array_equal(a["model"][key].numpy(), b["model"][key].numpy(), err_msg=key)
+    for key in ("U", "Y"):
+        np.testing.assert_array_equal(a["criterion"][key].numpy(), b["criterion"][key].numpy(), err_msg=key)
+    assert a["scheduler"] == b["scheduler"]
+    assert a["best"]["epoch"] == b["best"]["epoch"] == 2 and a["best"]["map"] == b["best"]["map"]
+    best_a, best_b = params_of(run / "model_best_16.pdparams"), params_of(two_epochs / "model_best_16.pdparams")
+    for key in best_b:
+        np.testing.assert_array_equal(best_a[key], best_b[key], err_msg=key)
+
+
+def params_of(path):
+    return {k: v.numpy() for k, v in paddle.load(str(path)).items()}
+
+
+def test_resume_keeps_the_best_so_far(resumed, small_toy, tmp_path):
+    """A resumed run compares its epochs with the best stored in the checkpoint: a worse epoch does not overwrite
+    model_best. The checkpoint after epoch 1 is given a best mAP no epoch can beat (1.0)."""
+    run = tmp_path / "resume_best"
+    shutil.copytree(resumed["after_one"], run)
+    state = paddle.load(str(run / "last_16.pdckpt"))
+    state["best"] = dict(state["best"], map=1.0)
+    paddle.save(state, str(run / "last_16.pdckpt"))
+    best_before = (run / "model_best_16.pdparams").read_bytes()
+    run_cli(["main_single_gpu.py", *toy_args(small_toy, run, "--epoch", "2", *TRAIN), "--resume",
+             run / "last_16.pdckpt"])
+    assert_training_moved(run)
+    assert (run / "model_best_16.pdparams").read_bytes() == best_before
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["final_epoch"] == 2 and metrics["best_epoch"] == 1
+    assert paddle.load(str(run / "last_16.pdckpt"))["best"]["epoch"] == 1
+
+
+def test_hash_layer_learns_at_ten_times_the_backbone_rate():
+    """SPEC §1: the new hash layer's learning rate is 10x the rest. One momentum-SGD step from rest moves each
+    parameter by -lr * its multiplier * its gradient."""
+    from utils.engine import build_optimizer
+    paddle.seed(0)
+    with paddle.utils.unique_name.guard():
+        from models import HashNet
+        model = HashNet(8, init="kaiming")
+    cfg = SimpleNamespace(learning_rate=0.5, batch_size=64, de_step=50, optimizer="sgd", momentum=0.9,
+                          weight_decay=0.0)
+    optimizer, _ = build_optimizer(cfg, model)
+    model.eval()  # no dropout: the gradient is a plain function of the input
+    x = paddle.to_tensor(np.random.default_rng(0).standard_normal((4, 3, 64, 64)).astype("float32"))
+    (model(x) * paddle.to_tensor(np.random.default_rng(1).standard_normal((4, 8)).astype("float32"))).sum().backward()
+    watched = {"hash_layer.weight": 10.0, "hash_layer.bias": 10.0, "classifier.4.weight": 1.0,
+               "classifier.1.bias": 1.0, "features.10.weight": 1.0}
+    named = dict(model.named_parameters())
+    before = {name: named[name].numpy().copy() for name in watched}
+    grads = {name: named[name].grad.numpy().copy() for name in watched}
+    optimizer.step()
+    for name, multiplier in watched.items():
+        change, grad = named[name].numpy() - before[name], grads[name]
+        assert np.abs(grad).max() > 0, name
+        ratio = float((change * grad).sum() / (grad * grad).sum())  # least-squares change / gradient
+        assert ratio == pytest.approx(-0.5 * multiplier, rel=1e-3), name
+
+
+@pytest.mark.parametrize("flag", ["bit", "batch_size", "epoch", "eval_epoch", "step_continuation", "de_step"])
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_training_flags_must_be_positive(flag, value, tmp_path):
+    from utils.config import parse_args
+    with pytest.raises(ValueError, match=f"^--{flag} must be >= 1, got {value}$"):
+        parse_args(["--dataset", "toy", "--output-dir", str(tmp_path), f"--{flag}", value])
+
+
+def test_checkpoint_with_missing_or_unexpected_keys_is_refused_naming_them(tmp_path):
+    from models import HashNet
+    from utils.checkpoint import load_model_weights
+    with paddle.utils.unique_name.guard():
+        model = HashNet(16)
+    state = dict(model.state_dict())
+    del state["classifier.4.bias"]
+    state["extra.weight"] = paddle.zeros([2])
+    path = tmp_path / "model_best_16.pdparams"
+    paddle.save(state, str(path))
+    with pytest.raises(ValueError, match=r"does not fit HashNet: missing keys \['classifier.4.bias'\], "
+                                         r"unexpected keys \['extra.weight'\]"):
+        load_model_weights(model, path)
+    del state["extra.weight"]
+    paddle.save(state, str(path))
+    with pytest.raises(ValueError, match=r"missing keys \['classifier.4.bias'\], unexpected keys \[\]"):
+        load_model_weights(model, path)
 
 
 def test_eval_reproduces_the_logged_map(two_epochs, small_toy, tmp_path):
@@ -117,6 +240,9 @@ def test_real_coco_images_train_and_evaluate(tmp_path):
     run_cli(["main_single_gpu.py", "--dataset", "coco", "--list-dir", lite / "lists", "--data-path", lite,
              "--bit", "16", "--batch-size", "4", "--epoch", "1", "--num_workers", "0", "--device", "cpu",
              "--output-dir", tmp_path, "--run-name", run.name])
+    # the seed's recipe from a random backbone barely moves in 3 steps (SPEC §3): ~1e-5 of each parameter, still
+    # 20x the float32 rounding of a weight-decay-only step
+    assert_training_moved(run, min_change=1e-6)
     log = (run / "log_train_16.txt").read_text()
     assert "9 train, 4 query, 13 database images, 80 classes" in log
     assert "no ImageNet AlexNet weights found" in log  # the COCO recipe warns when it starts from scratch

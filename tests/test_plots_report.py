@@ -67,7 +67,29 @@ def assert_png(path):
 
 
 # ------------------------------------------------------------------------------------------------ save_metric_plots
-def test_save_metric_plots_writes_three_pngs(tmp_path):
+def colour_pixels(path, rgb, tolerance=40):
+    """Number of pixels of the PNG within `tolerance` (per channel) of an RGB colour."""
+    import numpy as np
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.int16)
+    return int((np.abs(pixels - np.array(rgb)).max(axis=-1) <= tolerance).sum())
+
+
+TAB_BLUE, TAB_ORANGE, TAB_RED = (31, 119, 180), (255, 127, 14), (214, 39, 40)
+
+
+def test_save_metric_plots_draws_the_metrics(tmp_path, monkeypatch):
+    """The three figures plot exactly the run's numbers (line data read back from the figures), and the curves are
+    in the PNGs (pixels of each curve's colour)."""
+    from utils import plots
+    figures = {}
+    original = plots.save_figure
+
+    def recording_save_figure(fig, path):
+        figures[Path(path).name] = fig
+        return original(fig, path)
+
+    monkeypatch.setattr(plots, "save_figure", recording_save_figure)
     run_dir = make_run(tmp_path, "coco_32bits", 32, final_map=0.61, best_map=0.63)
     written = save_metric_plots(run_dir / "metrics.json")
     assert [p.name for p in written] == ["pr_curve.png", "precision_at_n.png", "training_curve.png"]
@@ -75,6 +97,43 @@ def test_save_metric_plots_writes_three_pngs(tmp_path):
     for p in written:
         assert_png(p)
     assert not list(run_dir.glob(".*.tmp"))  # atomic writes leave no temp files
+    doc = json.loads((run_dir / "metrics.json").read_text())
+
+    # PR curve: final (blue, solid) and best (orange, dashed) over radii 0..32, radius 2 marked on each
+    ax = figures["pr_curve.png"].axes[0]
+    curves = [line for line in ax.get_lines() if len(line.get_xdata()) > 1]
+    assert [line.get_label() for line in curves] == ["final epoch 150", "best epoch 130 (chosen on the query set)"]
+    for line, metrics in zip(curves, (doc["final"], doc["best"])):
+        assert list(line.get_xdata()) == [row["recall"] for row in metrics["pr_curve"]]
+        assert list(line.get_ydata()) == [row["precision"] for row in metrics["pr_curve"]]
+    markers = [line for line in ax.get_lines() if len(line.get_xdata()) == 1]
+    assert [(m.get_xdata()[0], m.get_ydata()[0]) for m in markers] == [
+        (m["pr_curve"][2]["recall"], m["pr_curve"][2]["precision"]) for m in (doc["final"], doc["best"])]
+    assert "HashNet 32 bits · coco" in ax.get_title()
+
+    # precision@N: N sorted numerically, the values of each view
+    ax = figures["precision_at_n.png"].axes[0]
+    for line, metrics in zip(ax.get_lines(), (doc["final"], doc["best"])):
+        assert list(line.get_xdata()) == [100, 500, 1000]
+        assert list(line.get_ydata()) == [metrics["precision_at_n"][n] for n in ("100", "500", "1000")]
+
+    # training curve: loss of every epoch; mAP and random codes at the evaluated epochs; the best epoch starred
+    rows = [json.loads(line) for line in (run_dir / "epochs.jsonl").read_text().splitlines()]
+    loss_ax, map_ax = figures["training_curve.png"].axes
+    (loss,) = loss_ax.get_lines()
+    assert list(loss.get_xdata()) == list(range(1, 151)) and list(loss.get_ydata()) == [r["loss"] for r in rows]
+    map_line, random_line, star = map_ax.get_lines()
+    evaluated = [r for r in rows if "map" in r]
+    assert list(map_line.get_xdata()) == [r["epoch"] for r in evaluated] == list(range(10, 151, 10))
+    assert list(map_line.get_ydata()) == [r["map"] for r in evaluated]
+    assert list(random_line.get_ydata()) == [0.3] * 15
+    assert (star.get_xdata()[0], star.get_ydata()[0]) == (130, pytest.approx(0.61 * 130 / 150))
+
+    # the curves are drawn: each one's colour covers a visible number of pixels
+    assert colour_pixels(run_dir / "pr_curve.png", TAB_BLUE) > 200
+    assert colour_pixels(run_dir / "pr_curve.png", TAB_ORANGE) > 200
+    assert colour_pixels(run_dir / "training_curve.png", TAB_RED) > 200
+    assert colour_pixels(run_dir / "training_curve.png", TAB_BLUE) > 200
 
 
 def test_save_metric_plots_without_epochs_and_from_dict(tmp_path):
@@ -85,6 +144,8 @@ def test_save_metric_plots_without_epochs_and_from_dict(tmp_path):
     assert [p.name for p in written] == ["pr_curve.png", "precision_at_n.png"]
     for p in written:
         assert_png(p)
+        # one view (best = final): the final epoch's blue curve, no orange best-epoch curve
+        assert colour_pixels(p, TAB_BLUE) > 200 and colour_pixels(p, TAB_ORANGE, tolerance=20) == 0
     with pytest.raises(ValueError, match="out_dir is required"):
         save_metric_plots(doc)
 
@@ -126,7 +187,16 @@ def test_precision_at_n_points_accepts_int_and_str_keys():
 
 # ---------------------------------------------------------------------------------------------------- report.py
 def table_lines(text):
+    """The rows of the per-run table (after the '## Runs' heading when the report has a Table 1 before it)."""
+    if "\n## Runs\n" in text:
+        text = text.split("\n## Runs\n", 1)[1]
     return [line for line in text.splitlines() if line.startswith("|")]
+
+
+def paper_table_lines(text):
+    """The rows of the report's Table 1 (the paper's three datasets)."""
+    section = text.split("## Table 1: the paper's three datasets\n", 1)[1].split("\n## Runs\n", 1)[0]
+    return [line for line in section.splitlines() if line.startswith("|")]
 
 
 def test_report_on_coco_runs(tmp_path):
@@ -152,7 +222,7 @@ def test_report_on_coco_runs(tmp_path):
     assert "| reference: HashNet paper (ICCV 2017, Table 1) | 0.6873 | 0.7184 | 0.7362 |" in lines
     assert "| reference: seed README, \"Paper results\" row | 0.622 | 0.682 | 0.727 |" in lines
     assert "| reference: seed's PaddlePaddle reproduction (best checkpoint) | 0.619 | 0.682 | 0.734 |" in lines
-    assert "0.7301" not in text  # no 48-bit run, so no 48-bit reference
+    assert "0.7301" not in "\n".join(lines)  # no 48-bit run, so no 48-bit reference in the per-run table
     assert "final epoch 150; best epoch 130 by mAP@5000 (best epoch chosen on the query set)." in text
     assert "**Final-epoch numbers involve no selection and are the honest ones.**" in text
     for name in report.FIGURES.values():
@@ -188,7 +258,8 @@ def test_report_mixed_datasets_and_k_warning(tmp_path):
     make_run(tmp_path, "coco_16bits", 16, topk=1000)
     make_run(tmp_path, "toy_16", 16, dataset="toy")
     text = report.main(["--runs", str(tmp_path), "--out", str(tmp_path / "r")]).read_text()
-    assert "| reference: HashNet paper (ICCV 2017, Table 1) | 0.6873 | n/a (not COCO) |" in table_lines(text)
+    assert "| reference: HashNet paper (ICCV 2017, Table 1) | 0.6873 | n/a (not in the paper) |" in table_lines(text)
+    assert "| reference: seed README, \"Paper results\" row | 0.622 | n/a (not COCO) |" in table_lines(text)
     assert "uses mAP@1000, not mAP@5000: not comparable with the reference rows" in text
 
 
@@ -241,3 +312,72 @@ def test_report_warns_when_a_coco_run_is_not_at_protocol_scale(tmp_path):
     text = report.main(["--runs", str(small), str(full), "--out", str(tmp_path / "r")]).read_text()
     assert f"`{small}` has 100 queries and 900 database images, not the protocol's 5000 / over 100,000" in text
     assert f"`{full}` has" not in text
+
+
+# --------------------------------------------------------------------------------------- Table 1: three datasets
+def make_protocol_run(root, name, bits, dataset, final_map, topk, num_train, num_database):
+    """A run at the paper's protocol scale (5,000 queries), with the training-set size recorded."""
+    run_dir = make_run(root, name, bits, dataset=dataset, final_map=final_map, best_map=final_map + 0.01, topk=topk)
+    doc = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("final", "best"):
+        doc[key].update(num_query=5000, num_database=num_database, num_train=num_train)
+    (run_dir / "metrics.json").write_text(json.dumps(doc))
+    return run_dir
+
+
+def test_report_table_1_three_datasets_four_bit_widths(tmp_path):
+    runs = tmp_path / "output"
+    make_protocol_run(runs, "imagenet_16bits", 16, "imagenet", 0.51234, 1000, 13000, 128495)
+    make_protocol_run(runs, "imagenet_64bits", 64, "imagenet", 0.68, 1000, 13000, 128495)
+    make_protocol_run(runs, "imagenet_64bits_k5000", 64, "imagenet", 0.6, 5000, 13000, 128495)  # wrong K
+    make_protocol_run(runs, "nuswide_81_48bits", 48, "nuswide_81", 0.55, 5000, 10000, 193734)
+    make_protocol_run(runs, "coco_32bits", 32, "coco", 0.70, 5000, 10000, 112217)
+    evaluated = runs / "coco_32bits_eval"
+    evaluated.mkdir()
+    (evaluated / "metrics.json").write_text(json.dumps({"checkpoint": "output/coco_32bits/model_best_32.pdparams",
+                                                        "final": fake_metrics(32, 0.71, num_query=5000,
+                                                                              num_database=112217)}))
+    (evaluated / "config.json").write_text(json.dumps({"bit": 32, "dataset": "coco", "eval": True}))
+    make_run(runs, "toy_32bits", 32, dataset="toy", topk=-1)  # not in the paper: in the per-run table only
+    text = report.main(["--runs", str(runs), "--out", str(tmp_path / "r")]).read_text()
+    assert text.index("## Table 1: the paper's three datasets") < text.index("## Runs")
+    assert paper_table_lines(text) == [
+        "| dataset · metric |  | 16 bits | 32 bits | 48 bits | 64 bits |",
+        "|---|---|---|---|---|---|",
+        "| **ImageNet-100** · mAP@1000 | HashNet paper (ICCV 2017, Table 1) | 0.5059 | 0.6306 | 0.6633 | 0.6835 |",
+        "|  | **this project, final epoch** | 0.5123 | — | — | 0.6800 / 0.6000 † |",
+        "|  | this project, final epoch, zero-hit queries left out (HashNet's test rule) | 0.5223 | — | — | "
+        "0.6900 / 0.6100 † |",
+        "|  | this project, best epoch (query-set selected) | 0.5223 | — | — | 0.6900 / 0.6100 † |",
+        "| **NUS-WIDE-81** · mAP@5000 | HashNet paper (ICCV 2017, Table 1) | 0.6623 | 0.6988 | 0.7114 | 0.7163 |",
+        "|  | **this project, final epoch** | — | — | 0.5500 | — |",
+        "|  | this project, final epoch, zero-hit queries left out (HashNet's test rule) | — | — | 0.5600 | — |",
+        "|  | this project, best epoch (query-set selected) | — | — | 0.5600 | — |",
+        "| **MS-COCO** · mAP@5000 | HashNet paper (ICCV 2017, Table 1) | 0.6873 | 0.7184 | 0.7301 | 0.7362 |",
+        "|  | seed README, \"Paper results\" row | 0.622 | 0.682 | 0.715 | 0.727 |",
+        "|  | seed's PaddlePaddle reproduction (best checkpoint) | 0.619 | 0.682 | 0.715 | 0.734 |",
+        "|  | **this project, final epoch** | — | 0.7000 | — | — |",
+        "|  | this project, final epoch, zero-hit queries left out (HashNet's test rule) | — | 0.7100 | — | — |",
+        "|  | this project, best epoch (query-set selected) | — | 0.7100 | — | — |",
+        "|  | this project, `--eval` of a checkpoint | — | 0.7100 | — | — |",
+    ]
+    assert ("- ImageNet-100 (mAP@1000): 13,000 / 5,000 / 128,495 (`imagenet_16bits`, `imagenet_64bits`, "
+            "`imagenet_64bits_k5000`); paper: 13,000 / 5,000 / upstream database.txt") in text
+    assert ("- NUS-WIDE-81 (mAP@5000): 10,000 / 5,000 / 193,734 (`nuswide_81_48bits`); paper: 10,000 / 5,000 / "
+            "upstream database.txt") in text
+    assert ("- MS-COCO (mAP@5000): 10,000 / 5,000 / 112,217 (`coco_32bits`); ? / 5,000 / 112,217 "
+            "(`coco_32bits_eval`); paper: 10,000 / 5,000 / over 100,000") in text
+    assert f"- † `{runs / 'imagenet_64bits_k5000'}`: mAP@5000, not mAP@1000." in text
+    assert f"- † `{evaluated}`" not in text  # an unknown training-set size is not held against a run
+
+
+def test_report_table_1_shows_missing_datasets_as_such(tmp_path):
+    make_protocol_run(tmp_path, "nuswide_81_16bits", 16, "nuswide_81", 0.6, 5000, 10000, 193734)
+    text = report.main(["--runs", str(tmp_path / "nuswide_81_16bits"), "--out", str(tmp_path / "r")]).read_text()
+    rows = paper_table_lines(text)
+    assert "|  | **this project, final epoch** | — | — | — | — |" in rows  # ImageNet and COCO: no run
+    assert "|  | **this project, final epoch** | 0.6000 | — | — | — |" in rows
+    assert "- ImageNet-100 (mAP@1000): no run (paper: 13,000 / 5,000 / upstream database.txt)" in text
+    assert "- MS-COCO (mAP@5000): no run (paper: 10,000 / 5,000 / over 100,000)" in text
+    assert "| reference: HashNet paper (ICCV 2017, Table 1) | 0.6623 |" in table_lines(text)
+    assert not [row for row in rows if "†" in row]

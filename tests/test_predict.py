@@ -159,9 +159,9 @@ def test_coco_lite_database_images_come_back_first_at_distance_zero(tmp_path, ca
     db_paths = [str((coco / rel).resolve()) for rel, *_ in db]
     assert check_self_retrieval(results, db_paths, db_codes) == len(db)  # 13 distinct codes: each finds itself
 
-    # the seed's example query: a train, label 73 only (SPEC §4); COCO lists carry no class names
+    # the seed's example query: a train, label 73 only (SPEC §4); COCO's names in alphabetical order
     seed_query = next(e for e in results if e["query"].endswith("COCO_val2014_000000403864.jpg"))
-    assert seed_query["query_labels"] == [73] and seed_query["query_label_names"] is None
+    assert seed_query["query_labels"] == [73] and seed_query["query_label_names"] == ["train"]
     assert seed_query["results"][0]["distance"] == 0
     assert seed_query["results"][0]["shared_labels"] == [73]
 
@@ -198,6 +198,32 @@ def test_cache_sidecar_reuse_and_recompute_for_other_weights(toy, tmp_path, caps
     assert len(lines) == 1 and "was made by other weights" in lines[0]
     assert json.loads(sidecar.read_text())["checkpoint"]["sha256"] == sha256(other_ckpt)
     assert not np.array_equal(np.load(npy), first_codes)
+
+
+def test_cache_follows_the_checkpoint_contents_when_retrained_in_place(toy, tmp_path, capsys):
+    """Retraining overwrites model_best_64.pdparams at the same path (the common case): the cache is keyed by the
+    file's contents, so it is recomputed, even with the modification time unchanged."""
+    import os
+    root, save = toy["root"], tmp_path / "out"
+    ckpt = Path(shutil.copy(toy["ckpt"], tmp_path / "model_best_64.pdparams"))
+    query = str(root / list_items(root / "database.txt")[3][0])
+    status, _, err = run_predict(toy_args(toy, save, "--img", query, ckpt=ckpt), capsys)
+    assert status == 0 and "encoding 34 images once" in err, err
+    first_codes = np.load(save / "database_code_64.npy")
+
+    stat = ckpt.stat()
+    retrained = toy["model"].state_dict()
+    retrained["hash_layer.bias"] = paddle.full([64], 0.5)
+    checkpoint.save(retrained, ckpt)
+    os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert ckpt.stat().st_mtime_ns == stat.st_mtime_ns
+
+    status, _, err = run_predict(toy_args(toy, save, "--img", query, ckpt=ckpt), capsys)
+    assert status == 0
+    assert "was made by other weights" in err and "recomputing" in err and "cached" not in err
+    codes = np.load(save / "database_code_64.npy")
+    assert not np.array_equal(codes, first_codes)
+    assert json.loads((save / "database_code_64.json").read_text())["checkpoint"]["sha256"] == sha256(ckpt)
 
 
 @pytest.fixture
@@ -288,9 +314,10 @@ def test_table_best_match_copy_and_contact_sheet(toy, tmp_path, capsys, monkeypa
     assert copy.read_bytes() == (root / rel).read_bytes()
     sheet = tmp_path / f"{Path(rel).stem}_top7.png"
     assert f"best match copied to {copy}; contact sheet {sheet}" in out
-    with Image.open(sheet) as image:  # query + 7 matches in rows of 6 cells
+    with Image.open(sheet) as image:  # a legend line, then query + 7 matches in rows of 6 cells
         assert image.format == "PNG"
-        assert image.size == (6 * retrieval.THUMB_SIZE, 2 * (retrieval.THUMB_SIZE + retrieval.CAPTION_HEIGHT))
+        assert image.size == (6 * retrieval.THUMB_SIZE,
+                              retrieval.LEGEND_HEIGHT + 2 * (retrieval.THUMB_SIZE + retrieval.CAPTION_HEIGHT))
     if sys.platform.startswith("linux"):  # without a display --show is skipped, with a note
         assert f"--show: no display (DISPLAY unset); contact sheet saved at {sheet}" in err
 

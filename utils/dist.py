@@ -19,9 +19,42 @@ def is_main_process():
     return get_rank() == 0
 
 
+LAUNCHER_VARIABLES = ("PADDLE_TRAINER_ID", "PADDLE_CURRENT_ENDPOINT")
+
+
 def launched_by_paddle():
-    """True inside `python -m paddle.distributed.launch` (or spawn), which sets the trainer environment."""
-    return "PADDLE_TRAINER_ID" in os.environ and int(os.environ.get("PADDLE_TRAINERS_NUM", "1")) > 1
+    """True in a process started by `python -m paddle.distributed.launch` or `paddle.distributed.spawn`, even a
+    world of one (`--gpus 0`): both set the trainer id and this trainer's endpoint; a bare start sets neither."""
+    return all(name in os.environ for name in LAUNCHER_VARIABLES)
+
+
+def launcher_gpu():
+    """The GPU the launcher gave this process (FLAGS_selected_gpus, an id among the visible GPUs; the first when it
+    lists several, as with one process per node)."""
+    return int(os.environ.get("FLAGS_selected_gpus", "0").split(",")[0])
+
+
+def local_process_count():
+    """Processes of this run on this machine: the launcher's PADDLE_LOCAL_SIZE, else the world size (spawn starts
+    them all here), else 1."""
+    return max(1, int(os.environ.get("PADDLE_LOCAL_SIZE") or get_world_size()))
+
+
+def available_cpus():
+    """CPUs this process may run on (its affinity mask: taskset, cgroup cpusets, batch schedulers), else the count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+MAX_DEFAULT_WORKERS = 8  # past ~8 decoding workers per GPU the GPU is the limit, and each worker holds memory
+
+
+def default_num_workers():
+    """Loader workers per process when --num_workers is not given: this process's share of the available CPUs
+    (several processes under the launcher share the machine), at least 1, at most MAX_DEFAULT_WORKERS."""
+    return max(1, min(MAX_DEFAULT_WORKERS, available_cpus() // local_process_count()))
 
 
 def all_gather_cat(tensor):
@@ -73,9 +106,17 @@ def select_device(device="auto"):
     if device == "auto":
         has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
         device = "gpu" if has_gpu else "cpu"
-    if device == "gpu" and get_world_size() > 1:
-        device = f"gpu:{dist.ParallelEnv().dev_id}"
     if device.startswith("gpu") and not paddle.device.is_compiled_with_cuda():
         raise RuntimeError(f"--device {device} asked for a GPU but this Paddle is the CPU build; "
                            f"install paddlepaddle-gpu (and uninstall paddlepaddle) or use --device cpu")
+    if device.startswith("gpu") and launched_by_paddle():
+        # under the launcher each rank has its own GPU; `gpu:N` naming another would put every rank on GPU N
+        assigned = f"gpu:{launcher_gpu()}"
+        if device not in ("gpu", assigned):
+            raise ValueError(
+                f"--device {device} under paddle.distributed.launch: the launcher gave rank {get_rank()} {assigned} "
+                f"(FLAGS_selected_gpus). Choose the GPUs with the launcher's own flag, e.g. `python -m "
+                f"paddle.distributed.launch --gpus {device.split(':')[-1]} main_multi_gpu.py ...`, and pass "
+                f"--device gpu (or auto)")
+        device = assigned
     return paddle.set_device(device)

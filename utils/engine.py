@@ -1,23 +1,26 @@
 """The engine every entry point uses: build, train one epoch, encode, evaluate, checkpoint, and the run loop.
 
 Single-device training is the world-size-1 case of the same code: data always goes through a
-DistributedBatchSampler, and the multi-GPU entry only adds `init_parallel_env` and `DataParallel`.
+DistributedBatchSampler (utils/sampling.py for the training set), and the multi-GPU entry only adds
+`init_parallel_env` and `DataParallel`.
 """
 import time
 from pathlib import Path
 
 import numpy as np
 import paddle
-from paddle.io import DataLoader, DistributedBatchSampler
+from paddle.io import DistributedBatchSampler
 from tqdm import tqdm
 
 from models import HashNet
-from utils import checkpoint, dist
+from utils import checkpoint, dist, preemption
 from utils.config import BACKBONE_CANDIDATES, PROJECT_ROOT
-from utils.datasets import ImageList, build_datasets
-from utils.logger import AverageMeter, append_jsonl, setup_logger
+from utils.datasets import EpochBatchSampler, ImageList, build_datasets, build_loader
+from utils.failure import run_or_end_process
+from utils.logger import AverageMeter, append_jsonl, keep_epoch_rows, setup_logger
 from utils.loss import HashNetLoss, continuation_scale
 from utils.plots import save_metric_plots
+from utils.sampling import TrainBatchSampler, describe
 from utils.tools import CalcTopMap, binarize, retrieval_metrics
 
 
@@ -49,21 +52,41 @@ def build_model(cfg, logger):
     return model
 
 
-def build_data(cfg):
-    """Datasets and loaders; the toy set is generated on first use (by rank 0, the others wait)."""
+def build_data(cfg, logger=None):
+    """Datasets and loaders; the toy set is generated on first use (by rank 0, the others wait). With --cache_dir the
+    query, database and training images come from utils/datacache.py's caches (built on first use by rank 0)."""
     if cfg.dataset == "toy" and cfg.list_dir is None:
         from utils.toy_dataset import ensure_toy_dataset
         if dist.is_main_process():
             ensure_toy_dataset(Path(cfg.data_path))
         dist.barrier()
-    datasets = build_datasets(cfg.dataset, cfg.data_path, cfg.resize_size, cfg.crop_size, cfg.seed, cfg.list_dir)
+    path_prefix = getattr(cfg, "path_prefix", None)
+    datasets = build_datasets(cfg.dataset, cfg.data_path, cfg.resize_size, cfg.crop_size, cfg.seed, cfg.list_dir,
+                              path_prefix)
     # the training images with the eval transform: for the fc7 statistics of the from-scratch recipe
-    datasets["train_eval"] = ImageList(cfg.data_path, datasets["train"].list_path, datasets["test"].transform)
+    datasets["train_eval"] = ImageList(cfg.data_path, datasets["train"].list_path, datasets["test"].transform,
+                                       path_prefix=path_prefix)
+    if cfg.cache_dir:
+        from utils import datacache
+        log = logger.info if logger else datacache.log_to_stderr
+        if cfg.cache in ("all", "eval"):  # train_eval is read once per run: caching it would cost what it saves
+            for split in ("test", "database"):
+                datasets[split] = datacache.cached_eval_dataset(datasets[split], cfg.cache_dir, cfg.resize_size,
+                                                                cfg.crop_size, log)
+        if cfg.cache in ("all", "train") and not cfg.eval:
+            datasets["train"] = datacache.cached_train_dataset(datasets["train"], cfg.cache_dir, cfg.resize_size,
+                                                               cfg.crop_size, log)
     loaders = {}
     for split, ds in datasets.items():
         train = split == "train"
-        sampler = DistributedBatchSampler(ds, batch_size=cfg.batch_size, shuffle=train, drop_last=False)
-        loaders[split] = DataLoader(ds, batch_sampler=sampler, num_workers=cfg.num_workers)
+        if train:
+            sampler = TrainBatchSampler(ds, cfg.batch_size, cfg.seed, cfg.sampling)
+        else:  # evaluation encodes one shard per rank and gathers them back in dataset order
+            sampler = DistributedBatchSampler(ds, batch_size=cfg.batch_size, shuffle=False, drop_last=False)
+        # the training workers live for the whole run (the epoch travels with each index: EpochBatchSampler); the
+        # evaluation loaders, idle between evaluations, start theirs each time rather than hold their memory
+        loaders[split] = build_loader(ds, cfg.num_workers, batch_sampler=EpochBatchSampler(sampler, ds),
+                                      persistent=train, image_bytes=3 * cfg.crop_size ** 2)
     return datasets, loaders
 
 
@@ -84,11 +107,11 @@ def build_optimizer(cfg, model):
 
 # ----------------------------------------------------------------------------------------------------- train/eval
 def train_one_epoch(model, criterion, optimizer, loader, epoch, cfg, logger):
-    """One pass over this rank's shard; returns {'loss' (mean over ranks), 'lr', 'scale', 'time', ...}."""
+    """One epoch of this rank's batches (--sampling); returns {'loss' (mean over ranks), 'lr', 'scale', 'steps', ...}."""
     # the from-scratch recipe trains only the hash layer on fixed features: no dropout in the frozen backbone
     model.train() if cfg.train_scope == "all" else model.eval()
     criterion.scale = continuation_scale(epoch, cfg.step_continuation)
-    loader.batch_sampler.set_epoch(cfg.seed * 100000 + epoch)  # shuffle order keyed by (seed, epoch)
+    loader.batch_sampler.set_epoch(epoch)  # shuffle keyed by (seed, epoch), and the rank when replicated
     loader.dataset.set_epoch(epoch)
     lr = optimizer.get_lr()
     meter, start, num_steps = AverageMeter(), time.time(), len(loader)
@@ -101,11 +124,13 @@ def train_one_epoch(model, criterion, optimizer, loader, epoch, cfg, logger):
         meter.update(float(loss), images.shape[0])
         bar.set_postfix(loss=f"{meter.avg:.4f}")
         if step % cfg.log_freq == 0 or step == num_steps:
-            # every rank reaches the same steps (the sampler pads shards to equal length), so this collective is safe
+            # every rank reaches the same steps (replicated: the same set; sharded: padded to equal length), so this
+            # collective is safe
             logger.info("Epoch[%03d/%03d], Step[%04d/%04d], Loss: %.4f, lr: %.6f, scale: %.4f",
                         epoch, cfg.epoch, step, num_steps, dist.all_reduce_mean(meter.avg), lr, criterion.scale)
     return {"epoch": epoch, "loss": dist.all_reduce_mean(meter.avg), "lr": lr, "scale": criterion.scale,
-            "steps": num_steps, "time": time.time() - start}
+            "steps": num_steps, "sampling": cfg.sampling, "world_size": dist.get_world_size(),
+            "time": time.time() - start}
 
 
 @paddle.no_grad()
@@ -148,7 +173,9 @@ def evaluate(model, loaders, cfg):
         random_db, random_query = (binarize(rng.standard_normal((n, cfg.bit))) for n in (len(db_codes),
                                                                                           len(query_codes)))
         metrics["map_random_codes"] = CalcTopMap(random_db, random_query, db_labels, query_labels, topk)
-        metrics.update(topk=topk, num_query=len(query_codes), num_database=len(db_codes),
+        # the protocol's sizes as the lists used gave them (scripts/report.py prints them beside the paper's)
+        metrics.update(topk=topk, num_train=len(loaders["train"].dataset), num_query=len(query_codes),
+                       num_database=len(db_codes),
                        distinct_query_codes=int(len(np.unique(query_codes, axis=0))), eval_time=time.time() - start)
     return dist.broadcast_object(metrics)
 
@@ -188,6 +215,31 @@ def load_training_state(path, model, optimizer, scheduler, criterion):
     return int(state["epoch"]), state["best"]
 
 
+def resolve_resume(cfg, logger):
+    """The checkpoint to continue from: --resume PATH as given; --resume auto, the run folder's last_<bit>.pdckpt when
+    rank 0 sees one, else None (a fresh start), so a scheduler can rerun the identical command after preemption."""
+    if cfg.resume != "auto":
+        return cfg.resume
+    path = Path(cfg.run_dir) / f"last_{cfg.bit}.pdckpt"
+    if dist.broadcast_object(path.is_file()):
+        return path
+    logger.info("--resume auto: no %s yet, starting from epoch 1", path)
+    return None
+
+
+def stop_message(cfg, done):
+    """The last line of a run stopped by SIGTERM: from which epoch, and how, it continues."""
+    last = Path(cfg.run_dir) / f"last_{cfg.bit}.pdckpt"
+    if done >= cfg.epoch:
+        return f"stopped by SIGTERM after the last epoch ({done}); {last} is complete"
+    how = ("rerun the same command (--resume auto)" if cfg.resume == "auto"
+           else f"rerun with --resume {last} (or --resume auto)")
+    if done == 0:
+        return f"stopped by SIGTERM during epoch 1, before any checkpoint: {how} starts again from epoch 1"
+    return f"stopped by SIGTERM during epoch {done + 1}: {last} holds epoch {done}; {how} to continue from epoch " \
+           f"{done + 1}"
+
+
 def write_plots(run_dir, logger):
     """PR / P@N / training-curve PNGs next to metrics.json (rank 0); a plotting failure never fails a finished run."""
     if not dist.is_main_process():
@@ -203,6 +255,8 @@ def write_plots(run_dir, logger):
 def setup(cfg):
     """Device, seeds, run folder (rank 0's name wins), logger, config.json."""
     dist.select_device(cfg.device)
+    if cfg.num_workers is None:
+        cfg.num_workers = dist.default_num_workers()  # here, where the processes sharing this machine are known
     cfg.run_dir = dist.broadcast_object(cfg.run_dir)
     logger = setup_logger(cfg.run_dir, cfg.log_path)
     checkpoint.save_json(vars(cfg), Path(cfg.run_dir) / "config.json")
@@ -218,7 +272,7 @@ def run_eval(cfg):
     logger = setup(cfg)
     model = build_model(cfg, logger)
     checkpoint.load_model_weights(model, cfg.pretrained)
-    datasets, loaders = build_data(cfg)
+    datasets, loaders = build_data(cfg, logger)
     metrics = evaluate(model, loaders, cfg)
     logger.info("%s: mAP@%d = %.4f (random codes %.4f)", cfg.pretrained, metrics["topk"], metrics["map"],
                 metrics["map_random_codes"])
@@ -234,7 +288,7 @@ def run_train(cfg, wrap_model=None):
     model = build_model(cfg, logger)
     if cfg.pretrained:
         checkpoint.load_model_weights(model, cfg.pretrained)
-    datasets, loaders = build_data(cfg)
+    datasets, loaders = build_data(cfg, logger)
     num_classes = datasets["train"].labels.shape[1]
     criterion = HashNetLoss(cfg.bit, len(datasets["train"]), cfg.alpha, num_classes)
     if dist.get_world_size() > 1:
@@ -242,18 +296,29 @@ def run_train(cfg, wrap_model=None):
     optimizer, scheduler = build_optimizer(cfg, model)
     logger.info("data: %d train, %d query, %d database images, %d classes", len(datasets["train"]),
                 len(datasets["test"]), len(datasets["database"]), num_classes)
+    cfg.world_size, cfg.steps_per_epoch = dist.get_world_size(), len(loaders["train"])
+    logger.info("%s", describe(cfg.sampling, len(datasets["train"]), cfg.batch_size, cfg.world_size,
+                               cfg.steps_per_epoch))
+    checkpoint.save_json(vars(cfg), run_dir / "config.json")  # again, now with the steps per epoch
 
     start_epoch, best = 1, {"map": -1.0, "epoch": 0}
-    if cfg.resume:
-        done, best = load_training_state(cfg.resume, model, optimizer, scheduler, criterion)
+    resume = resolve_resume(cfg, logger)
+    if resume:
+        done, best = load_training_state(resume, model, optimizer, scheduler, criterion)
         start_epoch = done + 1
-        logger.info("resumed from %s after epoch %d (best mAP %.4f at epoch %d)", cfg.resume, done, best["map"],
+        keep_epoch_rows(run_dir / "epochs.jsonl", done)  # rows of an epoch whose checkpoint never got written
+        logger.info("resumed from %s after epoch %d (best mAP %.4f at epoch %d)", resume, done, best["map"],
                     best["epoch"])
+        if done >= cfg.epoch:
+            logger.info("all %d epochs were already trained; nothing to do (raise --epoch to train longer)", cfg.epoch)
     elif cfg.standardize_features and not cfg.pretrained:
         fit_feature_standardization(model, loaders["train_eval"], logger)
     net = wrap_model(model) if wrap_model else model
 
     last_path, final = run_dir / f"last_{cfg.bit}.pdckpt", None
+    # SIGTERM (preemption) stops the run at once, saying from which epoch the last checkpoint continues
+    guard = preemption.SigtermGuard(lambda done: logger.error("%s", stop_message(cfg, done)), done=start_epoch - 1)
+    guard.install()
     for epoch in range(start_epoch, cfg.epoch + 1):
         dist.seed_everything(cfg.seed, epoch)
         row = train_one_epoch(net, criterion, optimizer, loaders["train"], epoch, cfg, logger)
@@ -273,8 +338,11 @@ def run_train(cfg, wrap_model=None):
             checkpoint.save_json({"final_epoch": epoch, "final": final, "best_epoch": best["epoch"],
                                   "best": best.get("metrics"), "selection": "best epoch chosen on the query set"},
                                  run_dir / "metrics.json")
-        append_jsonl(run_dir / "epochs.jsonl", row)
-        save_training_state(last_path, model, optimizer, scheduler, criterion, epoch, best, cfg)
+        with guard.deferred():  # the epoch's row and checkpoint are written whole before a SIGTERM acts
+            append_jsonl(run_dir / "epochs.jsonl", row)
+            save_training_state(last_path, model, optimizer, scheduler, criterion, epoch, best, cfg)
+            guard.done = epoch
+    guard.uninstall()
     if final is not None:
         logger.info("finished: final epoch %d mAP@%d %.4f; best epoch %d mAP %.4f (best is chosen on the query set, "
                     "so it is optimistic; the final epoch's number is the unselected one)", cfg.epoch, final["topk"],
@@ -285,4 +353,6 @@ def run_train(cfg, wrap_model=None):
 
 
 def run(cfg, wrap_model=None):
-    return run_eval(cfg) if cfg.eval else run_train(cfg, wrap_model)
+    """The top level of a training or evaluation process: a failure anywhere (a bad image met by a DataLoader
+    thread or worker included) ends the process at once with its cause as the last line (utils/failure.py)."""
+    return run_or_end_process(lambda: run_eval(cfg) if cfg.eval else run_train(cfg, wrap_model))

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from utils.dist import get_rank, is_main_process
+from utils.fileio import atomic_write
 
 
 def setup_logger(run_dir=None, log_name="log.txt"):
@@ -34,6 +35,23 @@ def append_jsonl(path, row):
         return
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(row, sort_keys=True) + "\n")
+
+
+def keep_epoch_rows(path, last_epoch):
+    """Drop the rows of epochs after `last_epoch` (a resumed run trains them again). Rank 0 only, atomic."""
+    path = Path(path)
+    if not is_main_process() or not path.is_file():
+        return
+    def finished(line):
+        try:
+            return json.loads(line).get("epoch", 0) <= last_epoch
+        except json.JSONDecodeError:  # a row cut short by a kill
+            return False
+
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if line.strip() and finished(line)]
+    if len(kept) != len(lines):
+        atomic_write(path, lambda tmp: Path(tmp).write_text("".join(f"{line}\n" for line in kept), encoding="utf-8"))
 
 
 class AverageMeter:

@@ -4,6 +4,7 @@ This is the one place where the SPEC's equations live.
 """
 import math
 
+import numpy as np
 import paddle
 import paddle.nn as nn
 
@@ -39,8 +40,18 @@ class HashNetLoss(nn.Layer):
         self.register_buffer("Y", paddle.zeros([num_train, num_class], dtype="float32"), persistable=True)
 
     def write_bank(self, u, y, ind):
-        """U[ind] = u, Y[ind] = y, detached (SPEC §2: a graph-carrying bank breaks the next backward on Paddle 3.x)."""
+        """U[ind] = u, Y[ind] = y, detached (SPEC §2: a graph-carrying bank breaks the next backward on Paddle 3.x).
+
+        An index given twice (two ranks drew the same image in one step; the sharded sampler's padding) is written
+        once, with its last row: the gathered rows are in rank order, so the highest rank wins on every rank alike
+        (a scatter with repeated indices is free to pick any of them, e.g. on a GPU).
+        """
         ind = ind.reshape([-1]).astype("int64")
+        flat = ind.numpy()
+        _, last_from_end = np.unique(flat[::-1], return_index=True)
+        if len(last_from_end) < len(flat):
+            keep = paddle.to_tensor(np.sort(len(flat) - 1 - last_from_end))
+            u, y, ind = paddle.gather(u, keep), paddle.gather(y, keep), paddle.gather(ind, keep)
         self.U[ind] = u.detach().astype("float32")
         self.Y[ind] = y.detach().astype("float32")
 

@@ -11,8 +11,9 @@ itself. A cache is used only when checkpoint sha256, list sha256, preprocessing,
 match; otherwise it is recomputed, saying why in one line. Both files are written atomically, the sidecar last
 and after the old sidecar is removed, so an interrupted write never leaves a cache that looks valid.
 
-The encoders are duck-typed so both engines plug in: `encode_batch(images NCHW float32 numpy) -> raw outputs`
-for queries and `encode_database(ImageList) -> ±1 codes` for the database.
+The encoders are duck-typed so both engines plug in: `encode_batch(images NCHW uint8 numpy) -> raw outputs`
+for queries and `encode_database(ImageList) -> ±1 codes` for the database (the models normalise on the device).
+With --cache_dir the database images are read from the decoded evaluation cache (utils/datacache.py).
 Messages go to stderr so that `--json` output on stdout stays machine-readable.
 """
 import hashlib
@@ -23,14 +24,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from paddle.io import DataLoader
 from tqdm import tqdm
 
 from utils import checkpoint
 from utils.config import _add, check_positive
 from utils.fileio import atomic_write
-from utils.datasets import (IMAGENET_MEAN, IMAGENET_STD, LIST_NAMES, ImageList, dataset_lists, load_rgb,
-                            read_list_file)
+from utils.datasets import (IMAGENET_MEAN, IMAGENET_STD, LIST_NAMES, ImageList, build_loader, dataset_lists,
+                            load_rgb, read_list_file)
 from utils.tools import binarize, pack_codes, topk_search
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".ppm", ".tif", ".tiff", ".webp")
@@ -38,6 +38,10 @@ CACHE_FORMAT = 1
 THUMB_SIZE = 160
 CAPTION_HEIGHT = 28
 SHEET_COLUMNS = 6
+LEGEND_HEIGHT = 26
+BORDER_WIDTH = 4
+# contact sheet and search page: the query, results sharing a label with it, results sharing none
+COLOURS = {"query": (40, 90, 220), "right": (30, 160, 60), "wrong": (220, 40, 40)}
 
 
 def log(message):
@@ -53,13 +57,30 @@ def add_retrieval_flags(parser, dataset_default="coco"):
     _add(g, "--dataset", default=dataset_default, help="database lists in data/<dataset>/; 'toy' is generated")
     _add(g, "--data-path", default=None, help="data root the list paths are relative to (default: preset)")
     _add(g, "--list-dir", default=None, help="folder of train/test/database.txt (default data/<dataset>)")
+    _add(g, "--path-prefix", action="append", default=None, metavar="OLD=NEW",
+         help="rewrite list paths starting with OLD to start with NEW, as in training (default: preset)")
     _add(g, "--topk", type=int, default=10, help="results per query")
-    _add(g, "--save_path", default="output", help="database-code cache, best-match copies and contact sheets")
+    _add(g, "--save_path", default=None, help="database-code cache, best-match copies and contact sheets (default: "
+                                              "<run folder>/retrieval for a trained run, else output)")
     _add(g, "--show", action="store_true", help="open each contact sheet (PIL show(); skipped without a display)")
     _add(g, "--json", action="store_true", help="print one JSON object per query instead of the table")
     _add(g, "--batch-size", type=int, default=None, help="images per forward pass (default: preset)")
-    _add(g, "--num_workers", type=int, default=2, help="DataLoader workers for encoding the database")
+    _add(g, "--num_workers", type=int, default=None,
+         help="DataLoader workers for encoding the database (default: from the CPUs available, utils/dist.py)")
+    _add(g, "--cache_dir", default=None,
+         help="keep the database's decoded, resized and cropped images here (uint8 .npy, built once; README, "
+              "'Data caches')")
     return g
+
+
+def resolve_loader_flags(args):
+    """--num_workers: >= 0, or the default derived from the CPUs available when unset."""
+    from utils.dist import default_num_workers
+    if args.num_workers is None:
+        args.num_workers = default_num_workers()
+    if args.num_workers < 0:
+        raise ValueError(f"--num_workers must be >= 0, got {args.num_workers}")
+    return args
 
 
 # --------------------------------------------------------------------------------------------------------- queries
@@ -83,7 +104,7 @@ def collect_images(items, flag="--img"):
 
 
 def load_batch(paths, transform):
-    """Decode and preprocess images exactly as ImageList does for the database; (n, 3, crop, crop) float32."""
+    """Decode and preprocess images exactly as ImageList does for the database; (n, 3, crop, crop) uint8."""
     arrays = []
     for path in paths:
         try:
@@ -92,9 +113,8 @@ def load_batch(paths, transform):
             raise FileNotFoundError(f"query image not found: {path}") from err
         except RuntimeError as err:
             raise RuntimeError(f"query image {path} is unreadable: {err.__cause__ or err}") from err
-        tensor = transform(image)
-        arrays.append(tensor.numpy() if hasattr(tensor, "numpy") else np.asarray(tensor))
-    return np.stack(arrays).astype(np.float32)
+        arrays.append(transform(image))
+    return np.stack(arrays)
 
 
 def encode_images(encode_batch, paths, transform, batch_size, desc="encode queries"):
@@ -107,7 +127,7 @@ def encode_images(encode_batch, paths, transform, batch_size, desc="encode queri
 
 def encode_dataset(encode_batch, dataset, batch_size, num_workers, desc="encode database"):
     """±1 codes of every dataset item, in dataset order, through a numpy encode_batch (the inference engine)."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=False, num_workers=num_workers)
+    loader = build_loader(dataset, num_workers, batch_size)
     outputs = []
     for images, _, _ in tqdm(loader, desc=desc, leave=False, file=sys.stderr):
         outputs.append(np.asarray(encode_batch(images.numpy()), dtype=np.float32))
@@ -115,24 +135,42 @@ def encode_dataset(encode_batch, dataset, batch_size, num_workers, desc="encode 
 
 
 # -------------------------------------------------------------------------------------------------------- database
-class Database:
-    """The database list (paths, labels), the class names when known, and the labels of every listed image."""
+# COCO's label j is the j-th category in alphabetical order (data/make_coco_lists.py, SPEC §4): 73 = train.
+COCO_CLASSES = (
+    "airplane", "apple", "backpack", "banana", "baseball bat", "baseball glove", "bear", "bed", "bench", "bicycle",
+    "bird", "boat", "book", "bottle", "bowl", "broccoli", "bus", "cake", "car", "carrot", "cat", "cell phone", "chair",
+    "clock", "couch", "cow", "cup", "dining table", "dog", "donut", "elephant", "fire hydrant", "fork", "frisbee",
+    "giraffe", "hair drier", "handbag", "horse", "hot dog", "keyboard", "kite", "knife", "laptop", "microwave",
+    "motorcycle", "mouse", "orange", "oven", "parking meter", "person", "pizza", "potted plant", "refrigerator",
+    "remote", "sandwich", "scissors", "sheep", "sink", "skateboard", "skis", "snowboard", "spoon", "sports ball",
+    "stop sign", "suitcase", "surfboard", "teddy bear", "tennis racket", "tie", "toaster", "toilet", "toothbrush",
+    "traffic light", "train", "truck", "tv", "umbrella", "vase", "wine glass", "zebra")
 
-    def __init__(self, dataset, data_path, list_dir=None):
+
+class Database:
+    """The database list (paths, labels), the class names when known, and the labels of every listed image.
+
+    Class names: classes.txt (one name a line) next to the lists or in the data root; else COCO's 80 names for a
+    COCO dataset (its name starts with 'coco') with 80 labels; else None (labels shown as numbers)."""
+
+    def __init__(self, dataset, data_path, list_dir=None, path_prefix=None):
         if dataset == "toy" and list_dir is None:
             from utils.toy_dataset import ensure_toy_dataset
             ensure_toy_dataset(Path(data_path))
         self.root = Path(data_path)
-        lists = dataset_lists(dataset, list_dir)
+        self.lists = lists = dataset_lists(dataset, list_dir)
         self.list_path = lists["database"]
-        self.paths, self.labels = read_list_file(self.list_path)
+        self.path_prefix = path_prefix
+        self.paths, self.labels = read_list_file(self.list_path, path_prefix=path_prefix)
         self.num_classes = self.labels.shape[1]
         self.class_names = self._class_names([Path(self.list_path).parent, self.root])
+        if self.class_names is None and str(dataset).startswith("coco") and self.num_classes == len(COCO_CLASSES):
+            self.class_names = list(COCO_CLASSES)
         # labels of every image any list names, so a query from the dataset shows which labels it shares
         self._labels_of = {}
         for split in LIST_NAMES:
             paths, labels = (self.paths, self.labels) if split == "database" else read_list_file(
-                lists[split], num_classes=self.num_classes)
+                lists[split], num_classes=self.num_classes, path_prefix=path_prefix)
             for rel, row in zip(paths, labels):
                 self._labels_of.setdefault(self._key(self.root / rel), row)
 
@@ -157,12 +195,22 @@ class Database:
     def image_path(self, index):
         return self.root / self.paths[index]
 
+    def listed_paths(self):
+        """Absolute paths of every image any of the lists names."""
+        return list(self._labels_of)
+
     def labels_of(self, path):
         """0/1 label row of an image named in the dataset's lists, else None."""
         return self._labels_of.get(self._key(path))
 
-    def dataset(self, transform):
-        return ImageList(self.root, self.list_path, transform, self.num_classes)
+    def dataset(self, transform, cache_dir=None, resize_size=None, crop_size=None):
+        """The database images through `transform`, or from the decoded evaluation cache in cache_dir (built on
+        first use; its images equal the transform's, so the codes are the same)."""
+        dataset = ImageList(self.root, self.list_path, transform, self.num_classes, path_prefix=self.path_prefix)
+        if cache_dir is None:
+            return dataset
+        from utils import datacache
+        return datacache.cached_eval_dataset(dataset, cache_dir, resize_size, crop_size)
 
 
 # ----------------------------------------------------------------------------------------------------------- cache
@@ -273,19 +321,6 @@ def database_codes(save_path, identity, compute):
     return codes
 
 
-def warn_if_trained_differently(checkpoint_path, resize_size, crop_size):
-    """One line when the run folder's config.json says the model was trained on other image sizes."""
-    config = Path(checkpoint_path).parent / "config.json"
-    try:
-        trained = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
-    sizes = (trained.get("resize_size"), trained.get("crop_size"))
-    if None not in sizes and sizes != (resize_size, crop_size):
-        log(f"warning: {config} trained with resize {sizes[0]} / crop {sizes[1]}, now resize {resize_size} / "
-            f"crop {crop_size}; pass --resize_size {sizes[0]} --crop_size {sizes[1]} (or the matching --dataset)")
-
-
 # ---------------------------------------------------------------------------------------------------------- search
 def search(query_codes, db_codes, k):
     """Top-k database indices and Hamming distances per query (stable: ties in database order)."""
@@ -297,11 +332,12 @@ def _label_info(indices, names):
             "label_names": [names[i] for i in indices] if names else None}
 
 
-def build_results(query_paths, indices, distances, database, bit):
-    """One dict per query (the JSON schema of --json)."""
+def build_results(query_paths, indices, distances, database, bit, query_rows=None):
+    """One dict per query (the JSON schema of --json). query_rows: the queries' 0/1 label rows when known otherwise
+    (an uploaded copy of a listed image); by default looked up by path in the dataset lists."""
     results = []
     for qi, query in enumerate(query_paths):
-        q_row = database.labels_of(query)
+        q_row = database.labels_of(query) if query_rows is None else query_rows[qi]
         q_labels = None if q_row is None else np.flatnonzero(q_row)
         entry = {"query": str(query), "bit": int(bit), "topk": int(indices.shape[1]),
                  "query_labels": None, "query_label_names": None, "results": []}
@@ -347,30 +383,68 @@ def format_table(entry):
 
 
 # --------------------------------------------------------------------------------------------------------- outputs
-def _thumbnail(path, caption, highlight=False):
+def _thumbnail(path, caption, border=None):
     from PIL import Image, ImageDraw
     cell = Image.new("RGB", (THUMB_SIZE, THUMB_SIZE + CAPTION_HEIGHT), "white")
     image = load_rgb(path)
-    scale = (THUMB_SIZE - 8) / max(image.size)  # small images (the 64 px toy set) are enlarged too
+    scale = (THUMB_SIZE - 12) / max(image.size)  # small images (the 64 px toy set) are enlarged too
     image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BICUBIC)
     cell.paste(image, ((THUMB_SIZE - image.width) // 2, (THUMB_SIZE - image.height) // 2))
     draw = ImageDraw.Draw(cell)
-    if highlight:
-        draw.rectangle([1, 1, THUMB_SIZE - 2, THUMB_SIZE - 2], outline=(220, 40, 40), width=3)
+    if border is not None:
+        draw.rectangle([1, 1, THUMB_SIZE - 2, THUMB_SIZE - 2], outline=border, width=BORDER_WIDTH)
     draw.text((6, THUMB_SIZE + 6), caption, fill="black")
     return cell
 
 
+def match_colour(entry, item):
+    """Border of a result: shares a label with the query (right), shares none (wrong), or None when the query's
+    labels are unknown (an image outside the dataset lists)."""
+    if entry.get("query_labels") is None or item.get("shared_labels") is None:
+        return None
+    return COLOURS["right"] if item["shared_labels"] else COLOURS["wrong"]
+
+
+def _legend(entry, min_width):
+    """The legend line, at least min_width wide (wider when its text needs it)."""
+    from PIL import Image, ImageDraw
+    keys = _legend_keys(entry)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    width = max(min_width, 6 + sum(20 + int(measure.textlength(text)) + 18 for _, text in keys))
+    strip = Image.new("RGB", (width, LEGEND_HEIGHT), "white")
+    draw = ImageDraw.Draw(strip)
+    x = 6
+    for colour, text in keys:
+        draw.rectangle([x, 6, x + 14, LEGEND_HEIGHT - 8], outline=COLOURS[colour], width=BORDER_WIDTH)
+        draw.text((x + 20, 7), text, fill="black")
+        x += 20 + int(draw.textlength(text)) + 18
+    return strip
+
+
+def _legend_keys(entry):
+    if entry.get("query_labels") is None:
+        keys = [("query", "query (labels unknown: not in the dataset lists, so results are not marked)")]
+    else:
+        keys = [("query", "query"), ("right", "shares a label with the query"),
+                ("wrong", "shares no label with the query")]
+    return keys
+
+
 def contact_sheet(entry):
-    """The query (red frame) followed by its matches, each captioned with rank and Hamming distance."""
+    """A legend line, then the query (blue frame) and its matches, each framed green when it shares a label with
+    the query and red when it shares none (unframed when the query's labels are unknown), captioned with rank and
+    Hamming distance."""
     from PIL import Image
-    cells = [_thumbnail(entry["query"], "query", highlight=True)]
-    cells += [_thumbnail(item["path"], f"#{item['rank']}  distance {item['distance']}") for item in entry["results"]]
+    cells = [_thumbnail(entry["query"], "query", border=COLOURS["query"])]
+    cells += [_thumbnail(item["path"], f"#{item['rank']}  distance {item['distance']}", match_colour(entry, item))
+              for item in entry["results"]]
     columns = min(SHEET_COLUMNS, len(cells))
     rows = -(-len(cells) // columns)
-    sheet = Image.new("RGB", (columns * THUMB_SIZE, rows * (THUMB_SIZE + CAPTION_HEIGHT)), (235, 235, 235))
+    legend = _legend(entry, columns * THUMB_SIZE)
+    sheet = Image.new("RGB", (legend.width, LEGEND_HEIGHT + rows * (THUMB_SIZE + CAPTION_HEIGHT)), (235, 235, 235))
+    sheet.paste(legend, (0, 0))
     for i, cell in enumerate(cells):
-        sheet.paste(cell, ((i % columns) * THUMB_SIZE, (i // columns) * (THUMB_SIZE + CAPTION_HEIGHT)))
+        sheet.paste(cell, ((i % columns) * THUMB_SIZE, LEGEND_HEIGHT + (i // columns) * (THUMB_SIZE + CAPTION_HEIGHT)))
     return sheet
 
 
@@ -404,6 +478,17 @@ def show(path):
 
 
 # ------------------------------------------------------------------------------------------------------------ flow
+def load_database(args, bit, transform, encode_database, checkpoint_fingerprint, resize_size, crop_size):
+    """(Database of args.dataset / data_path / list_dir, its ±1 codes from the cache in args.save_path or encoded
+    once): what predict.py, infer.py and the search page (serve.py) search."""
+    database = Database(args.dataset, args.data_path, args.list_dir, getattr(args, "path_prefix", None))
+    identity = cache_identity(bit, checkpoint_fingerprint, database, resize_size, crop_size)
+    cache_dir = getattr(args, "cache_dir", None)  # the decoded evaluation cache (utils/datacache.py), when enabled
+    codes = database_codes(args.save_path, identity, lambda: encode_database(
+        database.dataset(transform, cache_dir, resize_size, crop_size)))
+    return database, codes
+
+
 def run_retrieval(args, queries, bit, transform, encode_batch, encode_database, checkpoint_fingerprint,
                   resize_size, crop_size, out=None):
     """The whole predict/infer flow for the query paths (collect_images); returns the list of result dicts, also
@@ -414,9 +499,8 @@ def run_retrieval(args, queries, bit, transform, encode_batch, encode_database, 
     out = out or sys.stdout
     check_positive(args, ["topk", "batch_size"])
     query_codes = binarize(encode_images(encode_batch, queries, transform, args.batch_size))
-    database = Database(args.dataset, args.data_path, args.list_dir)
-    identity = cache_identity(bit, checkpoint_fingerprint, database, resize_size, crop_size)
-    db_codes = database_codes(args.save_path, identity, lambda: encode_database(database.dataset(transform)))
+    database, db_codes = load_database(args, bit, transform, encode_database, checkpoint_fingerprint, resize_size,
+                                       crop_size)
     indices, distances = search(query_codes, db_codes, args.topk)
     results = build_results(queries, indices, distances, database, bit)
     for entry in results:

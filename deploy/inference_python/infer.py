@@ -6,9 +6,13 @@ r"""HashNet codes and retrieval with Paddle Inference (a model written by export
     python deploy/inference_python/infer.py --model-dir output/inference_64 --img query.jpg \
         --dataset coco --data-path ./datasets/COCO2014/ --topk 10
 
-Preprocessing (resize, center crop, mean/std) comes from the export's export_meta.json, so it equals predict.py's.
+Preprocessing (resize, center crop) comes from the export's export_meta.json, so it equals predict.py's; the model
+takes uint8 pixels and normalises them itself (mean/std inside the exported program).
+So does the database: an export of a run folder records the run's dataset, lists and data root ("database"), and
+infer.py searches it with no other flag (explicit --dataset/--data-path/--list-dir override it, with a note).
 CPU by default, with oneDNN unless --enable_mkldnn false, threads with --cpu_threads; --use_gpu on a CUDA build.
-Without --dataset it prints one line per image: the path and its code as a 0/1 string (or JSON lines with --json).
+With --codes-only, or when neither the export nor a flag names a database, it prints one line per image: the path
+and its code as a 0/1 string (or JSON lines with --json).
 """
 import argparse
 import json
@@ -19,10 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # utils/ is shared with predict.py
-import utils.compat  # noqa: E402,F401  (before anything imports paddle: see utils/compat.py)
+import utils.before_paddle  # noqa: E402,F401  (before anything imports paddle: see that module)
 
 META_NAME = "export_meta.json"
-META_FORMAT = 1
+META_FORMAT = 2
 
 
 def read_export_meta(model_dir):
@@ -40,7 +44,8 @@ def read_export_meta(model_dir):
     except ValueError as err:
         raise ValueError(f"{meta_path} is not valid JSON ({err}); re-run export_model.py") from err
     if meta.get("format") != META_FORMAT:
-        raise ValueError(f"{meta_path}: format {meta.get('format')}, this infer.py reads format {META_FORMAT}")
+        raise ValueError(f"{meta_path}: format {meta.get('format')}, this infer.py reads format {META_FORMAT} "
+                         f"(uint8 input, normalised inside the model); re-export with export_model.py")
     for name, digest in meta["files"].items():
         path = model_dir / name
         if not path.is_file():
@@ -92,14 +97,17 @@ class HashInference:
         self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
 
     def preprocess(self, paths):
-        """Images -> float32 (n, 3, crop, crop), exactly like the database images of predict.py."""
+        """Images -> uint8 (n, 3, crop, crop), exactly like the database images of predict.py."""
         from utils.retrieval import load_batch
         return load_batch(paths, self.transform)
 
     def run(self, images):
-        """Raw hash activations (n, bit) of a preprocessed batch."""
+        """Raw hash activations (n, bit) of a preprocessed uint8 batch."""
         import numpy as np
-        images = np.ascontiguousarray(images, dtype=np.float32)
+        images = np.asarray(images)
+        if images.dtype != np.uint8:
+            raise ValueError(f"{self.model_dir}: the model takes uint8 pixels (preprocess), got {images.dtype}")
+        images = np.ascontiguousarray(images)
         self.input.reshape(list(images.shape))
         self.input.copy_from_cpu(images)
         self.predictor.run()
@@ -130,19 +138,37 @@ def get_parser():
     _add(g, "--enable_mkldnn", type=str2bool, nargs="?", const=True, default=True,
          help="oneDNN kernels on CPU (measured ~3x faster here); --enable_mkldnn false turns them off")
     _add(g, "--cpu_threads", type=int, default=None, help="CPU math threads (default: all cores)")
+    _add(g, "--codes-only", action="store_true", help="print the codes, even when the export names a database")
     return parser
 
 
+def exported_database(model_dir):
+    """The database export_model.py recorded (dataset, data root, lists), or None; the files are checked later."""
+    try:
+        meta = json.loads((Path(model_dir) / META_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # HashInference reports a missing or broken export with the full reason
+    database = meta.get("database") if isinstance(meta, dict) else None
+    return {"path": Path(model_dir) / META_NAME, "values": database} if isinstance(database, dict) else None
+
+
 def parse_args(argv=None):
-    from utils.config import apply_preset
-    args = get_parser().parse_args(argv)
+    from utils.config import absolute_data_paths, apply_preset, apply_run_config, given_flags, is_data_key
+    from utils.retrieval import resolve_loader_flags
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    given = given_flags(parser, argv)
     args.model_dir = args.model_dir or str(Path("output") / "inference_64")
-    # retrieval when a database is named; otherwise just codes (the dataset then only picks the batch size)
-    args.retrieve = any(v is not None for v in (args.dataset, args.data_path, args.list_dir))
+    args.save_path = args.save_path or "output"
+    # retrieval when the export or a flag names a database; otherwise just codes (the dataset picks the batch size)
+    exported = exported_database(args.model_dir)
+    if exported:
+        apply_run_config(args, given, config=exported)
+    args.retrieve = not args.codes_only and (exported is not None or any(is_data_key(k) for k in given))
     args.dataset = args.dataset or "coco"
-    apply_preset(args, ("data_path", "batch_size"))
-    if args.num_workers < 0:
-        raise ValueError(f"--num_workers must be >= 0, got {args.num_workers}")
+    apply_preset(args, ("data_path", "path_prefix", "batch_size"))
+    absolute_data_paths(args)
+    resolve_loader_flags(args)
     return args
 
 

@@ -1,0 +1,67 @@
+"""Quiet start: the entry points do not print Paddle's `UserWarning: No ccache found`; other warnings still show."""
+import ast
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+CCACHE = "No ccache found"
+ENTRY_POINTS = ("main_single_gpu.py", "main_multi_gpu.py", "predict.py", "export_model.py",
+                "deploy/inference_python/infer.py", "serve.py")
+# two of them in a subprocess (each start imports paddle: slow on a busy CPU); --help imports paddle in both
+RUN = {"predict.py": ["--help"], "main_single_gpu.py": ["--help"]}
+
+
+def clean_env():
+    env = dict(os.environ)
+    env.pop("PYTHONWARNINGS", None)  # the tests' run_cli silences warnings; here they must show
+    return env
+
+
+def start(args):
+    return subprocess.Popen([sys.executable, *args], cwd=REPO, env=clean_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_paddle_itself_warns_without_the_module():
+    proc = start(["-c", "import paddle"])
+    _, err = proc.communicate(timeout=300)
+    if CCACHE not in err:
+        pytest.skip("this Paddle does not warn about ccache here (ccache installed?): nothing to silence")
+
+
+def test_entry_points_start_without_the_ccache_warning():
+    procs = {name: start([name, *args]) for name, args in RUN.items()}  # in parallel
+    for name, proc in procs.items():
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, f"{name}:\n{err}"
+        assert CCACHE not in err, f"{name}:\n{err}"
+
+
+@pytest.mark.parametrize("script", ENTRY_POINTS)
+def test_every_entry_point_imports_the_filter_first(script):
+    """utils.before_paddle is the first import of the script (infer.py: the first after putting the repo on sys.path),
+    so it runs before anything imports paddle."""
+    tree = ast.parse((REPO / script).read_text(encoding="utf-8"))
+    imports = [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
+    imports.sort(key=lambda node: node.lineno)
+    project = [node for node in imports if not (isinstance(node, ast.Import) and
+                                                node.names[0].name in ("argparse", "json", "os", "sys"))
+               and not (isinstance(node, ast.ImportFrom) and node.module == "pathlib")]
+    first = project[0]
+    assert isinstance(first, ast.Import) and first.names[0].name == "utils.before_paddle", \
+        f"{script}: first import is line {first.lineno}, not utils.before_paddle"
+
+
+def test_other_warnings_still_show():
+    code = ("import utils.before_paddle, warnings, paddle\n"
+            "warnings.warn('another warning', UserWarning)\n"
+            "warnings.warn('No ccache found, but from elsewhere', DeprecationWarning)\n")
+    proc = start(["-W", "always::DeprecationWarning", "-c", code])
+    _, err = proc.communicate(timeout=300)
+    assert CCACHE + ", but from elsewhere" in err  # only the UserWarning with that message is filtered
+    assert "UserWarning: another warning" in err
+    assert "UserWarning: No ccache found." not in err
