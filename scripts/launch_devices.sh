@@ -18,3 +18,18 @@ case "$*" in *--run[-_]name*)
     exit 2;;
   esac;;
 esac
+
+# launch LOG_DIR ARGS...: paddle.distributed.launch with the device flags. When the job fails, the launcher's own
+# "Exit code" line comes last; repeat the failing rank's cause (its FAILED line, utils/failure.py) after it, so the
+# last line says what went wrong (a rank whose collective merely broke because a peer stopped is not the cause).
+launch() {
+  log_dir=$1; shift
+  status=0
+  python -m paddle.distributed.launch $DEVICES --log_dir "$log_dir" "$@" || status=$?
+  if [ "$status" -ne 0 ]; then
+    cause=$(grep -h "FAILED" "$log_dir"/workerlog.* 2>/dev/null | grep -v "a collective broke" | tail -n 1)
+    [ -n "$cause" ] || cause=$(grep -h "FAILED" "$log_dir"/workerlog.* 2>/dev/null | tail -n 1)
+    [ -n "$cause" ] && echo "$cause (full logs: $log_dir/workerlog.*)"
+    exit "$status"
+  fi
+}

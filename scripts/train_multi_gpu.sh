@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 . scripts/launch_devices.sh
 for pair in 16:0 32:2000 48:200 64:2000; do
   bit=${pair%%:*}; seed=${pair##*:}
-  python -m paddle.distributed.launch $DEVICES --log_dir "output/launch_logs/${DATASET}_${bit}bits" \
+  launch "output/launch_logs/${DATASET}_${bit}bits" \
     main_multi_gpu.py $DEVICE_FLAG --dataset "$DATASET" --data-path "$DATA_PATH" --bit "$bit" --seed "$seed" \
     --batch-size 64 --learning_rate 0.001 --sampling replicated --epoch 150 --eval_epoch 10 --topK "$TOPK" \
     --output-dir output --run-name "{dataset}_{bit}bits" --resume auto "$@"

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -513,10 +514,24 @@ def run_retrieval(args, queries, bit, transform, encode_batch, encode_database, 
 
 
 def main_guard(run, argv=None):
-    """Run a CLI body; a user error becomes `error: <message>` on stderr and exit status 1, no traceback."""
+    """Run a CLI body; a user error becomes `error: <message>` on stderr and exit status 1, no traceback.
+
+    A failure in another thread (a bad database image met by the DataLoader's loading thread) ends the process at
+    once the same way: left alone, that thread dies and the main thread waits on the loader forever.
+    """
+    from utils.failure import cause_of
+
+    def thread_failed(args):
+        if args.exc_type is not SystemExit:
+            log(f"error: {cause_of(args.exc_value)}")
+            os._exit(1)
+
+    previous, threading.excepthook = threading.excepthook, thread_failed
     try:
         run(argv)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         log(f"error: {err}")
         return 1
+    finally:
+        threading.excepthook = previous
     return 0
