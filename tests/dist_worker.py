@@ -13,6 +13,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import utils.before_paddle  # noqa: E402,F401  (before anything imports paddle: see that module)
+import main_multi_gpu  # noqa: E402
 from utils import dist, engine  # noqa: E402
 from utils.config import parse_args  # noqa: E402
 from utils.loss import HashNetLoss  # noqa: E402
@@ -44,11 +45,7 @@ if __name__ == "__main__":
     HashNetLoss.forward, HashNetLoss.__init__ = recording_forward, recording_init
     engine.train_one_epoch = tracking_train_one_epoch
     cfg = parse_args()
-    if dist.launched_by_paddle():
-        import main_multi_gpu
-        main_multi_gpu.worker(cfg)
-    else:
-        engine.run(cfg)
+    main_multi_gpu.main(cfg)  # the real entry: a launcher's child is one worker, a bare start one process on CPU
     # encode the database again with the final weights, through the same sharded + gathered path
     logger = engine.setup_logger()
     model = engine.build_model(cfg, logger)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils import dist, engine  # noqa: E402
+import main_multi_gpu  # noqa: E402  (first of the project's imports: it imports utils.before_paddle)
+from utils import dist  # noqa: E402
 from utils.config import parse_args  # noqa: E402
 from utils.loss import HashNetLoss  # noqa: E402
 
@@ -33,8 +34,4 @@ def failing_forward(self, *args):
 if __name__ == "__main__":
     HashNetLoss.forward = failing_forward
     cfg = parse_args()
-    if dist.launched_by_paddle():
-        import main_multi_gpu
-        main_multi_gpu.worker(cfg)
-    else:
-        engine.run(cfg)
+    main_multi_gpu.main(cfg)  # the real entry: a launcher's child is one worker, a bare start one process on CPU

@@ -4,7 +4,6 @@ when they contradict training; old configs with relative paths are read sensibly
 import json
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import paddle
