@@ -60,7 +60,10 @@ def test_whole_network_training_under_the_fitted_standardisation_is_refused(tmp_
     # the same network trained as a whole without the standardisation, or evaluated, is accepted
     assert parse_args(["--dataset", "toy", "--train_scope", "all", "--standardize_features", "false",
                        "--output-dir", str(tmp_path)]).train_scope == "all"
-    assert parse_args(["--dataset", "toy", "--train_scope", "all", "--eval", "--pretrained", "x.pdparams",
+    checkpoint = tmp_path / "weights" / "x.pdparams"  # --eval checks that the checkpoint it is given exists
+    checkpoint.parent.mkdir()
+    checkpoint.touch()
+    assert parse_args(["--dataset", "toy", "--train_scope", "all", "--eval", "--pretrained", str(checkpoint),
                        "--output-dir", str(tmp_path)]).eval
 
 

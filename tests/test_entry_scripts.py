@@ -110,7 +110,7 @@ def retrieval(runs, small_toy, tmp_path_factory):
              export], timeout=TIMEOUT)
     infer = ["deploy/inference_python/infer.py", "--model-dir", export, "--img", *images, "--json",
              "--enable_mkldnn", "false"]
-    codes = run_cli(infer, timeout=TIMEOUT)
+    codes = run_cli([*infer, "--codes-only"], timeout=TIMEOUT)  # an export of a run folder searches by default
     inferred = run_cli([*infer, *data, "--save_path", base / "infer"], timeout=TIMEOUT)
     return {"picks": picks, "images": images, "predict": jsons(predicted.stdout), "infer_codes": jsons(codes.stdout),
             "infer": jsons(inferred.stdout), "db_codes": np.load(base / "predict" / f"database_code_{BIT}.npy"),
