@@ -2,6 +2,7 @@
 local data root (training, the checker, retrieval), the hints name the prefix a list needs, and the presets give
 each dataset's metric."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -198,7 +199,8 @@ def test_shared_imagenet_lists_resolve_under_a_temporary_root(tmp_path, capsys):
                                                        ("coco", 5000, "./datasets/COCO2014/")])
 def test_presets_give_each_dataset_its_metric(tmp_path, dataset, top_k, data_path):
     args = parse_args(["--dataset", dataset, "--output-dir", str(tmp_path)])
-    assert (args.topK, args.metric, args.data_path) == (top_k, f"mAP@{top_k}", data_path)
+    # data paths are stored absolute, so a run folder works from any directory
+    assert (args.topK, args.metric, args.data_path) == (top_k, f"mAP@{top_k}", os.path.abspath(data_path))
     coco = parse_args(["--dataset", "coco", "--output-dir", str(tmp_path)])
     differs = {k for k in PRESETS["default"] if getattr(args, k) != getattr(coco, k)}
     assert differs <= {"topK", "data_path", "path_prefix"}  # otherwise the seed's COCO recipe (SPEC §3)
@@ -258,7 +260,7 @@ def test_scripts_take_the_dataset(tmp_path):
     assert len(calls) == 12
     assert calls[0] == ("main_single_gpu.py --dataset imagenet --data-path ./datasets/imagenet/ --bit 16 --seed 0 "
                         "--batch-size 128 --learning_rate 0.001 --epoch 150 --eval_epoch 10 --topK 1000 "
-                        "--output-dir output --run-name imagenet_16bits")
+                        "--output-dir output --run-name {dataset}_{bit}bits --resume auto")
     assert calls[7] == ("main_single_gpu.py --eval --dataset nuswide_81 --data-path ./datasets/nuswide_81/ --bit 64 "
                         "--seed 2000 --batch-size 128 --topK 5000 --pretrained "
                         "output/nuswide_81_64bits/model_best_64.pdparams --output-dir output "
