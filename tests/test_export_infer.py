@@ -17,12 +17,10 @@ import predict
 from deploy.inference_python import infer
 from deploy.inference_python.infer import HashInference
 from conftest import assert_training_moved
-from test_predict import TOY_SIZES, json_results, list_items, random_hashnet, sha256, standardize_on
-from utils import checkpoint
+from test_predict import json_results, list_items, sha256, toy_checkpoint
 from utils.datasets import IMAGENET_MEAN, IMAGENET_STD, build_transform
 from utils.retrieval import load_batch
 from utils.tools import binarize
-from utils.toy_dataset import ensure_toy_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 RAW_TOLERANCE = 1e-4
@@ -31,9 +29,7 @@ RAW_TOLERANCE = 1e-4
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     base = tmp_path_factory.mktemp("export")
-    root = ensure_toy_dataset(base / "toy", seed=1, **TOY_SIZES)
-    model = standardize_on(random_hashnet(64, "kaiming", seed=1), root, root / "database.txt", 72, 64)
-    ckpt = checkpoint.save(model.state_dict(), base / "model_best_64.pdparams")
+    root, model, ckpt = toy_checkpoint(base, 64, seed=1)
     model_dir = base / "inference"
     status = export_model.main(["--dataset", "toy", "--bit", "64", "--pretrained", str(ckpt),
                                 "--save-inference-dir", str(model_dir)])

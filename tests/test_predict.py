@@ -54,13 +54,19 @@ def standardize_on(model, root, list_path, resize, crop):
     return model
 
 
+def toy_checkpoint(base, bit, seed):
+    """A small toy set generated under base/toy and a random standardised `bit`-bit HashNet saved as
+    base/model_best_{bit}.pdparams (the same seed for both); returns (root, model, checkpoint path)."""
+    root = ensure_toy_dataset(base / "toy", seed=seed, **TOY_SIZES)
+    model = standardize_on(random_hashnet(bit, "kaiming", seed=seed), root, root / "database.txt", 72, 64)
+    return root, model, checkpoint.save(model.state_dict(), base / f"model_best_{bit}.pdparams")
+
+
 @pytest.fixture(scope="session")
 def toy(tmp_path_factory):
     """A small generated toy set (lists, classes.txt, images) and a 64-bit checkpoint for it."""
     base = tmp_path_factory.mktemp("predict_toy")
-    root = ensure_toy_dataset(base / "toy", seed=0, **TOY_SIZES)
-    model = standardize_on(random_hashnet(64, "kaiming"), root, root / "database.txt", 72, 64)
-    ckpt = checkpoint.save(model.state_dict(), base / "model_best_64.pdparams")
+    root, model, ckpt = toy_checkpoint(base, 64, seed=0)
     return {"root": root, "ckpt": ckpt, "base": base, "model": model}
 
 

@@ -17,10 +17,9 @@ pytest.importorskip("flask", reason="the search page needs Flask: pip install -r
 
 import predict  # noqa: E402
 import serve  # noqa: E402
-from test_predict import TOY_SIZES, list_items, random_hashnet, standardize_on  # noqa: E402
-from utils import checkpoint  # noqa: E402
+from test_predict import list_items, toy_checkpoint  # noqa: E402
 from utils.search_page import MAX_PIXELS, create_app  # noqa: E402
-from utils.toy_dataset import TOY_CLASSES, ensure_toy_dataset  # noqa: E402
+from utils.toy_dataset import TOY_CLASSES  # noqa: E402
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 SECRET = b"secret outside the data root"
@@ -30,9 +29,7 @@ SECRET = b"secret outside the data root"
 def site(tmp_path_factory):
     """A toy database whose list also names a file outside the data root, a checkpoint, the service and the app."""
     base = tmp_path_factory.mktemp("serve")
-    root = ensure_toy_dataset(base / "toy", seed=2, **TOY_SIZES)
-    model = standardize_on(random_hashnet(32, "kaiming", seed=2), root, root / "database.txt", 72, 64)
-    ckpt = checkpoint.save(model.state_dict(), base / "model_best_32.pdparams")
+    root, model, ckpt = toy_checkpoint(base, 32, seed=2)
     lists = base / "lists"
     lists.mkdir()
     for name in ("train.txt", "test.txt", "classes.txt"):
