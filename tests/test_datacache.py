@@ -254,15 +254,18 @@ def test_bench_data_tiny_reports_every_row_and_independent_ratios(toy_root, caps
     assert set(result["rows"]) == set(bench_data.ROWS)
     seconds = [result["rows"][name]["seconds"] for name in bench_data.ROWS]
     assert all(s > 0 for s in seconds) and len(set(seconds)) == len(seconds)  # one measurement per row
-    for name, (num, den, _) in bench_data.RATIOS.items():
-        assert result["ratios"][name] == pytest.approx(
-            result["rows"][num]["images_per_s"] / result["rows"][den]["images_per_s"])
+    for rows, ratios in ((result["rows"], result["ratios"]), (result["work_rows"], result["work_ratios"])):
+        assert set(rows) == set(bench_data.ROWS)
+        for name, (num, den, _) in bench_data.RATIOS.items():
+            assert ratios[name] == pytest.approx(rows[num]["images_per_s"] / rows[den]["images_per_s"])
+    assert all(result["rows"][name]["images"] > 0 for name in bench_data.ROWS)  # received through the loader
     e2e = result["end_to_end"]
     assert e2e["jpeg"]["map"] == e2e["cache"]["map"] and e2e["jpeg"]["num_database"] > 0
     coco = result["coco"]
     assert coco["ratio"] == pytest.approx(coco["jpeg"]["seconds"] / coco["cache"]["seconds"])
     assert lines[-1].startswith("estimated COCO evaluation: ") and "x; ratios per worker: eval cache/JPEG" in lines[-1]
-    assert sum(line.split()[0] in bench_data.ROWS for line in lines) == len(bench_data.ROWS)
+    row_lines = [line.split() for line in lines if line.split()[0] in bench_data.ROWS]
+    assert len(row_lines) == len(bench_data.ROWS) and all(len(fields) == 5 for fields in row_lines)  # both columns
 
 
 def test_two_processes_share_one_eval_cache_and_encode_like_one_without(small_toy, tmp_path):

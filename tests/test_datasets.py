@@ -94,3 +94,40 @@ def test_build_datasets_reads_classes_from_lists(root):
     write(root / "test.txt", "im0.png 1 0 0\n")
     with pytest.raises(ValueError, match=r"test\.txt:1: expected 5 labels"):
         build_datasets("mine", root, 36, 32, list_dir=root)
+
+
+def test_rgb_jpeg_is_returned_decoded_without_a_copy_and_equal_to_convert(tmp_path):
+    rng = np.random.default_rng(1)
+    path = tmp_path / "x.jpg"
+    Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(path, quality=90)
+    with Image.open(path) as img:
+        expected = np.asarray(img.convert("RGB"))
+    loaded = load_rgb(path)
+    path.unlink()  # the pixels were decoded before the file was closed
+    assert loaded.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(loaded), expected)
+
+
+def test_truncated_rgb_jpeg_is_refused_naming_it(tmp_path):
+    path = tmp_path / "cut.jpg"
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(path, quality=90)
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(RuntimeError, match=r"cannot decode image .*cut\.jpg"):
+        load_rgb(path)
+
+
+def test_crop_larger_than_resize_is_refused_naming_both_flags(tmp_path):
+    from utils.config import parse_args
+    with pytest.raises(ValueError, match=r"^--crop_size 300 is larger than --resize_size 256"):
+        parse_args(["--dataset", "toy", "--output-dir", str(tmp_path), "--resize_size", "256", "--crop_size", "300"])
+
+
+def test_a_decoded_dataset_is_read_without_loader_workers(root):
+    """The evaluation cache is a memory copy per item: handing its batches over from a worker process would cost more
+    than the read (benchmarks/bench_data.py), so its loader runs none; decoding datasets keep the workers asked for."""
+    from utils.datacache import CachedEvalList
+    from utils.datasets import build_loader
+    lst = write(root / "l.txt", "".join(f"im{i}.png 1\n" for i in range(4)))
+    jpeg = ImageList(root, lst, build_transform(False, 36, 32))
+    assert build_loader(jpeg, 2, batch_size=2).num_workers == 2
+    assert CachedEvalList.decoded and build_loader(CachedEvalList(jpeg, root / "unused.npy"), 2).num_workers == 0

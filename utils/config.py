@@ -237,7 +237,11 @@ def resolve(args, given=None):
             args.run_name = f"{args.dataset}_{args.bit}bits_{kind}_{time.strftime('%Y%m%d-%H%M%S')}"
     args.run_name = args.run_name.replace("{dataset}", args.dataset).replace("{bit}", str(args.bit))
     args.run_dir = str(Path(args.output_dir) / args.run_name)
-    check_positive(args, ("bit", "batch_size", "epoch", "eval_epoch", "step_continuation", "de_step"))
+    check_positive(args, ("bit", "batch_size", "epoch", "eval_epoch", "step_continuation", "de_step", "resize_size",
+                          "crop_size"))
+    if args.crop_size > args.resize_size:
+        raise ValueError(f"--crop_size {args.crop_size} is larger than --resize_size {args.resize_size}: the crop is "
+                         f"taken from the image resized to that short side (SPEC §3: 256 and 224)")
     if args.train_scope == "all" and args.standardize_features and not args.eval:
         raise ValueError(STANDARDIZED_WHOLE_NETWORK)
     if args.num_workers is not None and args.num_workers < 0:

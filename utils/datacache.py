@@ -121,6 +121,8 @@ def _decoding_loader(dataset, transform, batch_size):
 class CachedEvalList(ImageList):
     """An ImageList whose evaluation-view images come from the cache's memory map (labels, paths as before)."""
 
+    decoded = True  # build_loader reads it without workers
+
     def __init__(self, source, array_path):
         self.__dict__.update(source.__dict__)
         self.array_path = array_path

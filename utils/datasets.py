@@ -140,6 +140,9 @@ def load_rgb(path):
     """Open any PIL-readable image as RGB (grayscale, CMYK, palette and RGBA included)."""
     try:
         with Image.open(path) as img:
+            if img.mode == "RGB":  # most JPEGs: convert() would copy the decoded pixels for nothing (~10% of a load)
+                img.load()
+                return img
             if img.mode == "P":
                 img = img.convert("RGBA")  # palette transparency is only honoured via RGBA
             return img.convert("RGB")
@@ -254,7 +257,11 @@ def shared_memory_fits(bytes_in_flight, shm_path=SHM_PATH):
 def build_loader(dataset, num_workers, batch_size=1, batch_sampler=None, persistent=False, image_bytes=3 * 224 ** 2):
     """A paddle.io.DataLoader with this project's deliberate settings: PREFETCH_FACTOR batches per worker, shared
     memory when it is large enough (shared_memory_fits), and workers kept alive across iterations when
-    `persistent` (give it an EpochBatchSampler so that each epoch's index carries its epoch)."""
+    `persistent` (give it an EpochBatchSampler so that each epoch's index carries its epoch). A dataset whose
+    items are already decoded (`decoded = True`: the evaluation cache) is read by this process's loader thread, with
+    no worker: its read is a memory copy, cheaper than a worker's hand-over of the batch (bench_data.py)."""
+    if getattr(dataset, "decoded", False):
+        num_workers = 0
     per_batch = (batch_sampler.batch_size if batch_sampler is not None and hasattr(batch_sampler, "batch_size")
                  else batch_size) * image_bytes
     sampling = {"batch_sampler": batch_sampler} if batch_sampler is not None else {"batch_size": batch_size}
