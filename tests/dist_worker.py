@@ -1,10 +1,14 @@
 """Runs the real training entry (main_multi_gpu's worker, or the single-process engine) and records, per rank,
 what the distributed tests check: the training indices each rank saw per epoch, its memory bank after training,
 and the gathered encoding of the database. Written to <run_dir>/rank<r>.npz (a test artefact, so every rank writes).
+With SNAPSHOT_AFTER_EPOCH=E, rank 0 also copies the run folder as it is when epoch E+1 starts (what a run stopped
+after epoch E leaves: its checkpoint, rows, best model, log) to <run_dir>_after_epoch<E>, for the resume tests.
 
     python -m paddle.distributed.launch --nproc_per_node 2 tests/dist_worker.py <main_single_gpu flags>
     python tests/dist_worker.py <flags>          # world size 1
 """
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -38,6 +42,9 @@ original_train_one_epoch = engine.train_one_epoch
 
 def tracking_train_one_epoch(model, criterion, optimizer, loader, epoch, cfg, logger):
     engine_epoch[0] = epoch
+    snapshot = int(os.environ.get("SNAPSHOT_AFTER_EPOCH", "0"))
+    if snapshot and epoch == snapshot + 1 and dist.is_main_process():
+        shutil.copytree(cfg.run_dir, f"{cfg.run_dir}_after_epoch{snapshot}")
     return original_train_one_epoch(model, criterion, optimizer, loader, epoch, cfg, logger)
 
 

@@ -138,17 +138,18 @@ def test_codes_and_map_identical_with_and_without_the_eval_cache(small_toy, tmp_
     from models import HashNet
     from utils import engine
     from utils.config import parse_args
-    results = []
+    results, model = [], None
     for extra in ([], ["--cache_dir", str(tmp_path / "cache"), "--cache", "eval"]):
         cfg = parse_args(["--dataset", "toy", "--list-dir", str(small_toy["list_dir"]), "--data-path",
                           str(small_toy["data_path"]), "--bit", "16", "--num_workers", "1", "--output-dir",
                           str(tmp_path), *extra])
-        paddle.set_device("cpu")
-        paddle.seed(0)
-        with paddle.utils.unique_name.guard():
-            model = HashNet(16, init="kaiming")
         datasets, loaders = engine.build_data(cfg)
-        engine.fit_feature_standardization(model, loaders["train_eval"], logging.getLogger("test_datacache"))
+        if model is None:  # one model for both paths (train_eval, which fits the standardisation, is never cached)
+            paddle.set_device("cpu")
+            paddle.seed(0)
+            with paddle.utils.unique_name.guard():
+                model = HashNet(16, init="kaiming")
+            engine.fit_feature_standardization(model, loaders["train_eval"], logging.getLogger("test_datacache"))
         codes = [engine.encode(model, loaders[split])[0] for split in ("test", "database")]
         results.append((codes, engine.evaluate(model, loaders, cfg), datasets))
     (codes_jpeg, jpeg, _), (codes_cache, cached, datasets) = results

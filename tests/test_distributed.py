@@ -1,5 +1,6 @@
 """Two CPU processes under paddle.distributed.launch (gloo) against one process, on the small toy lists."""
 import json
+import shutil
 
 import numpy as np
 import paddle
@@ -11,19 +12,20 @@ from conftest import assert_training_moved, run_cli, toy_args
 EPOCHS = ["--epoch", "2", "--eval_epoch", "1", "--de_step", "1"]
 
 
-def launch(small_toy, run, *extra, nproc=2):
+def launch(small_toy, run, *extra, nproc=2, env=None):
     args = toy_args(small_toy, run, *extra)
     if nproc == 1:
-        return run_cli(["tests/dist_worker.py", *args])
+        return run_cli(["tests/dist_worker.py", *args], env=env)
     return run_cli(["-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc), "--log_dir",
-                    run.parent / f"{run.name}_launch", "tests/dist_worker.py", *args])
+                    run.parent / f"{run.name}_launch", "tests/dist_worker.py", *args], env=env)
 
 
 @pytest.fixture(scope="module")
 def runs(small_toy, tmp_path_factory):
     base = tmp_path_factory.mktemp("dist")
-    # same global batch: 2 x 16 against 1 x 32
-    launch(small_toy, base / "two", *EPOCHS, "--batch-size", "16")
+    # same global batch: 2 x 16 against 1 x 32; the two-process run also leaves its folder as it was after epoch 1
+    # (two_after_epoch1: what a run stopped there leaves), for the resume test
+    launch(small_toy, base / "two", *EPOCHS, "--batch-size", "16", env={"SNAPSHOT_AFTER_EPOCH": "1"})
     launch(small_toy, base / "one", *EPOCHS, "--batch-size", "32", nproc=1)
     for run in ("two", "one"):
         assert_training_moved(base / run)
@@ -81,12 +83,18 @@ def test_two_processes_match_one_with_the_same_global_batch(runs):
 
 
 def test_resume_in_two_processes_continues_exactly(runs, small_toy, tmp_path):
+    """The two-process run's folder after epoch 1, resumed in two processes, ends where the straight run ended."""
     run = tmp_path / "resumed"
-    launch(small_toy, run, "--epoch", "1", "--eval_epoch", "1", "--de_step", "1", "--batch-size", "16")
+    shutil.copytree(runs / "two_after_epoch1", run)
+    after_one = paddle.load(str(run / "last_64.pdckpt"))
+    assert after_one["epoch"] == 1 and [json.loads(line)["epoch"] for line in
+                                        (run / "epochs.jsonl").read_text().splitlines()] == [1]
     launch(small_toy, run, *EPOCHS, "--batch-size", "16", "--resume", run / "last_64.pdckpt")
     assert_training_moved(run)
     resumed = paddle.load(str(run / "last_64.pdckpt"))
     straight = paddle.load(str(runs / "two" / "last_64.pdckpt"))
+    assert not np.array_equal(resumed["model"]["hash_layer.weight"].numpy(),
+                              after_one["model"]["hash_layer.weight"].numpy())  # epoch 2 trained
     for key, value in straight["model"].items():
         np.testing.assert_array_equal(resumed["model"][key].numpy(), value.numpy(), err_msg=key)
     np.testing.assert_array_equal(resumed["criterion"]["U"].numpy(), straight["criterion"]["U"].numpy())
@@ -98,12 +106,3 @@ def test_resume_in_two_processes_continues_exactly(runs, small_toy, tmp_path):
     best_resumed = paddle.load(str(run / "model_best_64.pdparams"))
     for key, value in paddle.load(str(runs / "two" / "model_best_64.pdparams")).items():
         np.testing.assert_array_equal(best_resumed[key].numpy(), value.numpy(), err_msg=key)
-
-
-def test_multi_gpu_entry_without_launcher_runs_one_process_on_cpu(small_toy, tmp_path):
-    run = tmp_path / "plain"
-    proc = run_cli(["main_multi_gpu.py", *toy_args(small_toy, run, "--epoch", "1", "--batch-size", "64")])
-    assert "0 GPU visible: running a single process" in proc.stdout
-    assert_training_moved(run)
-    config = json.loads((run / "config.json").read_text())
-    assert config["batch_size"] == 64 and (run / "last_64.pdckpt").is_file()

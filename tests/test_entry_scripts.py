@@ -11,7 +11,7 @@ import paddle
 import pytest
 from PIL import Image
 
-from conftest import run_cli, toy_args
+from conftest import assert_training_moved, run_cli, toy_args
 
 pytestmark = pytest.mark.entry
 
@@ -75,7 +75,9 @@ def test_main_single_gpu_trains_one_epoch_and_writes_its_plots(runs):
 
 def test_bare_main_multi_gpu_without_gpus_is_the_single_process_run(runs):
     run, proc = runs["bare"]
-    assert "running a single process" in proc.stdout + proc.stderr
+    assert "0 GPU visible: running a single process" in proc.stdout + proc.stderr
+    assert_training_moved(run)
+    assert json.loads((run / "config.json").read_text())["batch_size"] == 32
     final = check_run(run, steps=4)
     assert final["map"] == pytest.approx(json.loads((runs["single"][0] / "metrics.json").read_text())["final"]["map"],
                                          abs=1e-6)

@@ -100,9 +100,19 @@ def test_seed_out_of_range_is_an_argparse_error(seed, capsys):
     assert "--seed" in capsys.readouterr().err
 
 
-def test_training_with_the_largest_seed(small_toy, tmp_path):
-    run = tmp_path / "big_seed"
-    run_cli(["main_single_gpu.py", *toy_args(small_toy, run, "--epoch", "1", "--seed", str(SEED_MAX))])
+@pytest.fixture(scope="module")
+def one_worker(small_toy, tmp_path_factory):
+    """One toy epoch of main_multi_gpu.py under the launcher with one CPU process, at the largest --seed: the two
+    tests below check the two halves of the one run (each would otherwise start its own training process)."""
+    base = tmp_path_factory.mktemp("one_worker")
+    run, logs = base / "one", base / "logs"
+    proc = run_cli(["-m", "paddle.distributed.launch", "--nproc_per_node", "1", "--log_dir", logs,
+                    "main_multi_gpu.py", *toy_args(small_toy, run, "--epoch", "1", "--seed", str(SEED_MAX))])
+    return {"run": run, "logs": logs, "proc": proc}
+
+
+def test_training_with_the_largest_seed(one_worker):
+    run = one_worker["run"]
     rows = [json.loads(line) for line in (run / "epochs.jsonl").read_text().splitlines()]
     assert json.loads((run / "config.json").read_text())["seed"] == SEED_MAX and rows[0]["steps"] == 4
 
@@ -129,11 +139,9 @@ def test_script_run_name_must_name_each_bit_width(tmp_path):
     assert proc.returncode == 2 and "must contain {bit}" in proc.stderr
 
 
-def test_launcher_with_one_cpu_process_runs_one_worker(small_toy, tmp_path):
-    run = tmp_path / "one"
-    proc = run_cli(["-m", "paddle.distributed.launch", "--nproc_per_node", "1", "--log_dir", tmp_path / "logs",
-                    "main_multi_gpu.py", *toy_args(small_toy, run, "--epoch", "1")])
-    log = (tmp_path / "logs" / "workerlog.0").read_text()
+def test_launcher_with_one_cpu_process_runs_one_worker(one_worker):
+    run, logs, proc = one_worker["run"], one_worker["logs"], one_worker["proc"]
+    log = (logs / "workerlog.0").read_text()
     assert "GPU visible: running a single process" not in log + proc.stdout  # the worker branch, not the bare one
     assert "world size 1, device cpu" in log and (run / "last_64.pdckpt").is_file()
-    assert not (tmp_path / "logs" / "workerlog.1").exists()
+    assert not (logs / "workerlog.1").exists()

@@ -2,6 +2,7 @@
 two CPU processes under paddle.distributed.launch in the replicated mode (coverage, banks, rows, exact resume)."""
 import json
 import math
+import shutil
 
 import numpy as np
 import paddle
@@ -97,15 +98,18 @@ def test_repeated_index_in_a_gathered_step_keeps_the_highest_rank():
 EPOCHS = ["--epoch", "2", "--eval_epoch", "1", "--batch-size", "16", "--sampling", "replicated", "--log_freq", "1"]
 
 
-def launch(small_toy, run, *extra):
+def launch(small_toy, run, *extra, env=None):
     return run_cli(["-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
-                    run.parent / f"{run.name}_launch", "tests/dist_worker.py", *toy_args(small_toy, run, *extra)])
+                    run.parent / f"{run.name}_launch", "tests/dist_worker.py", *toy_args(small_toy, run, *extra)],
+                   env=env)
 
 
 @pytest.fixture(scope="module")
 def replicated(small_toy, tmp_path_factory):
+    """Two epochs in two processes; the folder as it was after epoch 1 is kept as two_after_epoch1 (what a run
+    stopped there leaves), for the resume test."""
     run = tmp_path_factory.mktemp("replicated") / "two"
-    launch(small_toy, run, *EPOCHS)
+    launch(small_toy, run, *EPOCHS, env={"SNAPSHOT_AFTER_EPOCH": "1"})
     return run
 
 
@@ -141,8 +145,10 @@ def test_config_log_and_rows_say_sampling_and_steps(replicated):
 
 def test_replicated_resume_in_two_processes_continues_exactly(replicated, small_toy, tmp_path):
     run = tmp_path / "resumed"
-    launch(small_toy, run, *EPOCHS[:1], "1", *EPOCHS[2:])
-    after_one = paddle.load(str(run / "last_64.pdckpt"))["model"]["hash_layer.weight"].numpy()
+    shutil.copytree(replicated.parent / "two_after_epoch1", run)
+    after_one = paddle.load(str(run / "last_64.pdckpt"))
+    assert after_one["epoch"] == 1
+    after_one = after_one["model"]["hash_layer.weight"].numpy()
     launch(small_toy, run, *EPOCHS, "--resume", "auto")
     resumed = paddle.load(str(run / "last_64.pdckpt"))
     straight = paddle.load(str(replicated / "last_64.pdckpt"))
