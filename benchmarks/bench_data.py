@@ -284,7 +284,8 @@ def report(result):
           f"in {e2e['build_s']:.2f} s; mAP {'identical' if same else 'DIFFERENT'} with and without the cache")
     coco = result["coco"]
     print(f"COCO model: {COCO_EVAL_IMAGES:,} images; {SEED_PROCESSES} x {SEED_WORKERS} JPEG workers or "
-          f"{SEED_PROCESSES} cache readers at these rates (JPEG {coco['jpeg']['data_rate']:,.0f} images/s, cache {coco['cache']['data_rate']:,.0f}), GPUs "
+          f"{SEED_PROCESSES} cache readers at these rates (JPEG {coco['jpeg']['data_rate']:,.0f} images/s, cache "
+          f"{coco['cache']['data_rate']:,.0f}), GPUs "
           f">= {SEED_GPU_ENCODE_RATE:,.0f} images/s (seed's training rate x 3); seed's logged evaluation "
           f"{SEED_LOGGED_EVAL_SECONDS / 60:.1f} min incl. its mAP loop")
     print(f"estimated COCO evaluation: {coco['jpeg']['seconds'] / 60:.1f} min without the cache "
