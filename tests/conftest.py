@@ -1,14 +1,9 @@
 """Shared fixtures: a small subset of the generated toy set, running the entry points as a user would, the check
 that a training run moved its weights, and the no-skip mode for CI (HASHNET_REQUIRE_ALL=1)."""
-import os
-
-# one math thread per test process (utils/before_paddle.py would give each its share of the CPUs): the suite runs two
-# xdist workers and two-process trainings on 2 cores, where more threads would only contend; inherited by the
-# processes the tests start
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-import utils.before_paddle  # noqa: E402,F401  (before anything imports paddle: see that module)
+import utils.before_paddle  # noqa: F401  (before anything imports paddle: see that module)
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path

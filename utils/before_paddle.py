@@ -17,34 +17,11 @@ Harmless where there is nothing to fix (Paddle 3.x, other systems).
 2. A quiet start: Paddle's import-time `UserWarning: No ccache found ...` (about compiling C++ extensions, which
 this project never does) is silenced, and nothing else; every other warning still shows.
 
-3. Paddle's CPU kernels use the threads OMP_NUM_THREADS names when Paddle loads, one when it is unset (later
-calls do not change that). Unset, it becomes this process's share of the CPUs it may run on: its affinity mask
-divided by the processes the launcher started on this machine (PADDLE_LOCAL_SIZE). On 2 cores that took a toy
-training epoch from 19.2 s to 12.6 s. A value the user set is kept.
-
 It imports nothing from this project or from Paddle.
 """
 import ctypes
-import os
 import sys
 import warnings
-
-
-def available_cpus():
-    """CPUs this process may run on (its affinity mask: taskset, cgroup cpusets, batch schedulers), else the count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def cpu_threads_share():
-    """This process's share of the available CPUs, for OMP_NUM_THREADS."""
-    return max(1, available_cpus() // max(1, int(os.environ.get("PADDLE_LOCAL_SIZE") or 1)))
-
-
-if "paddle" not in sys.modules:
-    os.environ.setdefault("OMP_NUM_THREADS", str(cpu_threads_share()))
 
 warnings.filterwarnings("ignore", message=r"No ccache found", category=UserWarning)
 

@@ -6,8 +6,6 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
-from utils.before_paddle import available_cpus  # noqa: F401  (also used by utils/datacache.py)
-
 
 def get_world_size():
     return dist.get_world_size()
@@ -40,6 +38,14 @@ def local_process_count():
     """Processes of this run on this machine: the launcher's PADDLE_LOCAL_SIZE, else the world size (spawn starts
     them all here), else 1."""
     return max(1, int(os.environ.get("PADDLE_LOCAL_SIZE") or get_world_size()))
+
+
+def available_cpus():
+    """CPUs this process may run on (its affinity mask: taskset, cgroup cpusets, batch schedulers), else the count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 MAX_DEFAULT_WORKERS = 8  # past ~8 decoding workers per GPU the GPU is the limit, and each worker holds memory
