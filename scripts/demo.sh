@@ -1,5 +1,5 @@
 #!/bin/sh
-# The main job on the built-in toy set, on any CPU in about 5 minutes (2 cores): generate the toy images (first run
+# The main job on the built-in toy set, on any CPU in about 7–8 minutes (2 cores): generate the toy images (first run
 # only), train HashNet (64 bits), evaluate the best checkpoint, and print its mAP next to random codes' mAP.
 set -e
 cd "$(dirname "$0")/.."
