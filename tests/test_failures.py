@@ -157,3 +157,22 @@ def test_one_rank_dying_ends_the_job_with_its_report_last(small_toy, tmp_path, m
     if mode == "raise":
         assert "deliberate failure on rank 1 at step 2" in lines[-2] and "Exit code 1" in lines[-1], text
     assert not any("collective broke" in line for line in lines[-3:]), text
+
+
+def test_a_workers_error_reraised_over_paddles_queue_error_is_printed_without_it(tmp_path):
+    """Paddle's loader may re-raise a worker's error while handling its own "Blocking queue is killed" error (a race
+    seen once in CI); the report shows the worker's error alone and names it last."""
+    script = tmp_path / "reraise.py"
+    script.write_text(
+        "import sys; sys.path.insert(0, %r)\n"
+        "from utils.failure import QUEUE_KILLED, run_or_end_process\n"
+        "def fail():\n"
+        "    try:\n"
+        "        raise RuntimeError('(Fatal) ' + QUEUE_KILLED)\n"
+        "    except RuntimeError:\n"
+        "        raise ValueError('bad image x.jpg (train.txt:5)')\n"
+        "run_or_end_process(fail)\n" % str(REPO))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "Blocking queue" not in proc.stdout + proc.stderr
+    assert proc.stdout.strip().splitlines()[-1].endswith("bad image x.jpg (train.txt:5)")

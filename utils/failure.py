@@ -72,6 +72,8 @@ def end_process(exc, where="main thread"):
             child.join(timeout=1)
         rank, world = _rank_and_world()
         secondary = world > 1 and broke_in_collective(exc)
+        if QUEUE_KILLED in str(exc.__context__):  # Paddle's loader re-raised a worker's error while handling its
+            exc.__suppress_context__ = True     # own "queue killed" one: that one is noise beside the cause
         sys.stdout.flush()
         print(f"\nFailed in the {where}" + (f" of rank {rank}" if world > 1 else "") + ":", file=sys.stderr)
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
