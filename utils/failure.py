@@ -64,8 +64,11 @@ def end_process(exc, where="main thread"):
     """Print the traceback, log the cause as the last line (console and log file), end the process now."""
     if threading.current_thread() is not threading.main_thread():
         _thread_failed.set()
-    elif QUEUE_KILLED in str(exc):
-        _thread_failed.wait(timeout=5)  # normally the loader thread's report ends the process meanwhile
+    else:
+        # Paddle's SIGCHLD handler would raise here, mid-report, when the loader workers (killed below) exit
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        if QUEUE_KILLED in str(exc):
+            _thread_failed.wait(timeout=5)  # normally the loader thread's report ends the process meanwhile
     with _dying:  # the first failure reports; any other waits here until os._exit
         for child in multiprocessing.active_children():  # DataLoader workers: left alone they print after the cause
             child.kill()
