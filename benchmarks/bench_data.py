@@ -27,10 +27,10 @@ End to end: utils/engine.evaluate of a random-init 64-bit HashNet on the source'
 --e2e-repeat times), on this CPU with the default loader workers, with and without --cache_dir (build excluded,
 timed separately); the mAPs must be equal.
 
-COCO estimate: 117,200 images encoded (5,000 queries + ~112,200 database, SPEC §4). The data side and the GPUs run
+COCO estimate: 117,200 images encoded (5,000 queries + ~112,200 database, docs/protocol.md#ms-coco-protocol). The data side and the GPUs run
 in parallel, so an evaluation takes N / min(data rate, GPU rate). Data rate: the seed's 2 processes x 4 workers at
 this CPU's per-worker JPEG rate, or its 2 processes at the cache's rate (read in the process, no worker). GPU
-rate: the seed trained 10,048 images per GPU per 27 s epoch (forward + backward, SPEC §6); a forward pass costs
+rate: the seed trained 10,048 images per GPU per 27 s epoch (forward + backward, docs/protocol.md#reference-numbers); a forward pass costs
 about a third of forward + backward, so its 2 GPUs encode at least
 2 x 3 x 10,048 / 27 ~ 2,200 images/s. The seed's logged evaluation, ~5.6 min, also included its slow per-query mAP
 loop; that part is not in the estimate.

@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from utils.tools import CalcTopMap, CalcTopMap_reference  # noqa: E402
 
-PERSON = 49  # index of 'person' in the alphabetical COCO label order (SPEC section 4)
+PERSON = 49  # index of 'person' in the alphabetical COCO label order (docs/protocol.md#ms-coco-protocol)
 
 
 def coco_like_labels(n, rng, classes=80):

@@ -1,6 +1,6 @@
 """Build the MS-COCO hashing lists (train.txt, test.txt, database.txt) from the COCO 2014 annotations.
 
-Protocol (SPEC section 4): the images of train2014 and val2014 together, minus every image without any
+Protocol (docs/protocol.md#ms-coco-protocol): the images of train2014 and val2014 together, minus every image without any
 annotation (122,218 remain for real COCO); 5,000 random queries (test.txt); all other images form the
 database (database.txt); 10,000 random database images form the training set (train.txt).
 
@@ -186,7 +186,7 @@ def build_coco_lists(train_ann, val_ann, out_dir, seed=0, num_query=5000, num_tr
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Build COCO hashing lists (SPEC section 4).")
+    parser = argparse.ArgumentParser(description="Build COCO hashing lists (docs/protocol.md#ms-coco-protocol).")
     parser.add_argument("--train-ann", required=True, help="path to instances_train2014.json")
     parser.add_argument("--val-ann", required=True, help="path to instances_val2014.json")
     parser.add_argument("--out-dir", required=True, help="folder for train.txt, test.txt, database.txt")

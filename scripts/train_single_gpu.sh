@@ -1,5 +1,5 @@
 #!/bin/sh
-# Train HashNet on one GPU for the four code lengths, with the seed's per-bit seeds (SPEC §3: 16->0, 32->2000,
+# Train HashNet on one GPU for the four code lengths, with the seed's per-bit seeds (docs/protocol.md#seed-recipe: 16->0, 32->2000,
 # 48->200, 64->2000; chosen by the seed for COCO and kept for every dataset).
 # DATASET=coco (default) | imagenet | nuswide_81; the data root and K of mAP@K default to the dataset's preset:
 #   DATA_PATH=/path/to/COCO2014 sh scripts/train_single_gpu.sh

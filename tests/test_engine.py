@@ -140,7 +140,7 @@ def test_resume_keeps_the_best_so_far(resumed, small_toy, tmp_path):
 
 
 def test_hash_layer_learns_at_ten_times_the_backbone_rate():
-    """SPEC §1: the new hash layer's learning rate is 10x the rest. One momentum-SGD step from rest moves each
+    """docs/protocol.md#network: the new hash layer's learning rate is 10x the rest. One momentum-SGD step from rest moves each
     parameter by -lr * its multiplier * its gradient."""
     from utils.engine import build_optimizer
     paddle.seed(0)
@@ -243,7 +243,7 @@ def test_real_coco_images_train_and_evaluate(tmp_path):
     run_cli(["main_single_gpu.py", "--dataset", "coco", "--list-dir", lite / "lists", "--data-path", lite,
              "--bit", "16", "--batch-size", "4", "--epoch", "1", "--num_workers", "0", "--device", "cpu",
              "--output-dir", tmp_path, "--run-name", run.name])
-    # the seed's recipe from a random backbone barely moves in 3 steps (SPEC §3): ~1e-5 of each parameter, still
+    # the seed's recipe from a random backbone barely moves in 3 steps (docs/protocol.md#training-from-scratch): ~1e-5 of each parameter, still
     # 20x the float32 rounding of a weight-decay-only step
     assert_training_moved(run, min_change=1e-6)
     log = (run / "log_train_16.txt").read_text()

@@ -114,7 +114,7 @@ def test_infer_cli_prints_the_codes(exported, tmp_path, capsys):
 
 
 def test_infer_maps_a_zero_output_to_bit_one(exported, tmp_path, capsys, monkeypatch):
-    """SPEC §1: the code is sign(o) with 0 mapped to +1, in infer.py as in training and predict.py."""
+    """docs/protocol.md#network: the code is sign(o) with 0 mapped to +1, in infer.py as in training and predict.py."""
     raw = np.array([[0.0, -0.0, 1e-30, -1e-30, 2.5, -2.5]], np.float32)
     np.testing.assert_array_equal(HashInference.postprocess(raw), [[1, 1, 1, -1, 1, -1]])
     # the printed code of an image whose outputs are all exactly 0 is all ones

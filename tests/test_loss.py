@@ -1,4 +1,4 @@
-"""HashNetLoss against the PyTorch memory-bank reference (SPEC §2) and its edge cases."""
+"""HashNetLoss against the PyTorch memory-bank reference (docs/protocol.md#loss) and its edge cases."""
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,7 @@ def test_bank_is_written_detached_and_kept():
     np.testing.assert_array_equal(criterion.Y.numpy()[[4, 1]], y.numpy())
     assert criterion.U.stop_gradient
     np.testing.assert_array_equal(criterion.U.numpy()[[0, 2, 3, 5]], 0)
-    # a second backward through a new batch works (SPEC §2: a graph-carrying bank breaks it on Paddle 3.x)
+    # a second backward through a new batch works (docs/protocol.md#loss: a graph-carrying bank breaks it on Paddle 3.x)
     criterion(o * 2, y, paddle.to_tensor([0, 2])).backward()
     assert set(criterion.state_dict()) == {"U", "Y"}
 
@@ -67,7 +67,7 @@ def test_wrong_widths_are_named():
 
 
 def test_continuation_schedule():
-    # SPEC §2: 150 epochs with step 20 run scale 1, sqrt 2, ..., sqrt 8
+    # docs/protocol.md#loss: 150 epochs with step 20 run scale 1, sqrt 2, ..., sqrt 8
     scales = [continuation_scale(e, 20) for e in range(1, 151)]
     assert scales[0] == 1.0 and scales[19] == 1.0 and scales[20] == pytest.approx(np.sqrt(2))
     assert sorted(set(round(s * s) for s in scales)) == list(range(1, 9))

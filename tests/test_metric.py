@@ -1,4 +1,4 @@
-"""CalcTopMap (SPEC section 5): fixture values, the plain loop on tie-heavy data, zero-hit queries, errors."""
+"""CalcTopMap (docs/protocol.md#metric): fixture values, the plain loop on tie-heavy data, zero-hit queries, errors."""
 from pathlib import Path
 
 import numpy as np

@@ -88,7 +88,7 @@ def json_results(out):
 
 
 def stable_ranking(db_codes, query_codes, k):
-    """Brute-force Hamming ranking with ties in database order (SPEC §5)."""
+    """Brute-force Hamming ranking with ties in database order (docs/protocol.md#metric)."""
     bits = db_codes.shape[1]
     dist = (bits - query_codes.astype(np.int64) @ db_codes.T.astype(np.int64)) // 2
     order = np.argsort(dist, axis=1, kind="stable")[:, :k]
@@ -165,7 +165,7 @@ def test_coco_lite_database_images_come_back_first_at_distance_zero(tmp_path, ca
     db_paths = [str((coco / rel).resolve()) for rel, *_ in db]
     assert check_self_retrieval(results, db_paths, db_codes) == len(db)  # 13 distinct codes: each finds itself
 
-    # the seed's example query: a train, label 73 only (SPEC §4); COCO's names in alphabetical order
+    # the seed's example query: a train, label 73 only (docs/protocol.md#ms-coco-protocol); COCO's names in alphabetical order
     seed_query = next(e for e in results if e["query"].endswith("COCO_val2014_000000403864.jpg"))
     assert seed_query["query_labels"] == [73] and seed_query["query_label_names"] == ["train"]
     assert seed_query["results"][0]["distance"] == 0

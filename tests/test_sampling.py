@@ -1,4 +1,4 @@
-"""--sampling replicated (the seed's schedule, SPEC §3) and sharded: batches, shuffle keys, memory-bank writes, and
+"""--sampling replicated (the seed's schedule, docs/protocol.md#seed-recipe) and sharded: batches, shuffle keys, memory-bank writes, and
 two CPU processes under paddle.distributed.launch in the replicated mode (coverage, banks, rows, exact resume)."""
 import json
 import math

@@ -1,7 +1,7 @@
 """Every command-line flag and every default in one place.
 
 Flags keep the seed's spellings (`--data-path`, `--batch-size`, `--eval_epoch`, ...); each also answers to the other
-separator (`--data_path`). Flags left unset take the value of the dataset's preset: COCO's is SPEC §3 (the seed's
+separator (`--data_path`). Flags left unset take the value of the dataset's preset: COCO's is docs/protocol.md#seed-recipe (the seed's
 recipe); the toy set's is a from-scratch recipe, since no ImageNet weights are used there (see README, "Toy demo").
 The resolved configuration is written to the run folder as config.json, with the data paths made absolute; the
 entry points that load a trained model read it back (run_config_for / apply_run_config), so a run folder is all
@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-BIT_SEEDS = {16: 0, 32: 2000, 48: 200, 64: 2000}  # the seed's per-bit seeds (SPEC §3)
+BIT_SEEDS = {16: 0, 32: 2000, 48: 200, 64: 2000}  # the seed's per-bit seeds (docs/protocol.md#seed-recipe)
 BACKBONE_CANDIDATES = ("pretrained/alexnet_imagenet.pdparams", "pretrained/alexnet-owt-7be5be79.pth",
                        "pretrained/alexnet-owt-4df8aa71.pth", "pretrained/alexnet.pdparams")
 
-# SPEC §3: the seed's COCO recipe. The paper's three datasets use it alike and differ in K of mAP@K, the data root
-# and how their upstream lists spell image paths (SPEC §7).
+# docs/protocol.md#seed-recipe: the seed's COCO recipe. The paper's three datasets use it alike and differ in K of mAP@K, the data root
+# and how their upstream lists spell image paths (docs/protocol.md#nus-wide-and-imagenet).
 _SEED_RECIPE = dict(
     data_path="./datasets/COCO2014/", batch_size=128, epoch=150, eval_epoch=10, learning_rate=1e-3,
     optimizer="sgd", weight_decay=5e-4, momentum=0.9, alpha=0.1, step_continuation=20, de_step=50,
@@ -31,14 +31,14 @@ PRESETS = {
     # MS-COCO, and any other list-file dataset without a preset of its own.
     "default": _SEED_RECIPE,
     # HashNet's ImageNet-100 lists hold the authors' absolute paths; mapped, they are relative to a data root
-    # holding image/ (training images) and val_image/ (ILSVRC 2012 val images). mAP@1000 (SPEC §7).
+    # holding image/ (training images) and val_image/ (ILSVRC 2012 val images). mAP@1000 (docs/protocol.md#nus-wide-and-imagenet).
     "imagenet": dict(_SEED_RECIPE, data_path="./datasets/imagenet/", topK=1000,
                      path_prefix=["/home/caozhangjie/run-czj/dataset/imagenet/="]),
     # HashNet's NUS-WIDE-81 lists say ./data/nuswide_81/images/...: relative to a data root holding images/.
     "nuswide_81": dict(_SEED_RECIPE, data_path="./datasets/nuswide_81/", topK=5000,
                        path_prefix=["./data/nuswide_81/="]),
     # From scratch on 64 px toy images: a random Kaiming AlexNet, fc7 standardised on the training set and only
-    # the hash layer trained (SPEC §3, end). The loss and network are HashNet's; the continuation runs faster
+    # the hash layer trained (docs/protocol.md#training-from-scratch). The loss and network are HashNet's; the continuation runs faster
     # because the run is short.
     "toy": dict(
         data_path=str(PROJECT_ROOT / "data" / "toy"), batch_size=64, epoch=12, eval_epoch=6, learning_rate=2e-3,
@@ -121,7 +121,7 @@ def get_parser(description="HashNet (ICCV 2017) in PaddlePaddle"):
     g = p.add_argument_group("run")
     _add(g, "--bit", type=int, default=64, help="hash code length")
     _add(g, "--seed", type=seed_value, default=None,
-         help=f"random seed, 0 to {SEED_MAX} (default: the seed's per-bit seed, SPEC §3)")
+         help=f"random seed, 0 to {SEED_MAX} (default: the seed's per-bit seed, docs/protocol.md#seed-recipe)")
     _add(g, "--eval", action="store_true", help="only evaluate --pretrained")
     _add(g, "--pretrained", default=None, help="HashNet checkpoint to evaluate or start from")
     _add(g, "--resume", default=None,
@@ -154,7 +154,7 @@ def get_parser(description="HashNet (ICCV 2017) in PaddlePaddle"):
               "(resized images, ~260 KB per COCO image), or both")
     _add(g, "--sampling", default=None, choices=["replicated", "sharded"],
          help="several processes: 'replicated' = every process reads the whole training set each epoch with its own "
-              "shuffle (the seed's schedule, SPEC §3); 'sharded' = one pass over the data split among the processes "
+              "shuffle (the seed's schedule, docs/protocol.md#seed-recipe); 'sharded' = one pass over the data split among the processes "
               "(half the steps on 2 processes). Identical with one process")
     _add(g, "--crop_size", type=int, default=None)
     _add(g, "--resize_size", type=int, default=None)
@@ -241,7 +241,7 @@ def resolve(args, given=None):
                           "crop_size"))
     if args.crop_size > args.resize_size:
         raise ValueError(f"--crop_size {args.crop_size} is larger than --resize_size {args.resize_size}: the crop is "
-                         f"taken from the image resized to that short side (SPEC §3: 256 and 224)")
+                         f"taken from the image resized to that short side (docs/protocol.md#seed-recipe: 256 and 224)")
     if args.train_scope == "all" and args.standardize_features and not args.eval:
         raise ValueError(STANDARDIZED_WHOLE_NETWORK)
     if args.num_workers is not None and args.num_workers < 0:

@@ -1,8 +1,8 @@
-"""List files, the image-list dataset and its transforms (SPEC §3, §4).
+"""List files, the image-list dataset and its transforms (docs/protocol.md#seed-recipe, #ms-coco-protocol).
 
 A dataset named NAME is three list files in `data/NAME/` (train.txt, test.txt = queries, database.txt), each line
 `<path relative to the data root> <C space-separated 0/1 labels>`. The number of classes is read from the lists.
-Lists written on another machine (HashNet's own, SPEC §7) are used as they are: `--path-prefix OLD=NEW` rewrites the
+Lists written on another machine (HashNet's own, docs/protocol.md#nus-wide-and-imagenet) are used as they are: `--path-prefix OLD=NEW` rewrites the
 start of each listed path (map_list_path) before it is joined to the data root.
 """
 import os
@@ -167,7 +167,7 @@ def to_chw_uint8(image):
 
 
 def build_transform(train, resize_size=256, crop_size=224, resized=False):
-    """SPEC §3: train Resize RandomCrop RandomHorizontalFlip, eval Resize CenterCrop; uint8 CHW out (the ImageNet
+    """docs/protocol.md#seed-recipe: train Resize RandomCrop RandomHorizontalFlip, eval Resize CenterCrop; uint8 CHW out (the ImageNet
     mean/std normalisation is the network's first step). resized=True leaves out the Resize, for images stored
     already resized (utils/datacache.py)."""
     crop = [T.RandomCrop(crop_size), T.RandomHorizontalFlip()] if train else [T.CenterCrop(crop_size)]

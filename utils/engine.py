@@ -37,7 +37,7 @@ def resolve_backbone_weights(cfg, logger):
             return str(PROJECT_ROOT / candidate)
     logger.warning(
         "WARNING: no ImageNet AlexNet weights found (looked for %s). Training starts from a random backbone and "
-        "results will be far from the paper's (SPEC §6). See README, 'ImageNet-pretrained AlexNet', to get and "
+        "results will be far from the paper's (docs/protocol.md#reference-numbers). See README, 'ImageNet-pretrained AlexNet', to get and "
         "convert them, or pass --backbone_weights PATH.", ", ".join(BACKBONE_CANDIDATES))
     return None
 
@@ -91,7 +91,7 @@ def build_data(cfg, logger=None):
 
 
 def build_optimizer(cfg, model):
-    """SPEC §3: lr = base * batch_size * world_size / 64, halved every de_step epochs (StepDecay, per epoch)."""
+    """docs/protocol.md#seed-recipe: lr = base * batch_size * world_size / 64, halved every de_step epochs (StepDecay, per epoch)."""
     lr = cfg.learning_rate * cfg.batch_size * dist.get_world_size() / 64
     scheduler = paddle.optimizer.lr.StepDecay(learning_rate=lr, step_size=cfg.de_step, gamma=0.5)
     params = [p for p in model.parameters() if not p.stop_gradient]

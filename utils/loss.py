@@ -1,6 +1,6 @@
-"""HashNet's weighted pairwise loss with a memory bank, and its continuation schedule (SPEC §2).
+"""HashNet's weighted pairwise loss with a memory bank, and its continuation schedule (docs/protocol.md#loss).
 
-This is the one place where the SPEC's equations live.
+This is the one place where the equations of docs/protocol.md#loss live.
 """
 import math
 
@@ -40,7 +40,7 @@ class HashNetLoss(nn.Layer):
         self.register_buffer("Y", paddle.zeros([num_train, num_class], dtype="float32"), persistable=True)
 
     def write_bank(self, u, y, ind):
-        """U[ind] = u, Y[ind] = y, detached (SPEC §2: a graph-carrying bank breaks the next backward on Paddle 3.x).
+        """U[ind] = u, Y[ind] = y, detached (docs/protocol.md#loss: a graph-carrying bank breaks the next backward on Paddle 3.x).
 
         An index given twice (two ranks drew the same image in one step; the sharded sampler's padding) is written
         once, with its last row: the gathered rows are in rank order, so the highest rank wins on every rank alike

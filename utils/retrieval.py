@@ -136,7 +136,7 @@ def encode_dataset(encode_batch, dataset, batch_size, num_workers, desc="encode 
 
 
 # -------------------------------------------------------------------------------------------------------- database
-# COCO's label j is the j-th category in alphabetical order (data/make_coco_lists.py, SPEC §4): 73 = train.
+# COCO's label j is the j-th category in alphabetical order (data/make_coco_lists.py, docs/protocol.md#ms-coco-protocol): 73 = train.
 COCO_CLASSES = (
     "airplane", "apple", "backpack", "banana", "baseball bat", "baseball glove", "bear", "bed", "bench", "bicycle",
     "bird", "boat", "book", "bottle", "bowl", "broccoli", "bus", "cake", "car", "carrot", "cat", "cell phone", "chair",

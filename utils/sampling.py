@@ -1,4 +1,4 @@
-"""How the training set is split over processes and shuffled each epoch (SPEC §3).
+"""How the training set is split over processes and shuffled each epoch (docs/protocol.md#seed-recipe).
 
 Two modes, the same with one process:
 - replicated: every rank reads the whole training set each epoch, with its own shuffle keyed by (seed, rank, epoch).

@@ -1,4 +1,4 @@
-"""Binary codes, Hamming search and retrieval metrics (pure numpy; SPEC section 5).
+"""Binary codes, Hamming search and retrieval metrics (pure numpy; docs/protocol.md#metric).
 
 Codes are ±1 arrays of shape (n, bits). For speed they are bit-packed "item per column":
 ``pack_codes`` returns an array of shape (planes, n) whose column j holds item j. The layout is
@@ -10,7 +10,7 @@ the same way into uint64 words (``pack_labels``) so "shares a label" is a bitwis
 labels up only for the top-K candidates. ``retrieval_metrics`` needs the relevance of every database
 item and gets it from per-class item bitmaps instead (OR of the query's classes, byte-sized work).
 
-Ranking is always the stable Hamming ranking of SPEC section 5: by distance, ties by database order.
+Ranking is always the stable Hamming ranking of docs/protocol.md#metric: by distance, ties by database order.
 It is computed without a full sort: every item gets the unique integer key ``distance << shift | index``;
 a partition selects the K smallest keys (exactly the stable top K, keys being unique) and a sort of
 those K gives their order.
@@ -118,7 +118,7 @@ def _check_topk(k, name):
 
 # ---------------------------------------------------------------------------------------------- packing
 def binarize(outputs):
-    """±1 float32 codes from raw hash-layer outputs: sign, with 0 mapped to +1 (SPEC section 1)."""
+    """±1 float32 codes from raw hash-layer outputs: sign, with 0 mapped to +1 (docs/protocol.md#network)."""
     outputs = _to_numpy(outputs, "binarize: outputs")
     if np.issubdtype(outputs.dtype, np.floating) and np.isnan(outputs).any():
         raise ValueError("binarize: outputs contain NaN; the network diverged (check the learning rate)")
@@ -373,7 +373,7 @@ def _relevance_all(bitmaps, class_lists, n):
 
 
 def _average_precision(rel):
-    """AP of each row of a relevance matrix given in rank order (SPEC section 5); 0 without hits."""
+    """AP of each row of a relevance matrix given in rank order (docs/protocol.md#metric); 0 without hits."""
     hits = np.cumsum(rel, axis=1, dtype=np.int32)
     found = hits[:, -1].astype(np.int64)
     hits *= rel                                    # rank among relevant, at the relevant positions only
@@ -440,7 +440,7 @@ def _per_query_ap(rB, qB, retrievalL, queryL, topk, num_workers, progress, calle
 
 
 def CalcTopMap(rB, qB, retrievalL, queryL, topk, num_workers=None, progress=None):
-    """mAP@topk of Hamming ranking (SPEC section 5), the seed's function with its argument order.
+    """mAP@topk of Hamming ranking (docs/protocol.md#metric), the seed's function with its argument order.
 
     rB, qB: database and query ±1 codes (n, bits); retrievalL, queryL: 0/1 multi-hot labels.
     Ranking by Hamming distance with ties in database order; relevant = shares >= 1 label; AP over the
@@ -481,7 +481,7 @@ def tie_aware_average_precision(level_counts, level_relevant, k):
 
     level_counts[l], level_relevant[l]: items and relevant items at Hamming distance l. The expectation
     is over uniformly random orders inside every tie group; a group straddling the cut at k also
-    randomises which of its items fall inside the top k. Definition of AP as in SPEC section 5 (0 when
+    randomises which of its items fall inside the top k. Definition of AP as in docs/protocol.md#metric (0 when
     no relevant item is in the top k).
 
     Derivation: in a tie group of n items (r relevant) at positions s+1..s+n after R relevant items, slot
