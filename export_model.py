@@ -18,12 +18,15 @@ output is the raw hash activation (code = sign, 0 -> +1). The files are written 
 an export without export_meta.json is incomplete.
 """
 import utils.before_paddle  # noqa: F401  (first, before anything imports paddle: see that module)
-import argparse
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+
+from utils.config import add_flag, add_flags, entry_parser, resolve_flags
+from utils.failure import run_cli
+from utils.run_config import is_data_key
 
 PRESET_KEYS = ("data_path", "resize_size", "crop_size")
 MODEL_FILES = ("inference.json", "inference.pdmodel")  # PIR program / legacy ProgramDesc
@@ -32,38 +35,21 @@ META_FORMAT = 2  # 2: uint8 input, normalised inside the model (1: float32, norm
 
 
 def get_parser():
-    from utils.config import _add
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add(parser, "--bit", type=int, default=64, help="hash code length of the checkpoint (default: the run's, else 64)")
-    _add(parser, "--pretrained", default=None,
-         help="HashNet checkpoint: model_best_{bit}.pdparams, last_{bit}.pdckpt, or the run folder holding one")
-    _add(parser, "--dataset", default="coco",
-         help="database recorded for infer.py, and the preset for the image sizes ('toy': 72/64, else 256/224)")
-    _add(parser, "--data-path", default=None, help="data root of the database (default: the run's, else preset)")
-    _add(parser, "--list-dir", default=None, help="folder of the database lists (default: the run's, else "
-                                                  "data/<dataset>)")
-    _add(parser, "--resize_size", type=int, default=None, help="resize before the crop (default: the run's, else "
-                                                               "preset)")
-    _add(parser, "--crop_size", type=int, default=None,
-         help="input size of the exported model (default: the run's, else preset)")
-    _add(parser, "--save-inference-dir", default=None, help="output folder (default output/inference_{bit})")
+    parser = entry_parser(__doc__)
+    add_flags(parser, ("--bit", "--pretrained", "--resize-size", "--crop-size"), "model",
+              help={"--crop-size": "input size of the exported model (default: the run's, else the preset)"})
+    add_flags(parser, ("--dataset", "--data-path", "--list-dir"), "database recorded for infer.py",
+              help={"--dataset": "database recorded for infer.py, and the preset of the image sizes when there is "
+                                 "no run folder ('toy': 72/64, else 256/224)"})
+    add_flag(parser, "--save-inference-dir", default=None, help="output folder (default output/inference_{bit})")
     return parser
 
 
 def parse_args(argv=None):
-    from utils.config import (absolute_data_paths, apply_preset, apply_run_config, check_positive, given_flags,
-                              is_data_key, resolve_checkpoint)
-    parser = get_parser()
-    args = parser.parse_args(argv)
-    given = given_flags(parser, argv)
-    trained = apply_run_config(args, given)
+    args, given, trained = resolve_flags(get_parser(), argv, preset_keys=PRESET_KEYS, checkpoint=True)
     # the database travels with the export only when something names one: the run folder, or a data flag other than
     # --dataset (which alone keeps its old role here: the preset of the image sizes)
     args.database_known = trained is not None or bool({k for k in given if is_data_key(k) and k != "dataset"})
-    apply_preset(args, PRESET_KEYS)
-    absolute_data_paths(args)
-    check_positive(args, ["bit", "resize_size", "crop_size"])
-    args.pretrained = resolve_checkpoint(args.pretrained, args.bit)
     if args.save_inference_dir is None:
         args.save_inference_dir = str(Path("output") / f"inference_{args.bit}")
     return args
@@ -71,7 +57,6 @@ def parse_args(argv=None):
 
 def database_meta(args):
     """The database infer.py searches by default: dataset and every data key (absolute paths), or None."""
-    from utils.config import is_data_key
     if not args.database_known:
         return None
     return {key: value for key, value in sorted(vars(args).items()) if is_data_key(key)}
@@ -80,13 +65,13 @@ def database_meta(args):
 def export_inference_model(model, save_dir, bit, resize_size, crop_size, source=None, extra=None):
     """to_static + jit.save of an eval-mode HashNet into save_dir; returns the export_meta dict it wrote.
 
-    source: the checkpoint's fingerprint (utils.retrieval.file_fingerprint) or None for an unsaved model.
+    source: the checkpoint's fingerprint (utils.fileio.file_fingerprint) or None for an unsaved model.
     """
     import paddle
     from paddle.static import InputSpec
     from utils import checkpoint
     from utils.datasets import IMAGENET_MEAN, IMAGENET_STD
-    from utils.retrieval import sha256_of
+    from utils.fileio import sha256_of
 
     save_dir = Path(save_dir)
     save_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -126,11 +111,12 @@ def run(argv=None):
     args = parse_args(argv)
     from predict import load_model
     from utils import dist, retrieval
+    from utils.fileio import file_fingerprint
     dist.select_device("cpu")  # exporting needs no accelerator, and the program is device independent
     model = load_model(args.bit, args.pretrained)
     database = database_meta(args)
     meta = export_inference_model(model, args.save_inference_dir, args.bit, args.resize_size, args.crop_size,
-                                  source=retrieval.file_fingerprint(args.pretrained),
+                                  source=file_fingerprint(args.pretrained),
                                   extra={"dataset": args.dataset, "database": database})
     retrieval.log(f"exported {args.pretrained} ({args.bit} bits, input [N, 3, {args.crop_size}, {args.crop_size}], "
                   f"resize {args.resize_size}) to {args.save_inference_dir}/{meta['model_file']} + inference.pdiparams "
@@ -142,8 +128,7 @@ def run(argv=None):
 
 
 def main(argv=None):
-    from utils.retrieval import main_guard
-    return main_guard(run, argv)
+    return run_cli(run, argv)
 
 
 if __name__ == "__main__":

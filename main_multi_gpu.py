@@ -6,12 +6,15 @@ main_single_gpu.py, and --batch-size is per process.
     python -m paddle.distributed.launch --nproc_per_node 2 main_multi_gpu.py --dataset toy --device cpu
 """
 import utils.before_paddle  # noqa: F401  (first, before anything imports paddle: see that module)
+import sys
+
 import paddle
 import paddle.distributed as dist
 
 from utils import engine
 from utils.config import parse_args
 from utils.dist import get_world_size, launched_by_paddle
+from utils.failure import run_cli
 
 
 def worker(cfg):
@@ -32,4 +35,4 @@ def main(cfg):
 
 
 if __name__ == "__main__":
-    main(parse_args(description=__doc__))
+    sys.exit(run_cli(lambda argv: main(parse_args(argv, description=__doc__))))

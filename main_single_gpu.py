@@ -5,8 +5,11 @@
     python main_single_gpu.py --eval --pretrained output/coco_64bits     # bit, data, sizes, mAP@K: the run's
 """
 import utils.before_paddle  # noqa: F401  (first, before anything imports paddle: see that module)
+import sys
+
 from utils import engine
 from utils.config import parse_args
+from utils.failure import run_cli
 
 if __name__ == "__main__":
-    engine.run(parse_args(description=__doc__))
+    sys.exit(run_cli(lambda argv: engine.run(parse_args(argv, description=__doc__))))

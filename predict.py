@@ -15,49 +15,33 @@ dataset preset's values (utils/config.py). The Paddle Inference twin of this scr
 deploy/inference_python/infer.py.
 """
 import utils.before_paddle  # noqa: F401  (first, before anything imports paddle: see that module)
-import argparse
 import logging
 import sys
 from types import SimpleNamespace
 
-from utils.config import resolve_checkpoint  # noqa: F401  (also predict.resolve_checkpoint for older callers)
+from utils.config import DATA_FLAGS, MODEL_FLAGS, RETRIEVAL_FLAGS, add_flags, entry_parser, resolve_flags
+from utils.failure import run_cli
+from utils.run_config import resolve_checkpoint, run_folder_of  # noqa: F401  (predict.resolve_checkpoint: older callers)
 
 PRESET_KEYS = ("data_path", "path_prefix", "batch_size", "resize_size", "crop_size")
 
 
-def add_model_flags(g):
-    """The flags naming the checkpoint and how to run it (shared with serve.py)."""
-    from utils.config import _add
-    _add(g, "--bit", type=int, default=64, help="hash code length of the checkpoint (default: the run's, else 64)")
-    _add(g, "--pretrained", default=None,
-         help="HashNet checkpoint: model_best_{bit}.pdparams, last_{bit}.pdckpt, or the run folder holding one")
-    _add(g, "--device", default="auto", help="auto | cpu | gpu | gpu:N")
-    _add(g, "--crop_size", type=int, default=None, help="center crop (default: the run's, else the preset)")
-    _add(g, "--resize_size", type=int, default=None, help="resize before the crop (default: the run's, else preset)")
-    return g
-
-
 def get_parser():
-    from utils.retrieval import add_retrieval_flags
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_flags(add_retrieval_flags(parser))
+    parser = entry_parser(__doc__)
+    add_flags(parser, RETRIEVAL_FLAGS, "retrieval")
+    add_flags(parser, DATA_FLAGS, "database",
+              help={"--batch-size": "images per forward pass", "--cache-dir": "keep the database's decoded, resized "
+                    "and cropped images here (uint8 .npy, built once; docs/data.md)"})
+    add_flags(parser, MODEL_FLAGS, "model")
     return parser
 
 
 def resolve_args(parser, argv=None):
-    """Parse, fill unset flags from the run folder's config.json then the preset, check, resolve the checkpoint."""
-    from utils.config import (absolute_data_paths, apply_preset, apply_run_config, check_positive, given_flags,
-                              run_folder_of)
-    from utils.retrieval import resolve_loader_flags
-    args = parser.parse_args(argv)
-    trained = apply_run_config(args, given_flags(parser, argv))
-    if args.save_path is None:  # a trained run keeps its database codes next to it, wherever the command runs
+    """The flags of predict.py and serve.py: resolve_flags (the run's config.json, then the preset), then the
+    default --save-path: a trained run keeps its database codes next to it, wherever the command runs."""
+    args, _, trained = resolve_flags(parser, argv, preset_keys=PRESET_KEYS, checkpoint=True)
+    if args.save_path is None:
         args.save_path = str(run_folder_of(args.pretrained).resolve() / "retrieval") if trained else "output"
-    apply_preset(args, PRESET_KEYS)
-    absolute_data_paths(args)
-    check_positive(args, ["bit", "batch_size", "crop_size", "resize_size"] + (["topk"] if "topk" in args else []))
-    resolve_loader_flags(args)
-    args.pretrained = resolve_checkpoint(args.pretrained, args.bit)
     return args
 
 
@@ -69,7 +53,7 @@ def load_model(bit, checkpoint_path):
     """HashNet with the checkpoint's weights, in eval mode (bit-width mismatch is a ValueError)."""
     from utils import checkpoint, engine
     # the backbone weights come from the checkpoint, so no ImageNet file is looked for
-    cfg = SimpleNamespace(bit=bit, backbone_weights="none", init="torchvision", train_scope="all")
+    cfg = SimpleNamespace(bit=bit, backbone_weights="none", init="paddle", train_scope="all")
     model = engine.build_model(cfg, logging.getLogger("predict"))
     checkpoint.load_model_weights(model, checkpoint_path)
     model.eval()
@@ -102,16 +86,16 @@ def run(argv=None, out=None):
     args = parse_args(argv)
     from utils import retrieval
 
+    from utils.fileio import file_fingerprint
+
     queries = retrieval.collect_images(args.img)  # a wrong path fails before the model is loaded
     transform, encode_batch, encode_database = build_encoders(args)
     return retrieval.run_retrieval(args, queries, args.bit, transform, encode_batch, encode_database,
-                                   retrieval.file_fingerprint(args.pretrained), args.resize_size, args.crop_size,
-                                   out=out)
+                                   file_fingerprint(args.pretrained), args.resize_size, args.crop_size, out=out)
 
 
 def main(argv=None):
-    from utils.retrieval import main_guard
-    return main_guard(run, argv)
+    return run_cli(run, argv)
 
 
 if __name__ == "__main__":

@@ -10,29 +10,26 @@ cache (<run folder>/retrieval/database_code_{bit}.npy; computed once when missin
 not trust. Uploads are limited to --max-upload-mb and are kept in memory only.
 """
 import utils.before_paddle  # noqa: F401  (first: silences Paddle's ccache warning)
-import argparse
 import sys
 
-from predict import add_model_flags, resolve_args
+from predict import resolve_args
+from utils.config import DATA_FLAGS, MODEL_FLAGS, add_flag, add_flags, entry_parser
+from utils.errors import SetupError, UsageError
+from utils.failure import run_cli
 
 
 def get_parser():
-    from utils.config import _add
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = parser.add_argument_group("database")
-    _add(g, "--dataset", default="coco", help="database lists in data/<dataset>/ (default: the run's)")
-    _add(g, "--data-path", default=None, help="data root the list paths are relative to (default: the run's)")
-    _add(g, "--list-dir", default=None, help="folder of train/test/database.txt (default: the run's)")
-    _add(g, "--save_path", default=None,
-         help="database-code cache (default: <run folder>/retrieval, shared with predict.py)")
-    _add(g, "--batch-size", type=int, default=None, help="images per forward pass when encoding the database")
-    _add(g, "--num_workers", type=int, default=2, help="DataLoader workers for encoding the database")
-    add_model_flags(parser.add_argument_group("model"))
+    parser = entry_parser(__doc__)
+    g = add_flags(parser, DATA_FLAGS, "database", help={"--batch-size": "images per forward pass when encoding"})
+    add_flags(g, ("--save-path",), help={"--save-path": "database-code cache (default: <run folder>/retrieval, "
+                                                        "shared with predict.py)"})
+    add_flags(parser, MODEL_FLAGS, "model")
     g = parser.add_argument_group("server")
-    _add(g, "--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
-    _add(g, "--port", type=int, default=8000, help="port; 0 picks a free one")
-    _add(g, "--topk", type=int, default=12, help="results shown first (k is adjustable on the page)")
-    _add(g, "--max-upload-mb", type=float, default=16, help="largest accepted upload in MB")
+    add_flag(g, "--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    add_flag(g, "--port", type=int, default=8000, help="port; 0 picks a free one")
+    add_flags(g, ("--num-results",), help={"--num-results": "results shown first (k is adjustable on the page)"})
+    add_flag(g, "--max-upload-mb", type=float, default=16, help="largest accepted upload in MB")
+    parser.set_defaults(topk=12)  # two rows of the page's six-column grid
     return parser
 
 
@@ -40,11 +37,11 @@ def build_service(args):
     """Load the model, the database and its codes (predict.py's cache); returns the page's SearchService."""
     from predict import build_encoders
     from utils import retrieval
+    from utils.fileio import file_fingerprint
     from utils.search_page import SearchService
     transform, encode_batch, encode_database = build_encoders(args)
     database, codes = retrieval.load_database(args, args.bit, transform, encode_database,
-                                              retrieval.file_fingerprint(args.pretrained), args.resize_size,
-                                              args.crop_size)
+                                              file_fingerprint(args.pretrained), args.resize_size, args.crop_size)
     title = f"{args.dataset} ({args.pretrained})"
     return SearchService(database, codes, encode_batch, transform, args.bit, title=title)
 
@@ -53,18 +50,18 @@ def run(argv=None):
     try:
         import flask  # noqa: F401
     except ImportError:
-        raise RuntimeError("serve.py needs Flask: pip install -r requirements-web.txt") from None
+        raise SetupError("serve.py needs Flask: pip install -r requirements-web.txt") from None
     from werkzeug.serving import make_server
     from utils.retrieval import log
     from utils.search_page import create_app
     args = resolve_args(get_parser(), argv)
     if args.max_upload_mb <= 0:
-        raise ValueError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
+        raise UsageError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
     app = create_app(build_service(args), default_k=args.topk, max_upload_mb=args.max_upload_mb)
     try:
         server = make_server(args.host, args.port, app, threaded=True)
     except OSError as err:
-        raise RuntimeError(f"cannot listen on {args.host}:{args.port} ({err.strerror or err}); pick another --port "
+        raise SetupError(f"cannot listen on {args.host}:{args.port} ({err.strerror or err}); pick another --port "
                            f"(0 = any free one) or --host") from err
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"HashNet search page: http://{host}:{server.server_port}/  (Ctrl+C stops it)", flush=True)
@@ -79,8 +76,7 @@ def run(argv=None):
 
 
 def main(argv=None):
-    from utils.retrieval import main_guard
-    return main_guard(run, argv)
+    return run_cli(run, argv)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ The continuation tanh(scale * o) lives in the loss (utils/loss.py); the binary c
 import paddle
 import paddle.nn as nn
 
+from utils.errors import UsageError
 from models.alexnet import AlexNet, init_kaiming_, load_pretrained
 
 FEATURE_DIM = 4096
@@ -34,7 +35,8 @@ class HashNet(nn.Layer):
     classifier.{1,4}), so ImageNet weights load by name.
 
     `pretrained`: a local ImageNet AlexNet file (torchvision .pth or Paddle .pdparams) for the backbone, or None for
-    a randomly initialised backbone (`init`: "torchvision" uniform defaults or "kaiming").
+    a randomly initialised backbone (`init`: "paddle", the layers' own default initialisation, or "kaiming";
+    "torchvision" is the older name of "paddle").
 
     `feature_mean` / `feature_std` standardise fc7 before the hash layer. They are the identity (0 / 1) unless a
     from-scratch recipe sets them from training-set statistics (docs/protocol.md#training-from-scratch: without it a random backbone's common
@@ -42,10 +44,10 @@ class HashNet(nn.Layer):
     models carry them.
     """
 
-    def __init__(self, hash_bit, pretrained=None, init="torchvision"):
+    def __init__(self, hash_bit, pretrained=None, init="paddle"):
         super().__init__()
         if hash_bit < 1:
-            raise ValueError(f"--bit must be a positive number of bits, got {hash_bit}")
+            raise UsageError(f"--bit must be a positive number of bits, got {hash_bit}")
         self.hash_bit = hash_bit
         backbone = AlexNet()
         if pretrained:
@@ -53,8 +55,8 @@ class HashNet(nn.Layer):
             load_pretrained(backbone, pretrained, skip=("classifier.6.",))
         elif init == "kaiming":
             init_kaiming_(backbone)
-        elif init != "torchvision":
-            raise ValueError(f"--init must be 'torchvision' or 'kaiming', got {init!r}")
+        elif init not in ("paddle", "torchvision"):
+            raise UsageError(f"--init must be 'paddle' or 'kaiming', got {init!r}")
         self.features = backbone.features
         self.avgpool = backbone.avgpool
         # Dropout fc6 ReLU Dropout fc7 ReLU, keeping the indices (and so the names) of torchvision's classifier.

@@ -18,7 +18,8 @@ from PIL import Image
 
 import predict
 from models import HashNet
-from utils import checkpoint, retrieval
+from utils import checkpoint, contact_sheet, fileio, retrieval
+from utils import database as database_module
 from utils.toy_dataset import TOY_CLASSES, ensure_toy_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -235,8 +236,8 @@ def test_cache_follows_the_checkpoint_contents_when_retrained_in_place(toy, tmp_
 @pytest.fixture
 def cache_case(toy, tmp_path):
     """A database, its cache identity and a counting compute(): the cache logic without a network."""
-    database = retrieval.Database("toy", toy["root"], toy["root"])
-    fingerprint = retrieval.file_fingerprint(toy["ckpt"])
+    database = database_module.Database("toy", toy["root"], toy["root"])
+    fingerprint = fileio.file_fingerprint(toy["ckpt"])
     rng = np.random.default_rng(0)
     calls = []
 
@@ -264,7 +265,7 @@ def test_cache_reused_only_for_the_same_list_preprocessing_and_file(cache_case, 
     rows = database.list_path.read_text().splitlines()
     rows[0] = rows[0][:-1] + ("0" if rows[0].endswith("1") else "1")
     (lists / "database.txt").write_text("\n".join(rows) + "\n")
-    other_db = retrieval.Database("toy", database.root, lists)
+    other_db = database_module.Database("toy", database.root, lists)
     other_list = retrieval.cache_identity(64, fingerprint, other_db, 72, 64)
     retrieval.database_codes(save, other_list, compute)
     err = capsys.readouterr().err
@@ -322,8 +323,8 @@ def test_table_best_match_copy_and_contact_sheet(toy, tmp_path, capsys, monkeypa
     assert f"best match copied to {copy}; contact sheet {sheet}" in out
     with Image.open(sheet) as image:  # a legend line, then query + 7 matches in rows of 6 cells
         assert image.format == "PNG"
-        assert image.size == (6 * retrieval.THUMB_SIZE,
-                              retrieval.LEGEND_HEIGHT + 2 * (retrieval.THUMB_SIZE + retrieval.CAPTION_HEIGHT))
+        assert image.size == (6 * contact_sheet.THUMB_SIZE,
+                              contact_sheet.LEGEND_HEIGHT + 2 * (contact_sheet.THUMB_SIZE + contact_sheet.CAPTION_HEIGHT))
     if sys.platform.startswith("linux"):  # without a display --show is skipped, with a note
         assert f"--show: no display (DISPLAY unset); contact sheet saved at {sheet}" in err
 

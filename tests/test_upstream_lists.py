@@ -272,7 +272,7 @@ def test_scripts_take_the_dataset(tmp_path):
 def test_retrieval_database_resolves_upstream_paths(tmp_path):
     """predict.py / infer.py read the database through the same mapping (their --path-prefix, default the preset's)."""
     from predict import parse_args as predict_args
-    from utils.retrieval import Database
+    from utils.database import Database
 
     lists = write_nuswide_sample(tmp_path / "lists")
     root = make_images(tmp_path / "root", lists, NUSWIDE_PREFIX)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import paddle
 
+from utils.errors import MissingFileError, UsageError
 from utils.dist import is_main_process
 from utils.fileio import atomic_write
 
@@ -28,14 +29,14 @@ def save_json(obj, path):
 def load(path, what="checkpoint"):
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
+        raise MissingFileError(f"{what} not found: {path}")
     return paddle.load(str(path))
 
 
 def hash_bits_of(model_state, path):
     """Bit width of a HashNet state dict, read from its hash layer."""
     if "hash_layer.weight" not in model_state:
-        raise ValueError(f"{path} is not a HashNet checkpoint: it has no 'hash_layer.weight' "
+        raise UsageError(f"{path} is not a HashNet checkpoint: it has no 'hash_layer.weight' "
                          f"(keys start with {sorted(model_state)[:3]}...)")
     return int(model_state["hash_layer.weight"].shape[1])
 
@@ -48,12 +49,12 @@ def load_model_weights(model, path):
     bits = hash_bits_of(state, path)
     if bits != model.hash_bit:
         shape = list(state["hash_layer.weight"].shape)
-        raise ValueError(f"{path} holds a {bits}-bit model (hash_layer.weight {shape}) "
+        raise UsageError(f"{path} holds a {bits}-bit model (hash_layer.weight {shape}) "
                          f"but --bit is {model.hash_bit}; pass --bit {bits} or the {model.hash_bit}-bit checkpoint")
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise ValueError(f"{path} does not fit HashNet: missing keys {missing}, unexpected keys {unexpected}")
+        raise UsageError(f"{path} does not fit HashNet: missing keys {missing}, unexpected keys {unexpected}")
     model.set_state_dict(state)
     return model

@@ -1,20 +1,23 @@
-"""Every command-line flag and every default in one place.
+"""Every command-line flag, every default and the one way they are resolved, for every entry point.
 
-Flags keep the seed's spellings (`--data-path`, `--batch-size`, `--eval_epoch`, ...); each also answers to the other
-separator (`--data_path`). Flags left unset take the value of the dataset's preset: COCO's is docs/protocol.md#seed-recipe (the seed's
-recipe); the toy set's is a from-scratch recipe, since no ImageNet weights are used there (see README, "Toy demo").
-The resolved configuration is written to the run folder as config.json, with the data paths made absolute; the
-entry points that load a trained model read it back (run_config_for / apply_run_config), so a run folder is all
-they need.
+The flags are defined once, in FLAGS: an entry point picks the ones it takes (add_flags) and resolves them with
+resolve_flags, so `--dataset`, `--batch-size` or `--num-workers` mean and default the same everywhere. Help shows
+the hyphenated spellings; each flag also answers to the other separator (`--data_path`) and to the seed
+repository's spellings (`--epoch`, `--topK`, `--eval_epoch`, ...). Flags left unset take, in this order, the value
+of the trained run's config.json (predict.py, serve.py, export_model.py, infer.py, `--eval`; utils/run_config.py)
+and of the dataset's preset: COCO's is the seed repository's recipe (docs/protocol.md#seed-recipe); the toy set's
+a from-scratch recipe, since no ImageNet weights are used there (docs/protocol.md#training-from-scratch).
+The resolved configuration of a training run is written to its run folder as config.json, data paths absolute.
 """
 import argparse
-import json
 import os
-import sys
 import time
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from utils import PROJECT_ROOT
+from utils.errors import UsageError
+from utils.run_config import EVAL_KEYS, PATH_KEYS, apply_run_config, resolve_checkpoint
+
 BIT_SEEDS = {16: 0, 32: 2000, 48: 200, 64: 2000}  # the seed's per-bit seeds (docs/protocol.md#seed-recipe)
 BACKBONE_CANDIDATES = ("pretrained/alexnet_imagenet.pdparams", "pretrained/alexnet-owt-7be5be79.pth",
                        "pretrained/alexnet-owt-4df8aa71.pth", "pretrained/alexnet.pdparams")
@@ -24,7 +27,7 @@ BACKBONE_CANDIDATES = ("pretrained/alexnet_imagenet.pdparams", "pretrained/alexn
 _SEED_RECIPE = dict(
     data_path="./datasets/COCO2014/", batch_size=128, epoch=150, eval_epoch=10, learning_rate=1e-3,
     optimizer="sgd", weight_decay=5e-4, momentum=0.9, alpha=0.1, step_continuation=20, de_step=50,
-    topK=5000, crop_size=224, resize_size=256, backbone_weights="auto", init="torchvision",
+    topK=5000, crop_size=224, resize_size=256, backbone_weights="auto", init="paddle",
     standardize_features=False, train_scope="all", path_prefix=[], sampling="replicated")
 
 PRESETS = {
@@ -69,7 +72,7 @@ def parse_path_prefix(items, flag="--path-prefix"):
     for item in items or ():
         old, sep, new = str(item).partition("=")
         if not sep or not old:
-            raise ValueError(f"{flag} {item!r}: expected OLD=NEW (a path prefix as the lists spell it, '=', and "
+            raise UsageError(f"{flag} {item!r}: expected OLD=NEW (a path prefix as the lists spell it, '=', and "
                              f"what replaces it; NEW may be empty to make the rest relative to --data-path), e.g. "
                              f"{flag} /home/caozhangjie/run-czj/dataset/imagenet/=")
         pairs.append((old, new))
@@ -83,13 +86,6 @@ STANDARDIZED_WHOLE_NETWORK = (
     "learns; use --train_scope hash, or --standardize_features false with ImageNet weights (--backbone_weights)")
 
 
-def _add(parser, name, **kwargs):
-    """Register --a_b and --a-b as one flag."""
-    stem = name[2:]
-    spellings = [name] + [f"--{alt}" for alt in {stem.replace("_", "-"), stem.replace("-", "_")} if alt != stem]
-    parser.add_argument(*spellings, dest=stem.replace("-", "_"), **kwargs)
-
-
 def str2bool(value):
     if isinstance(value, bool):
         return value
@@ -100,8 +96,94 @@ def str2bool(value):
     raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the entry script's usage examples as written and shows each flag's default (or its preset)."""
+# ------------------------------------------------------------------------------------------------------------ flags
+def add_flag(parser, name, *aliases, **kwargs):
+    """Register a flag under its hyphenated name, its other-separator twin and any older `aliases`; help shows the
+    name and the older names. The destination is the seed repository's name when it differs (`--epochs` -> epoch)."""
+    stem = name[2:]
+    twins = [f"--{alt}" for alt in dict.fromkeys((stem.replace("_", "-"), stem.replace("-", "_"))) if alt != stem]
+    spellings = [name] + twins + [a for a in aliases if a not in twins]
+    for alias in aliases:
+        twin = "--" + alias[2:].replace("_", "-")
+        if twin not in spellings:
+            spellings.append(twin)
+    kwargs.setdefault("dest", (aliases[0] if aliases else name)[2:].replace("-", "_"))
+    if kwargs.get("action") in (None, "append", "extend") and "choices" not in kwargs:
+        kwargs.setdefault("metavar", stem.replace("-", "_").upper())
+    action = parser.add_argument(*spellings, **kwargs)
+    # help names the flag and its older names, not the spellings that differ only in the separator
+    action.shown_options = [name] + [a for a in aliases if a[2:].replace("_", "-") != stem]
+    return action
+
+
+# Every flag more than one entry point takes: (older spellings, argparse keywords). default None = "the trained
+# run's value, else the dataset preset's" (resolve_flags). An entry point may give its own help text.
+FLAGS = {
+    # the model
+    "--bit": ((), dict(type=int, default=64, help="hash code length (default: the trained run's, else 64)")),
+    "--pretrained": ((), dict(default=None, help="HashNet checkpoint: model_best_{bit}.pdparams, last_{bit}.pdckpt, "
+                                                 "or the run folder holding one")),
+    "--device": ((), dict(default="auto", help="auto | cpu | gpu | gpu:N")),
+    "--resize-size": (("--resize_size",), dict(type=int, default=None, help="short side the image is resized to")),
+    "--crop-size": (("--crop_size",), dict(type=int, default=None, help="center (eval) or random (train) crop")),
+    # the data
+    "--dataset": ((), dict(default="coco", help="lists in data/<dataset>/; presets: coco, imagenet, nuswide_81; "
+                                                "'toy' is generated on first use")),
+    "--data-path": (("--data_path",), dict(default=None, help="data root the list paths are relative to")),
+    "--path-prefix": (("--path_prefix",), dict(
+        action="append", default=None, metavar="OLD=NEW",
+        help="rewrite list paths starting with OLD to start with NEW (repeatable; NEW empty = relative to "
+             "--data-path), so lists with another machine's paths work unchanged")),
+    "--list-dir": (("--list_dir",), dict(default=None, help="folder of train/test/database.txt "
+                                                            "(default data/<dataset>)")),
+    "--batch-size": (("--batch_size",), dict(type=int, default=None, help="images per step (per process)")),
+    "--num-workers": (("--num_workers",), dict(
+        type=int, default=None,
+        help="DataLoader worker processes per process (default: the CPUs available to each process, at most 8)")),
+    "--cache-dir": (("--cache_dir",), dict(
+        default=None,
+        help="keep decoded images here (uint8 .npy, built once, rebuilt when the lists or images change): the "
+             "evaluation view of the query/database lists and the resized training images (docs/data.md)")),
+    # retrieval
+    "--img": ((), dict(action="extend", nargs="+", default=None, metavar="PATH",
+                       help="query images and/or folders of images (--img a.jpg b.jpg, or --img repeated)")),
+    "--num-results": (("--topk",), dict(type=int, default=10, help="results per query")),
+    "--save-path": (("--save_path",), dict(
+        default=None, help="database-code cache, best-match copies and contact sheets (default: <run "
+                           "folder>/retrieval for a trained run, else output)")),
+    "--show": ((), dict(action="store_true", help="open each contact sheet (skipped without a display)")),
+    "--json": ((), dict(action="store_true", help="print one JSON object per query instead of the table")),
+}
+MODEL_FLAGS = ("--bit", "--pretrained", "--device", "--resize-size", "--crop-size")
+DATA_FLAGS = ("--dataset", "--data-path", "--path-prefix", "--list-dir", "--batch-size", "--num-workers",
+              "--cache-dir")
+RETRIEVAL_FLAGS = ("--img", "--num-results", "--save-path", "--show", "--json")
+
+
+def add_flags(parser, names, title=None, help=None):
+    """Add the named FLAGS (to a new argument group when `title` is given); help={name: text} overrides the
+    table's help for this entry point. Returns the group."""
+    group = parser.add_argument_group(title) if title else parser
+    for name in names:
+        aliases, kwargs = FLAGS[name]
+        kwargs = dict(kwargs)
+        if help and name in help:
+            kwargs["help"] = help[name]
+        add_flag(group, name, *aliases, **kwargs)
+    return group
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the entry script's usage examples as written, shows a flag's name and older spellings (not the
+    separator twins) and its default (or its preset's values)."""
+
+    def _format_action_invocation(self, action):
+        shown = getattr(action, "shown_options", None)
+        if not shown:
+            return super()._format_action_invocation(action)
+        if action.nargs == 0:
+            return ", ".join(shown)
+        return ", ".join(shown) + " " + self._format_args(action, self._get_default_metavar_for_optional(action))
 
     def _get_help_string(self, action):
         text = action.help or ""
@@ -111,73 +193,78 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
                 by_value.setdefault(repr(preset[action.dest]), []).append(PRESET_LABELS[name])
             shown = "; ".join(f"{'/'.join(names)} {value}" for value, names in by_value.items())
             return text + f" (default: dataset preset; {shown})".replace("%", "%%")
-        if action.default not in (None, argparse.SUPPRESS) and action.option_strings:
+        if action.default not in (None, argparse.SUPPRESS, False) and action.option_strings:
             return text + " (default: %(default)s)"
         return text
 
 
+def entry_parser(description):
+    """The parser of an entry point: its docstring as the description, HelpFormatter."""
+    return argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+
+
 def get_parser(description="HashNet (ICCV 2017) in PaddlePaddle"):
-    p = argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
+    """The training / evaluation flags of main_single_gpu.py and main_multi_gpu.py."""
+    p = entry_parser(description)
     g = p.add_argument_group("run")
-    _add(g, "--bit", type=int, default=64, help="hash code length")
-    _add(g, "--seed", type=seed_value, default=None,
-         help=f"random seed, 0 to {SEED_MAX} (default: the seed's per-bit seed, docs/protocol.md#seed-recipe)")
-    _add(g, "--eval", action="store_true", help="only evaluate --pretrained")
-    _add(g, "--pretrained", default=None, help="HashNet checkpoint to evaluate or start from")
-    _add(g, "--resume", default=None,
-         help="last_{bit}.pdckpt (or its run folder) to continue training from; 'auto' = the run folder's "
-              "last_{bit}.pdckpt when there is one, else start fresh (rerun the identical command after preemption)")
-    _add(g, "--device", default="auto", help="auto | cpu | gpu | gpu:N")
-    _add(g, "--output-dir", default="output", help="parent folder of the run folders")
-    _add(g, "--run-name", default=None,
-         help="run folder name; {dataset} and {bit} are filled in (default {dataset}_{bit}bits_train_{time}, "
-              "or {dataset}_{bit}bits_train with --resume auto, so a rerun finds its folder)")
-    _add(g, "--log_path", default=None,
-         help="log file name inside the run folder (default log_train_{bit}.txt / log_eval_{bit}.txt)")
-    _add(g, "--log_freq", type=int, default=50, help="log a training line every N steps")
-    g = p.add_argument_group("data")
-    _add(g, "--dataset", default="coco",
-         help="lists in data/<dataset>/; presets: coco, imagenet, nuswide_81; 'toy' is generated on first use")
-    _add(g, "--data-path", default=None, help="data root the list paths are relative to")
-    _add(g, "--path-prefix", action="append", default=None, metavar="OLD=NEW",
-         help="rewrite list paths starting with OLD to start with NEW (repeatable; NEW empty = relative to "
-              "--data-path), so lists with another machine's paths work unchanged")
-    _add(g, "--list-dir", default=None, help="folder of train/test/database.txt (default data/<dataset>)")
-    _add(g, "--batch-size", type=int, default=None, help="images per step per process")
-    _add(g, "--num_workers", type=int, default=None,
-         help="DataLoader worker processes per process (default: the CPUs available to each process, at most 8)")
-    _add(g, "--cache_dir", default=None,
-         help="keep decoded images here (uint8 .npy, built once, rebuilt when the lists or images change): the "
-              "evaluation view of the query/database lists and the resized training images (README, 'Data caches')")
-    _add(g, "--cache", default="all", choices=["all", "eval", "train"],
-         help="which caches --cache_dir holds: evaluation (exact, ~150 KB per image at 224 px), training "
-              "(resized images, ~260 KB per COCO image), or both")
-    _add(g, "--sampling", default=None, choices=["replicated", "sharded"],
-         help="several processes: 'replicated' = every process reads the whole training set each epoch with its own "
-              "shuffle (the seed's schedule, docs/protocol.md#seed-recipe); 'sharded' = one pass over the data split among the processes "
-              "(half the steps on 2 processes). Identical with one process")
-    _add(g, "--crop_size", type=int, default=None)
-    _add(g, "--resize_size", type=int, default=None)
+    add_flags(g, ("--bit",), help={"--bit": "hash code length"})
+    add_flag(g, "--seed", type=seed_value, default=None,
+             help=f"random seed, 0 to {SEED_MAX} (default: the seed repository's per-bit seed, "
+                  f"docs/protocol.md#seed-recipe)")
+    add_flag(g, "--eval", action="store_true", help="only evaluate --pretrained")
+    add_flags(g, ("--pretrained", "--device"),
+              help={"--pretrained": "HashNet checkpoint to evaluate (or its run folder) or to start from"})
+    add_flag(g, "--resume", default=None,
+             help="last_{bit}.pdckpt (or its run folder) to continue training from; 'auto' = the run folder's "
+                  "last_{bit}.pdckpt when there is one, else start fresh (rerun the identical command after "
+                  "preemption)")
+    add_flag(g, "--output-dir", default="output", help="parent folder of the run folders")
+    add_flag(g, "--run-name", default=None,
+             help="run folder name; {dataset} and {bit} are filled in (default {dataset}_{bit}bits_train_{time}, "
+                  "or {dataset}_{bit}bits_train with --resume auto, so a rerun finds its folder)")
+    add_flag(g, "--log-path", "--log_path", default=None,
+             help="log file name inside the run folder (default log_train_{bit}.txt / log_eval_{bit}.txt)")
+    add_flag(g, "--log-freq", "--log_freq", type=int, default=50, help="log a training line every N steps")
+    g = add_flags(p, DATA_FLAGS, "data")
+    add_flag(g, "--cache", default="all", choices=["all", "eval", "train"],
+             help="which caches --cache-dir holds: evaluation (exact, ~150 KB per image at 224 px), training "
+                  "(resized images, ~260 KB per COCO image), or both")
+    add_flag(g, "--sampling", default=None, choices=["replicated", "sharded"],
+             help="several processes: 'replicated' = every process reads the whole training set each epoch with its "
+                  "own shuffle (the seed repository's schedule, docs/protocol.md#seed-recipe); 'sharded' = one pass "
+                  "over the data split among the processes (half the steps on 2 processes). Identical with one "
+                  "process")
+    add_flags(g, ("--crop-size", "--resize-size"))
     g = p.add_argument_group("optimisation")
-    _add(g, "--epoch", type=int, default=None)
-    _add(g, "--eval_epoch", type=int, default=None, help="evaluate every N epochs and at the end")
-    _add(g, "--learning_rate", type=float, default=None,
-         help="base lr per 64 images; the run uses lr * batch_size * world_size / 64 (hash layer x10)")
-    _add(g, "--optimizer", default=None, choices=["sgd", "adam", "adamw"], help="sgd = momentum SGD (the seed's)")
-    _add(g, "--weight_decay", type=float, default=None)
-    _add(g, "--momentum", type=float, default=None)
-    _add(g, "--de_step", type=int, default=None, help="halve the lr every N epochs")
-    _add(g, "--alpha", type=float, default=None, help="HashNetLoss alpha")
-    _add(g, "--step_continuation", type=int, default=None, help="epochs per continuation step of tanh(scale*o)")
-    _add(g, "--topK", type=int, default=None, help="mAP@K; -1 = the whole database")
+    add_flag(g, "--epochs", "--epoch", type=int, default=None, help="training epochs")
+    add_flag(g, "--eval-every", "--eval_epoch", type=int, default=None, help="evaluate every N epochs and at the end")
+    add_flag(g, "--learning-rate", "--learning_rate", type=float, default=None,
+             help="base lr per 64 images; the run uses lr * batch_size * world_size / 64 (hash layer x10)")
+    add_flag(g, "--optimizer", default=None, choices=["sgd", "adam", "adamw"],
+             help="sgd = momentum SGD (the seed repository's)")
+    add_flag(g, "--weight-decay", "--weight_decay", type=float, default=None)
+    add_flag(g, "--momentum", type=float, default=None)
+    add_flag(g, "--lr-step", "--de_step", type=int, default=None, help="halve the lr every N epochs")
+    add_flag(g, "--alpha", type=float, default=None, help="HashNetLoss alpha (docs/protocol.md#loss)")
+    add_flag(g, "--continuation-step", "--step_continuation", type=int, default=None,
+             help="epochs per step of the continuation tanh(scale*o) (docs/protocol.md#continuation)")
+    add_flag(g, "--map-at", "--topK", type=int, default=None, help="K of mAP@K; -1 = the whole database")
     g = p.add_argument_group("backbone")
-    _add(g, "--backbone_weights", default=None,
-         help="ImageNet AlexNet (.pth or .pdparams); 'auto' looks in pretrained/, 'none' = random init")
-    _add(g, "--init", default=None, choices=["torchvision", "kaiming"], help="init of a random backbone")
-    _add(g, "--standardize_features", type=str2bool, default=None,
-         help="standardise fc7 with training-set statistics before the hash layer (from-scratch recipe)")
-    _add(g, "--train_scope", default=None, choices=["all", "hash"], help="train the whole network or the hash layer")
+    add_flag(g, "--backbone-weights", "--backbone_weights", default=None,
+             help="ImageNet AlexNet (.pth or .pdparams); 'auto' looks in pretrained/, 'none' = random init")
+    add_flag(g, "--init", default=None, type=init_name, choices=["paddle", "kaiming"],
+             help="init of a random backbone: Paddle's default initialisation, or Kaiming normal ('torchvision' is "
+                  "read as 'paddle')")
+    add_flag(g, "--standardize-features", "--standardize_features", type=str2bool, default=None,
+             help="standardise fc7 with training-set statistics before the hash layer (from-scratch recipe)")
+    add_flag(g, "--train-scope", "--train_scope", default=None, choices=["all", "hash"],
+             help="train the whole network or the hash layer")
     return p
+
+
+def init_name(value):
+    """--init: 'torchvision' was this flag's old name for Paddle's default initialisation."""
+    return "paddle" if value == "torchvision" else value
 
 
 def seed_value(text):
@@ -206,21 +293,84 @@ def check_positive(args, names):
     for name in names:
         value = getattr(args, name)
         if value is None or value < 1:
-            raise ValueError(f"--{name} must be >= 1, got {value}")
+            raise UsageError(f"--{name} must be >= 1, got {value}")
+
+# ------------------------------------------------------------------------------------------------------ resolution
+POSITIVE = ("bit", "batch_size", "epoch", "eval_epoch", "step_continuation", "de_step", "resize_size", "crop_size",
+            "topk")
 
 
-def resolve(args, given=None):
-    """Fill unset flags from the run folder of --pretrained (with --eval) and the dataset preset; derive the seed and
-    the run folder. given: the flags set on the command line (given_flags), which the run folder never overrides."""
-    if args.eval and args.pretrained:
-        apply_run_config(args, given if given is not None else set(), EVAL_KEYS)
-        args.pretrained = str(resolve_checkpoint(args.pretrained, args.bit))
-        if args.backbone_weights is None:
-            args.backbone_weights = "none"  # the checkpoint holds every weight: no ImageNet file to look for
-    apply_preset(args)
-    parse_path_prefix(args.path_prefix)  # a malformed mapping fails here, before any data is read
-    args.metric = metric_name(args.topK)
+def given_flags(parser, argv=None):
+    """dest names of the flags written on the command line (argparse itself cannot tell them from defaults)."""
+    saved = {action: action.default for action in parser._actions}
+    try:
+        for action in saved:
+            action.default = argparse.SUPPRESS
+        namespace, _ = parser.parse_known_args(argv)
+    finally:
+        for action, default in saved.items():
+            action.default = default
+    return set(vars(namespace))
+
+
+def absolute_data_paths(args):
+    """Data paths as absolute paths, so config.json and exports work from any folder."""
+    for key in PATH_KEYS:
+        if getattr(args, key, None) is not None:
+            setattr(args, key, os.path.abspath(getattr(args, key)))
+    return args
+
+
+def resolve_flags(parser, argv=None, *, from_run=True, run_config=None, run_keys=(), preset_keys=None,
+                  checkpoint=False, derive_workers=True):
+    """The one resolution of every entry point. Returns (args, given, trained).
+
+    1. parse argv; `given` = the flags written on the command line;
+    2. when from_run (a bool, or a function of the parsed args) and --pretrained names a run folder with a
+       config.json (or `run_config` is given: an export's record of its database), its model and data keys, plus
+       run_keys, fill the flags not given (utils/run_config.py); `trained` is that config, else None;
+    3. the dataset preset fills what is still unset (all its keys, or preset_keys);
+    4. data paths made absolute, path prefixes and every whole-number flag checked, --num-workers derived from the
+       CPUs when unset (derive_workers), --crop-size <= --resize-size;
+    5. with checkpoint, --pretrained resolved to its checkpoint file (a run folder means its best checkpoint).
+    A wrong value ends in a UsageError (one `error:` line, utils/failure.py) naming the flag.
+    """
+    args = parser.parse_args(argv)
+    given = given_flags(parser, argv)
+    use_run = from_run(args) if callable(from_run) else from_run
+    trained = apply_run_config(args, given, run_keys, config=run_config) if use_run else None
+    apply_preset(args, preset_keys)
+    parse_path_prefix(getattr(args, "path_prefix", None))  # a malformed mapping fails here, before any data is read
     absolute_data_paths(args)
+    check_positive(args, [name for name in POSITIVE if name in args])
+    if "num_workers" in args:
+        if args.num_workers is None and derive_workers:
+            from utils.dist import default_num_workers
+            args.num_workers = default_num_workers()
+        if args.num_workers is not None and args.num_workers < 0:
+            raise UsageError(f"--num_workers must be >= 0, got {args.num_workers}")
+    if getattr(args, "crop_size", None) and getattr(args, "resize_size", None) and args.crop_size > args.resize_size:
+        raise UsageError(f"--crop_size {args.crop_size} is larger than --resize_size {args.resize_size}: the crop is "
+                         f"taken from the image resized to that short side (docs/protocol.md#seed-recipe: 256 and "
+                         f"224)")
+    if checkpoint:
+        args.pretrained = resolve_checkpoint(args.pretrained, args.bit)
+    return args, given, trained
+
+
+def parse_args(argv=None, description=None):
+    """The training / evaluation configuration of main_*.py: resolve_flags, then the run's own derivations (seed,
+    log file, run folder) and the checks that only training needs."""
+    parser = get_parser(description or "HashNet (ICCV 2017) in PaddlePaddle")
+    args, given, _ = resolve_flags(parser, argv, from_run=lambda a: a.eval and a.pretrained, run_keys=EVAL_KEYS,
+                                   derive_workers=False)  # the engine derives it, knowing the processes per machine
+    if args.eval and not args.pretrained:
+        raise UsageError("--eval needs --pretrained PATH (a model_best_{bit}.pdparams or last_{bit}.pdckpt)")
+    if args.eval:
+        args.pretrained = str(resolve_checkpoint(args.pretrained, args.bit))
+        if "backbone_weights" not in given:
+            args.backbone_weights = "none"  # the checkpoint holds every weight: no ImageNet file to look for
+    args.metric = metric_name(args.topK)
     if args.seed is None:
         args.seed = BIT_SEEDS.get(args.bit, 0)
     if args.log_path is None:
@@ -237,161 +387,6 @@ def resolve(args, given=None):
             args.run_name = f"{args.dataset}_{args.bit}bits_{kind}_{time.strftime('%Y%m%d-%H%M%S')}"
     args.run_name = args.run_name.replace("{dataset}", args.dataset).replace("{bit}", str(args.bit))
     args.run_dir = str(Path(args.output_dir) / args.run_name)
-    check_positive(args, ("bit", "batch_size", "epoch", "eval_epoch", "step_continuation", "de_step", "resize_size",
-                          "crop_size"))
-    if args.crop_size > args.resize_size:
-        raise ValueError(f"--crop_size {args.crop_size} is larger than --resize_size {args.resize_size}: the crop is "
-                         f"taken from the image resized to that short side (docs/protocol.md#seed-recipe: 256 and 224)")
     if args.train_scope == "all" and args.standardize_features and not args.eval:
-        raise ValueError(STANDARDIZED_WHOLE_NETWORK)
-    if args.num_workers is not None and args.num_workers < 0:
-        raise ValueError(f"--num_workers must be >= 0, got {args.num_workers}")
-    if args.eval and not args.pretrained:
-        raise ValueError("--eval needs --pretrained PATH (a model_best_{bit}.pdparams or last_{bit}.pdckpt)")
+        raise UsageError(STANDARDIZED_WHOLE_NETWORK)
     return args
-
-
-def parse_args(argv=None, description=None):
-    parser = get_parser(description or "HashNet (ICCV 2017) in PaddlePaddle")
-    return resolve(parser.parse_args(argv), given_flags(parser, argv))
-
-
-# ------------------------------------------------------------------------------------------- a run folder's config
-# What a trained model needs to be used as it was trained. Overriding a MODEL key contradicts training (warned);
-# overriding a data key searches or evaluates another database (said in a note).
-MODEL_KEYS = ("bit", "resize_size", "crop_size")
-EVAL_KEYS = ("topK",)  # --eval also reports the run's mAP@K
-PATH_KEYS = ("data_path", "list_dir")  # stored absolute; old relative ones are resolved by _training_cwd
-
-
-def is_data_key(key):
-    """dataset, data_path, list_dir and any other data_* / list_* / *prefix* key (e.g. a path mapping of the lists),
-    so entry points copy whatever data flags the run was trained with."""
-    return key == "dataset" or key.startswith(("data_", "list_")) or "prefix" in key
-
-
-def given_flags(parser, argv=None):
-    """dest names of the flags written on the command line (argparse itself cannot tell them from defaults)."""
-    saved = {action: action.default for action in parser._actions}
-    try:
-        for action in saved:
-            action.default = argparse.SUPPRESS
-        namespace, _ = parser.parse_known_args(argv)
-    finally:
-        for action, default in saved.items():
-            action.default = default
-    return set(vars(namespace))
-
-
-def run_folder_of(path):
-    """The run folder a --pretrained path names: the folder itself, or the folder holding the checkpoint."""
-    path = Path(path)
-    return path if path.is_dir() else path.parent
-
-
-def _training_cwd(config, run_dir):
-    """Where an old run (relative paths in config.json) was started: its recorded run_dir is relative to that folder,
-    so strip it from the run folder's absolute path; None when the folder was moved or renamed since."""
-    recorded = config.get("run_dir")
-    if not recorded or Path(recorded).is_absolute():
-        return None
-    here, parts = Path(os.path.abspath(run_dir)), Path(recorded).parts
-    if here.parts[-len(parts):] != parts:
-        return None
-    return Path(*here.parts[:-len(parts)])
-
-
-def _absolute(value, bases):
-    """value as an absolute path: unchanged when absolute, else under the first base where it exists (else the
-    first base, so the later error names a concrete path)."""
-    if value is None or os.path.isabs(value):
-        return value
-    for base in bases:
-        if (base / value).exists():
-            return os.path.normpath(base / value)
-    return os.path.normpath(bases[0] / value)
-
-
-def run_config_for(path):
-    """The training settings of the run folder --pretrained names, or None when it has no config.json.
-
-    Returns {"path": config.json, "values": {key: value}} with the model keys (bit, sizes), the data keys
-    (is_data_key), topK, and data paths made absolute. Runs written before paths were stored absolute are read
-    relative to the folder the run was started in (deduced from the recorded run_dir), else to the project root.
-    """
-    if path is None:
-        return None
-    run_dir = run_folder_of(path)
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
-        return None
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise ValueError(f"{config_path} is not valid JSON ({err}); fix it or pass the data flags explicitly") from err
-    if not isinstance(config, dict):
-        raise ValueError(f"{config_path}: expected a JSON object of training flags, got {type(config).__name__}")
-    values = {k: v for k, v in config.items() if k in MODEL_KEYS + EVAL_KEYS or is_data_key(k)}
-    bases = [b for b in (_training_cwd(config, run_dir), PROJECT_ROOT) if b is not None]
-    for key in PATH_KEYS:
-        if key in values:
-            values[key] = _absolute(values[key], bases)
-    return {"path": config_path, "values": values}
-
-
-def _same(key, a, b):
-    if key in PATH_KEYS and a is not None and b is not None:
-        return os.path.abspath(a) == os.path.abspath(b)
-    return a == b
-
-
-def apply_run_config(args, given, extra_keys=(), config=None, log=None):
-    """Take the model and data keys the entry point has (plus extra_keys) from the run folder of args.pretrained.
-
-    A flag in `given` (set on the command line) wins; when it differs from the run, one line says so: a warning
-    for the model keys (the codes then differ from training), a note for the data keys (another database).
-    Returns the run config (run_config_for) or None.
-    """
-    config = config if config is not None else run_config_for(getattr(args, "pretrained", None))
-    if config is None:
-        return None
-    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
-    for key, trained in config["values"].items():
-        if not hasattr(args, key) or (key not in MODEL_KEYS and not is_data_key(key) and key not in extra_keys):
-            continue
-        if key not in given:
-            setattr(args, key, trained)
-        elif not _same(key, getattr(args, key), trained):
-            flag = "--" + key.replace("_", "-") if key in ("data_path", "list_dir") else "--" + key
-            if key in MODEL_KEYS:
-                log(f"warning: {flag} {getattr(args, key)} contradicts how the model was trained ({key} = {trained} "
-                    f"in {config['path']}); its codes will not match training. Drop {flag} to use the run's value.")
-            else:
-                log(f"note: {flag} {getattr(args, key)} instead of the run's {trained} ({config['path']})")
-    return config
-
-
-def absolute_data_paths(args):
-    """Data paths as absolute paths, so config.json and exports work from any folder."""
-    for key in PATH_KEYS:
-        if getattr(args, key, None) is not None:
-            setattr(args, key, os.path.abspath(getattr(args, key)))
-    return args
-
-
-def resolve_checkpoint(path, bit):
-    """The checkpoint file; a run folder means its model_best_{bit}.pdparams (else last_{bit}.pdckpt)."""
-    if path is None:
-        raise ValueError(f"--pretrained is required: a model_best_{bit}.pdparams or last_{bit}.pdckpt written by "
-                         f"main_single_gpu.py (or its run folder)")
-    path = Path(path)
-    if path.is_dir():
-        for name in (f"model_best_{bit}.pdparams", f"last_{bit}.pdckpt"):
-            if (path / name).is_file():
-                return path / name
-        found = ", ".join(sorted(p.name for p in path.glob("*_*.pd*") if p.suffix in (".pdparams", ".pdckpt")))
-        raise FileNotFoundError(f"--pretrained {path}: folder has neither model_best_{bit}.pdparams nor "
-                                f"last_{bit}.pdckpt (check --bit; the folder has {found or 'no checkpoint'})")
-    if not path.is_file():
-        raise FileNotFoundError(f"--pretrained {path}: checkpoint not found")
-    return path

@@ -28,6 +28,7 @@ from PIL import Image
 from paddle.vision import transforms as T
 from tqdm import tqdm
 
+from utils.errors import SetupError
 from utils import dist
 from utils.checkpoint import save_json
 from utils.datasets import ImageList, build_loader, build_transform
@@ -97,7 +98,7 @@ def ensure_cache(files, wanted, needed_bytes, build, log):
             log(f"data cache {data.name} ({reason}): building {human_size(needed_bytes)} in {data.parent} "
                 f"({human_size(free)} free)")
             if needed_bytes > free:
-                raise RuntimeError(f"--cache_dir {data.parent}: the cache {data.name} needs {human_size(needed_bytes)} "
+                raise SetupError(f"--cache_dir {data.parent}: the cache {data.name} needs {human_size(needed_bytes)} "
                                    f"and only {human_size(free)} are free; free space, pick another --cache_dir, or "
                                    f"run without --cache_dir")
             start = time.time()

@@ -17,7 +17,10 @@ from PIL import Image
 from paddle.vision import transforms as T
 
 from models.hashnet import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 (the normalisation runs in the network)
-from utils.config import PROJECT_ROOT, parse_path_prefix
+from utils.errors import MissingFileError, UsageError
+from utils import PROJECT_ROOT
+from utils.config import parse_path_prefix
+from utils.errors import BadImageError
 
 LIST_NAMES = ("train", "test", "database")
 # Batches in flight per loader worker. uint8 batches are small (COCO: 128 x 147 KB = 19 MB), so a deeper queue than
@@ -94,7 +97,7 @@ def read_list_file(list_path, data_root=None, num_classes=None, check_exists=Fal
     """
     list_path = Path(list_path)
     if not list_path.is_file():
-        raise FileNotFoundError(f"list file not found: {list_path}")
+        raise MissingFileError(f"list file not found: {list_path}")
     paths, rows, line_nos = [], [], []
     with open(list_path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
@@ -105,17 +108,17 @@ def read_list_file(list_path, data_root=None, num_classes=None, check_exists=Fal
             if num_classes is None:
                 num_classes = len(fields) - 1
                 if num_classes < 1:
-                    raise ValueError(f"{where}: expected '<image path> <0/1 labels...>', got {line.strip()!r}")
+                    raise UsageError(f"{where}: expected '<image path> <0/1 labels...>', got {line.strip()!r}")
             if len(fields) - 1 != num_classes:
-                raise ValueError(f"{where}: expected {num_classes} labels after the path, got {len(fields) - 1}")
+                raise UsageError(f"{where}: expected {num_classes} labels after the path, got {len(fields) - 1}")
             bad = [v for v in fields[1:] if v not in ("0", "1")]
             if bad:
-                raise ValueError(f"{where}: labels must be 0 or 1, got {bad[0]!r}")
+                raise UsageError(f"{where}: labels must be 0 or 1, got {bad[0]!r}")
             paths.append(fields[0])
             line_nos.append(line_no)
             rows.append([v == "1" for v in fields[1:]])
     if not paths:
-        raise ValueError(f"list file is empty: {list_path}")
+        raise UsageError(f"list file is empty: {list_path}")
     listed = paths
     prefixes = parse_path_prefix(path_prefix)
     if prefixes:
@@ -128,7 +131,7 @@ def read_list_file(list_path, data_root=None, num_classes=None, check_exists=Fal
             shown = "\n  ".join(f"line {line_nos[i]}: {paths[i]}" for i in missing[:10])
             more = f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else ""
             hint = missing_path_hint(listed, paths, missing[0], data_root, path_prefix)
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{len(missing)} of {len(paths)} images listed in {list_path} are missing under data root "
                 f"{data_root}:\n  {shown}{more}\n{hint}\nCheck --data-path and --path-prefix; "
                 f"`python data/check_data.py` lists every missing or undecodable image.")
@@ -150,14 +153,6 @@ def load_rgb(path):
         raise
     except Exception as err:  # PIL raises many types for corrupt files
         raise RuntimeError(f"cannot decode image {path}: {err}") from err
-
-
-class BadImageError(RuntimeError):
-    """A listed image that is gone or does not decode, met while loading: names the image, its list file and line.
-
-    One line, no traceback needed: utils.failure prints it as the run's last line (a DataLoader worker's error
-    reaches the main process as this type with the worker's traceback around the message).
-    """
 
 
 def to_chw_uint8(image):
@@ -277,7 +272,7 @@ def dataset_lists(name, list_dir=None):
     lists = {split: list_dir / f"{split}.txt" for split in LIST_NAMES}
     missing = [str(p) for p in lists.values() if not p.is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"dataset '{name}' needs train.txt, test.txt and database.txt in {list_dir}; "
             f"missing: {', '.join(missing)}. "
             f"For COCO see README (Data): `python data/make_coco_lists.py` or the official lists; for imagenet "

@@ -6,6 +6,8 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
+from utils.errors import SetupError, UsageError
+
 
 def get_world_size():
     return dist.get_world_size()
@@ -107,13 +109,13 @@ def select_device(device="auto"):
         has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
         device = "gpu" if has_gpu else "cpu"
     if device.startswith("gpu") and not paddle.device.is_compiled_with_cuda():
-        raise RuntimeError(f"--device {device} asked for a GPU but this Paddle is the CPU build; "
+        raise SetupError(f"--device {device} asked for a GPU but this Paddle is the CPU build; "
                            f"install paddlepaddle-gpu (and uninstall paddlepaddle) or use --device cpu")
     if device.startswith("gpu") and launched_by_paddle():
         # under the launcher each rank has its own GPU; `gpu:N` naming another would put every rank on GPU N
         assigned = f"gpu:{launcher_gpu()}"
         if device not in ("gpu", assigned):
-            raise ValueError(
+            raise UsageError(
                 f"--device {device} under paddle.distributed.launch: the launcher gave rank {get_rank()} {assigned} "
                 f"(FLAGS_selected_gpus). Choose the GPUs with the launcher's own flag, e.g. `python -m "
                 f"paddle.distributed.launch --gpus {device.split(':')[-1]} main_multi_gpu.py ...`, and pass "

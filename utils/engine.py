@@ -14,7 +14,8 @@ from tqdm import tqdm
 
 from models import HashNet
 from utils import checkpoint, dist, preemption
-from utils.config import BACKBONE_CANDIDATES, PROJECT_ROOT
+from utils import PROJECT_ROOT
+from utils.config import BACKBONE_CANDIDATES
 from utils.datasets import EpochBatchSampler, ImageList, build_datasets, build_loader
 from utils.failure import run_or_end_process
 from utils.logger import AverageMeter, append_jsonl, keep_epoch_rows, setup_logger

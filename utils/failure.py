@@ -23,7 +23,7 @@ import threading
 import time
 import traceback
 
-from utils.datasets import BadImageError
+from utils.errors import BadImageError, UserError, is_user_error
 
 EXIT_CODE = 1
 PEER_GRACE = 20  # seconds a rank whose collective broke waits for the launcher to stop it (it polls every 1 s)
@@ -61,7 +61,8 @@ def _rank_and_world():
 
 
 def end_process(exc, where="main thread"):
-    """Print the traceback, log the cause as the last line (console and log file), end the process now."""
+    """Print the traceback (not for a user error), log the cause as the last line (console and log file), end the
+    process now."""
     if threading.current_thread() is not threading.main_thread():
         _thread_failed.set()
     else:
@@ -78,9 +79,12 @@ def end_process(exc, where="main thread"):
         if QUEUE_KILLED in str(exc.__context__):  # Paddle's loader re-raised a worker's error while handling its
             exc.__suppress_context__ = True     # own "queue killed" one: that one is noise beside the cause
         sys.stdout.flush()
-        print(f"\nFailed in the {where}" + (f" of rank {rank}" if world > 1 else "") + ":", file=sys.stderr)
-        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-        sys.stderr.flush()
+        if is_user_error(exc):  # told in one line, on stderr as well as in the log's last line below
+            print(f"error: {cause_of(exc)}", file=sys.stderr, flush=True)
+        else:  # a bug keeps its traceback
+            print(f"\nFailed in the {where}" + (f" of rank {rank}" if world > 1 else "") + ":", file=sys.stderr)
+            traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+            sys.stderr.flush()
         # the logger prefixes lines of ranks other than 0 with their rank
         label = "FAILED" + (" (rank 0)" if world > 1 and rank == 0 else "")
         message = f"{label}: {cause_of(exc)}"
@@ -126,3 +130,27 @@ def run_or_end_process(fn, *args, **kwargs):
         end_process(exc)
     finally:
         threading.excepthook = previous
+
+
+def run_cli(run, argv=None):
+    """Run a command's body and return its exit status: 0, or 1 after a user error (utils/errors.py: a flag, a path,
+    a file), printed as one `error: <what is wrong and what to do>` line on stderr with no traceback. A missing file
+    counts as a user error too. Anything else is a bug and propagates with its traceback.
+
+    A failure in another thread (a bad database image met by the DataLoader's loading thread) ends the process at
+    once the same way: left alone, that thread dies and the main thread waits on the loader forever.
+    """
+    def thread_failed(args):
+        if args.exc_type is not SystemExit:
+            print(f"error: {cause_of(args.exc_value)}", file=sys.stderr, flush=True)
+            os._exit(EXIT_CODE)
+
+    previous, threading.excepthook = threading.excepthook, thread_failed
+    try:
+        run(argv)
+    except (UserError, FileNotFoundError, BadImageError) as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return EXIT_CODE
+    finally:
+        threading.excepthook = previous
+    return 0

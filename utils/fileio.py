@@ -1,7 +1,9 @@
-"""Atomic file writes (temp file in the same folder, then rename): a crash never leaves a half-written file.
+"""Atomic file writes (temp file in the same folder, then rename: a crash never leaves a half-written file) and
+file fingerprints (what a cache records about the files that made it).
 
 No Paddle import here, so light tools (plots, reports) can use it too.
 """
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -28,3 +30,19 @@ def atomic_write(path, write_fn):
 
 def atomic_write_bytes(path, data):
     return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def sha256_of(path, chunk=1 << 22):
+    """Hex sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_fingerprint(path):
+    """{path, size, mtime, sha256} of a file: what the cache sidecar records about a checkpoint."""
+    path = Path(path)
+    stat = path.stat()
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime, "sha256": sha256_of(path)}

@@ -8,6 +8,8 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
+from utils.errors import UsageError
+
 
 def continuation_scale(epoch, step_continuation=20):
     """scale of tanh(scale * o) for a 1-based epoch: sqrt(floor((epoch - 1) / step) + 1).
@@ -17,7 +19,7 @@ def continuation_scale(epoch, step_continuation=20):
     if epoch < 1:
         raise ValueError(f"epochs are 1-based; got epoch={epoch}")
     if step_continuation < 1:
-        raise ValueError(f"--step_continuation must be >= 1; got {step_continuation}")
+        raise UsageError(f"--step_continuation must be >= 1; got {step_continuation}")
     return math.sqrt((epoch - 1) // step_continuation + 1)
 
 

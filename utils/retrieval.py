@@ -1,4 +1,5 @@
-"""Image retrieval shared by predict.py (dynamic graph) and deploy/inference_python/infer.py (Paddle Inference).
+"""Image retrieval shared by predict.py (dynamic graph), deploy/inference_python/infer.py (Paddle Inference) and
+the search page (serve.py): query encoding, the database-code cache, search and the result table.
 
 The flow both use (`run_retrieval`): collect the query images, encode them, get the database codes (from the
 cache in the save folder or computed once), search the bit-packed codes (utils.tools.topk_search: Hamming
@@ -13,94 +14,51 @@ and after the old sidecar is removed, so an interrupted write never leaves a cac
 
 The encoders are duck-typed so both engines plug in: `encode_batch(images NCHW uint8 numpy) -> raw outputs`
 for queries and `encode_database(ImageList) -> ±1 codes` for the database (the models normalise on the device).
-With --cache_dir the database images are read from the decoded evaluation cache (utils/datacache.py).
+The database itself is utils/database.py; the contact sheets utils/contact_sheet.py. With --cache-dir the database images are read from the decoded evaluation cache (utils/datacache.py).
 Messages go to stderr so that `--json` output on stdout stays machine-readable.
 """
-import hashlib
 import json
-import os
 import shutil
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from utils import checkpoint
-from utils.config import _add, check_positive
-from utils.fileio import atomic_write
-from utils.datasets import (IMAGENET_MEAN, IMAGENET_STD, LIST_NAMES, ImageList, build_loader, dataset_lists,
-                            load_rgb, read_list_file)
+from utils.config import check_positive
+from utils.contact_sheet import contact_sheet, show
+from utils.database import Database
+from utils.datasets import IMAGENET_MEAN, IMAGENET_STD, build_loader, load_rgb
+from utils.errors import MissingFileError, UsageError
+from utils.fileio import atomic_write, sha256_of
 from utils.tools import binarize, pack_codes, topk_search
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".ppm", ".tif", ".tiff", ".webp")
 CACHE_FORMAT = 1
-THUMB_SIZE = 160
-CAPTION_HEIGHT = 28
-SHEET_COLUMNS = 6
-LEGEND_HEIGHT = 26
-BORDER_WIDTH = 4
-# contact sheet and search page: the query, results sharing a label with it, results sharing none
-COLOURS = {"query": (40, 90, 220), "right": (30, 160, 60), "wrong": (220, 40, 40)}
 
 
 def log(message):
     print(message, file=sys.stderr, flush=True)
 
 
-# ----------------------------------------------------------------------------------------------------------- flags
-def add_retrieval_flags(parser, dataset_default="coco"):
-    """The flags predict.py and infer.py share; unset ones are filled from the dataset preset (apply_preset)."""
-    g = parser.add_argument_group("retrieval")
-    _add(g, "--img", action="extend", nargs="+", default=None, metavar="PATH",
-         help="query images and/or folders of images (--img a.jpg b.jpg, or --img repeated)")
-    _add(g, "--dataset", default=dataset_default, help="database lists in data/<dataset>/; 'toy' is generated")
-    _add(g, "--data-path", default=None, help="data root the list paths are relative to (default: preset)")
-    _add(g, "--list-dir", default=None, help="folder of train/test/database.txt (default data/<dataset>)")
-    _add(g, "--path-prefix", action="append", default=None, metavar="OLD=NEW",
-         help="rewrite list paths starting with OLD to start with NEW, as in training (default: preset)")
-    _add(g, "--topk", type=int, default=10, help="results per query")
-    _add(g, "--save_path", default=None, help="database-code cache, best-match copies and contact sheets (default: "
-                                              "<run folder>/retrieval for a trained run, else output)")
-    _add(g, "--show", action="store_true", help="open each contact sheet (PIL show(); skipped without a display)")
-    _add(g, "--json", action="store_true", help="print one JSON object per query instead of the table")
-    _add(g, "--batch-size", type=int, default=None, help="images per forward pass (default: preset)")
-    _add(g, "--num_workers", type=int, default=None,
-         help="DataLoader workers for encoding the database (default: from the CPUs available, utils/dist.py)")
-    _add(g, "--cache_dir", default=None,
-         help="keep the database's decoded, resized and cropped images here (uint8 .npy, built once; README, "
-              "'Data caches')")
-    return g
-
-
-def resolve_loader_flags(args):
-    """--num_workers: >= 0, or the default derived from the CPUs available when unset."""
-    from utils.dist import default_num_workers
-    if args.num_workers is None:
-        args.num_workers = default_num_workers()
-    if args.num_workers < 0:
-        raise ValueError(f"--num_workers must be >= 0, got {args.num_workers}")
-    return args
-
-
 # --------------------------------------------------------------------------------------------------------- queries
 def collect_images(items, flag="--img"):
     """Query image paths from files and folders (a folder's images, sorted by name, not recursive)."""
     if not items:
-        raise ValueError(f"no query given: pass {flag} PATH (an image or a folder of images), repeatable")
+        raise UsageError(f"no query given: pass {flag} PATH (an image or a folder of images), repeatable")
     paths = []
     for item in items:
         path = Path(item)
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
-                raise ValueError(f"{flag} {path}: the folder has no images (looked for {' '.join(IMAGE_SUFFIXES)})")
+                raise UsageError(f"{flag} {path}: the folder has no images (looked for {' '.join(IMAGE_SUFFIXES)})")
             paths.extend(found)
         elif path.is_file():
             paths.append(path)
         else:
-            raise FileNotFoundError(f"{flag} {path}: query image not found")
+            raise MissingFileError(f"{flag} {path}: query image not found")
     return paths
 
 
@@ -111,9 +69,9 @@ def load_batch(paths, transform):
         try:
             image = load_rgb(path)
         except FileNotFoundError as err:
-            raise FileNotFoundError(f"query image not found: {path}") from err
+            raise MissingFileError(f"query image not found: {path}") from err
         except RuntimeError as err:
-            raise RuntimeError(f"query image {path} is unreadable: {err.__cause__ or err}") from err
+            raise UsageError(f"query image {path} is unreadable: {err.__cause__ or err}") from err
         arrays.append(transform(image))
     return np.stack(arrays)
 
@@ -135,101 +93,7 @@ def encode_dataset(encode_batch, dataset, batch_size, num_workers, desc="encode 
     return binarize(np.concatenate(outputs))
 
 
-# -------------------------------------------------------------------------------------------------------- database
-# COCO's label j is the j-th category in alphabetical order (data/make_coco_lists.py, docs/protocol.md#ms-coco-protocol): 73 = train.
-COCO_CLASSES = (
-    "airplane", "apple", "backpack", "banana", "baseball bat", "baseball glove", "bear", "bed", "bench", "bicycle",
-    "bird", "boat", "book", "bottle", "bowl", "broccoli", "bus", "cake", "car", "carrot", "cat", "cell phone", "chair",
-    "clock", "couch", "cow", "cup", "dining table", "dog", "donut", "elephant", "fire hydrant", "fork", "frisbee",
-    "giraffe", "hair drier", "handbag", "horse", "hot dog", "keyboard", "kite", "knife", "laptop", "microwave",
-    "motorcycle", "mouse", "orange", "oven", "parking meter", "person", "pizza", "potted plant", "refrigerator",
-    "remote", "sandwich", "scissors", "sheep", "sink", "skateboard", "skis", "snowboard", "spoon", "sports ball",
-    "stop sign", "suitcase", "surfboard", "teddy bear", "tennis racket", "tie", "toaster", "toilet", "toothbrush",
-    "traffic light", "train", "truck", "tv", "umbrella", "vase", "wine glass", "zebra")
-
-
-class Database:
-    """The database list (paths, labels), the class names when known, and the labels of every listed image.
-
-    Class names: classes.txt (one name a line) next to the lists or in the data root; else COCO's 80 names for a
-    COCO dataset (its name starts with 'coco') with 80 labels; else None (labels shown as numbers)."""
-
-    def __init__(self, dataset, data_path, list_dir=None, path_prefix=None):
-        if dataset == "toy" and list_dir is None:
-            from utils.toy_dataset import ensure_toy_dataset
-            ensure_toy_dataset(Path(data_path))
-        self.root = Path(data_path)
-        self.lists = lists = dataset_lists(dataset, list_dir)
-        self.list_path = lists["database"]
-        self.path_prefix = path_prefix
-        self.paths, self.labels = read_list_file(self.list_path, path_prefix=path_prefix)
-        self.num_classes = self.labels.shape[1]
-        self.class_names = self._class_names([Path(self.list_path).parent, self.root])
-        if self.class_names is None and str(dataset).startswith("coco") and self.num_classes == len(COCO_CLASSES):
-            self.class_names = list(COCO_CLASSES)
-        # labels of every image any list names, so a query from the dataset shows which labels it shares
-        self._labels_of = {}
-        for split in LIST_NAMES:
-            paths, labels = (self.paths, self.labels) if split == "database" else read_list_file(
-                lists[split], num_classes=self.num_classes, path_prefix=path_prefix)
-            for rel, row in zip(paths, labels):
-                self._labels_of.setdefault(self._key(self.root / rel), row)
-
-    def __len__(self):
-        return len(self.paths)
-
-    @staticmethod
-    def _key(path):
-        return os.path.normcase(os.path.abspath(path))
-
-    def _class_names(self, folders):
-        for folder in folders:
-            path = folder / "classes.txt"
-            if path.is_file():
-                names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-                if len(names) != self.num_classes:
-                    raise ValueError(f"{path} has {len(names)} class names but {self.list_path} has "
-                                     f"{self.num_classes} labels per line; fix or remove {path}")
-                return names
-        return None
-
-    def image_path(self, index):
-        return self.root / self.paths[index]
-
-    def listed_paths(self):
-        """Absolute paths of every image any of the lists names."""
-        return list(self._labels_of)
-
-    def labels_of(self, path):
-        """0/1 label row of an image named in the dataset's lists, else None."""
-        return self._labels_of.get(self._key(path))
-
-    def dataset(self, transform, cache_dir=None, resize_size=None, crop_size=None):
-        """The database images through `transform`, or from the decoded evaluation cache in cache_dir (built on
-        first use; its images equal the transform's, so the codes are the same)."""
-        dataset = ImageList(self.root, self.list_path, transform, self.num_classes, path_prefix=self.path_prefix)
-        if cache_dir is None:
-            return dataset
-        from utils import datacache
-        return datacache.cached_eval_dataset(dataset, cache_dir, resize_size, crop_size)
-
-
 # ----------------------------------------------------------------------------------------------------------- cache
-def sha256_of(path, chunk=1 << 22):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_fingerprint(path):
-    """{path, size, mtime, sha256} of a file: what the cache sidecar records about a checkpoint."""
-    path = Path(path)
-    stat = path.stat()
-    return {"path": str(path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime, "sha256": sha256_of(path)}
-
-
 def cache_paths(save_path, bit):
     save_path = Path(save_path)
     return save_path / f"database_code_{bit}.npy", save_path / f"database_code_{bit}.json"
@@ -384,71 +248,6 @@ def format_table(entry):
 
 
 # --------------------------------------------------------------------------------------------------------- outputs
-def _thumbnail(path, caption, border=None):
-    from PIL import Image, ImageDraw
-    cell = Image.new("RGB", (THUMB_SIZE, THUMB_SIZE + CAPTION_HEIGHT), "white")
-    image = load_rgb(path)
-    scale = (THUMB_SIZE - 12) / max(image.size)  # small images (the 64 px toy set) are enlarged too
-    image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BICUBIC)
-    cell.paste(image, ((THUMB_SIZE - image.width) // 2, (THUMB_SIZE - image.height) // 2))
-    draw = ImageDraw.Draw(cell)
-    if border is not None:
-        draw.rectangle([1, 1, THUMB_SIZE - 2, THUMB_SIZE - 2], outline=border, width=BORDER_WIDTH)
-    draw.text((6, THUMB_SIZE + 6), caption, fill="black")
-    return cell
-
-
-def match_colour(entry, item):
-    """Border of a result: shares a label with the query (right), shares none (wrong), or None when the query's
-    labels are unknown (an image outside the dataset lists)."""
-    if entry.get("query_labels") is None or item.get("shared_labels") is None:
-        return None
-    return COLOURS["right"] if item["shared_labels"] else COLOURS["wrong"]
-
-
-def _legend(entry, min_width):
-    """The legend line, at least min_width wide (wider when its text needs it)."""
-    from PIL import Image, ImageDraw
-    keys = _legend_keys(entry)
-    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    width = max(min_width, 6 + sum(20 + int(measure.textlength(text)) + 18 for _, text in keys))
-    strip = Image.new("RGB", (width, LEGEND_HEIGHT), "white")
-    draw = ImageDraw.Draw(strip)
-    x = 6
-    for colour, text in keys:
-        draw.rectangle([x, 6, x + 14, LEGEND_HEIGHT - 8], outline=COLOURS[colour], width=BORDER_WIDTH)
-        draw.text((x + 20, 7), text, fill="black")
-        x += 20 + int(draw.textlength(text)) + 18
-    return strip
-
-
-def _legend_keys(entry):
-    if entry.get("query_labels") is None:
-        keys = [("query", "query (labels unknown: not in the dataset lists, so results are not marked)")]
-    else:
-        keys = [("query", "query"), ("right", "shares a label with the query"),
-                ("wrong", "shares no label with the query")]
-    return keys
-
-
-def contact_sheet(entry):
-    """A legend line, then the query (blue frame) and its matches, each framed green when it shares a label with
-    the query and red when it shares none (unframed when the query's labels are unknown), captioned with rank and
-    Hamming distance."""
-    from PIL import Image
-    cells = [_thumbnail(entry["query"], "query", border=COLOURS["query"])]
-    cells += [_thumbnail(item["path"], f"#{item['rank']}  distance {item['distance']}", match_colour(entry, item))
-              for item in entry["results"]]
-    columns = min(SHEET_COLUMNS, len(cells))
-    rows = -(-len(cells) // columns)
-    legend = _legend(entry, columns * THUMB_SIZE)
-    sheet = Image.new("RGB", (legend.width, LEGEND_HEIGHT + rows * (THUMB_SIZE + CAPTION_HEIGHT)), (235, 235, 235))
-    sheet.paste(legend, (0, 0))
-    for i, cell in enumerate(cells):
-        sheet.paste(cell, ((i % columns) * THUMB_SIZE, LEGEND_HEIGHT + (i // columns) * (THUMB_SIZE + CAPTION_HEIGHT)))
-    return sheet
-
-
 def save_outputs(entry, save_path):
     """Copy the best match into save_path (as the seed did) and write the contact sheet PNG; records both."""
     save_path = Path(save_path)
@@ -461,21 +260,6 @@ def save_outputs(entry, save_path):
     atomic_write(sheet_path, lambda tmp: contact_sheet(entry).save(tmp, format="PNG"))
     entry["best_match_copy"], entry["contact_sheet"] = str(copy), str(sheet_path)
     return entry
-
-
-def show(path):
-    """Open an image with PIL's viewer; skipped (with a note) where no display is available."""
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        log(f"--show: no display (DISPLAY unset); contact sheet saved at {path}")
-        return False
-    from PIL import Image
-    try:
-        with Image.open(path) as image:
-            image.show()
-    except Exception as err:  # viewers fail in many ways; the sheet is saved anyway
-        log(f"--show: could not open a viewer ({err}); contact sheet saved at {path}")
-        return False
-    return True
 
 
 # ------------------------------------------------------------------------------------------------------------ flow
@@ -513,25 +297,3 @@ def run_retrieval(args, queries, bit, transform, encode_batch, encode_database, 
     return results
 
 
-def main_guard(run, argv=None):
-    """Run a CLI body; a user error becomes `error: <message>` on stderr and exit status 1, no traceback.
-
-    A failure in another thread (a bad database image met by the DataLoader's loading thread) ends the process at
-    once the same way: left alone, that thread dies and the main thread waits on the loader forever.
-    """
-    from utils.failure import cause_of
-
-    def thread_failed(args):
-        if args.exc_type is not SystemExit:
-            log(f"error: {cause_of(args.exc_value)}")
-            os._exit(1)
-
-    previous, threading.excepthook = threading.excepthook, thread_failed
-    try:
-        run(argv)
-    except (FileNotFoundError, ValueError, RuntimeError) as err:
-        log(f"error: {err}")
-        return 1
-    finally:
-        threading.excepthook = previous
-    return 0

@@ -10,6 +10,7 @@ Two modes, the same with one process:
 import numpy as np
 from paddle.io import DistributedBatchSampler
 
+from utils.errors import UsageError
 from utils import dist
 
 SAMPLING_MODES = ("replicated", "sharded")
@@ -33,7 +34,7 @@ class TrainBatchSampler(DistributedBatchSampler):
 
     def __init__(self, dataset, batch_size, seed, sampling):
         if sampling not in SAMPLING_MODES:
-            raise ValueError(f"--sampling must be one of {', '.join(SAMPLING_MODES)}, got {sampling!r}")
+            raise UsageError(f"--sampling must be one of {', '.join(SAMPLING_MODES)}, got {sampling!r}")
         replicated = sampling == "replicated"
         kwargs = {"num_replicas": 1, "rank": 0} if replicated else {}
         super().__init__(dataset, batch_size=batch_size, shuffle=True, drop_last=False, **kwargs)

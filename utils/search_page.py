@@ -24,7 +24,8 @@ from PIL import Image
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from utils.datasets import read_list_file
-from utils.retrieval import COLOURS, build_results, encode_images
+from utils.contact_sheet import COLOURS
+from utils.retrieval import build_results, encode_images
 from utils.tools import binarize, pack_codes, topk_search
 
 MAX_PIXELS = 40_000_000  # larger images are refused (PIL's decompression-bomb guard starts at 89 M)

@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from utils.errors import UsageError
+
 TOY_CLASSES = (
     "circle",
     "square",
@@ -233,10 +235,10 @@ def _label_line(rel_path, class_ids):
 
 def _validate_sizes(num_images, num_test, num_train):
     if num_images < 1 or num_test < 1 or num_train < 1:
-        raise ValueError(f"toy dataset sizes must be >= 1, got num_images={num_images}, "
+        raise UsageError(f"toy dataset sizes must be >= 1, got num_images={num_images}, "
                          f"num_test={num_test}, num_train={num_train}")
     if num_test + num_train > num_images:
-        raise ValueError(f"toy dataset: num_test ({num_test}) + num_train ({num_train}) exceeds "
+        raise UsageError(f"toy dataset: num_test ({num_test}) + num_train ({num_train}) exceeds "
                          f"num_images ({num_images}); train is drawn from the images that are not queries")
 
 
@@ -285,7 +287,7 @@ def _generate_into(folder, params, show_progress, num_workers):
 def _refuse_foreign_folder(root):
     foreign = sorted(p.name for p in root.iterdir() if p.name not in _OWN_ENTRIES)
     if foreign:
-        raise RuntimeError(
+        raise UsageError(
             f"{root} exists without a valid {MARKER_NAME} marker and holds files the toy generator did not "
             f"write ({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); refusing to replace it. "
             f"Pass another --root or remove the folder.")
@@ -306,7 +308,7 @@ def ensure_toy_dataset(root="data/toy", seed=0, num_images=DEFAULT_NUM_IMAGES, n
         return root
     if root.exists():
         if not root.is_dir():
-            raise RuntimeError(f"toy dataset root {root} exists and is not a folder")
+            raise UsageError(f"toy dataset root {root} exists and is not a folder")
         if _read_recorded_params(root) is None:
             _refuse_foreign_folder(root)
 

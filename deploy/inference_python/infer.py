@@ -24,6 +24,11 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # utils/ is shared with predict.py
 import utils.before_paddle  # noqa: E402,F401  (before anything imports paddle: see that module)
+from utils.config import (DATA_FLAGS, RETRIEVAL_FLAGS, add_flag, add_flags, entry_parser,  # noqa: E402
+                          resolve_flags, str2bool)
+from utils.errors import MissingFileError, SetupError, UsageError  # noqa: E402
+from utils.failure import run_cli  # noqa: E402
+from utils.run_config import is_data_key  # noqa: E402
 
 META_NAME = "export_meta.json"
 META_FORMAT = 2
@@ -31,27 +36,27 @@ META_FORMAT = 2
 
 def read_export_meta(model_dir):
     """export_meta.json of an export, after checking the files it names are there and unchanged."""
-    from utils.retrieval import sha256_of
+    from utils.fileio import sha256_of
     model_dir = Path(model_dir)
     meta_path = model_dir / META_NAME
     if not model_dir.is_dir():
-        raise FileNotFoundError(f"--model-dir {model_dir}: folder not found; write it with export_model.py")
+        raise MissingFileError(f"--model-dir {model_dir}: folder not found; write it with export_model.py")
     if not meta_path.is_file():
-        raise FileNotFoundError(f"--model-dir {model_dir} has no {META_NAME}: not an export_model.py folder, or the "
+        raise MissingFileError(f"--model-dir {model_dir} has no {META_NAME}: not an export_model.py folder, or the "
                                 f"export was interrupted; re-run export_model.py")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except ValueError as err:
-        raise ValueError(f"{meta_path} is not valid JSON ({err}); re-run export_model.py") from err
+        raise UsageError(f"{meta_path} is not valid JSON ({err}); re-run export_model.py") from err
     if meta.get("format") != META_FORMAT:
-        raise ValueError(f"{meta_path}: format {meta.get('format')}, this infer.py reads format {META_FORMAT} "
+        raise UsageError(f"{meta_path}: format {meta.get('format')}, this infer.py reads format {META_FORMAT} "
                          f"(uint8 input, normalised inside the model); re-export with export_model.py")
     for name, digest in meta["files"].items():
         path = model_dir / name
         if not path.is_file():
-            raise FileNotFoundError(f"{path} (listed in {meta_path}) is missing; re-run export_model.py")
+            raise MissingFileError(f"{path} (listed in {meta_path}) is missing; re-run export_model.py")
         if sha256_of(path) != digest:
-            raise ValueError(f"{path} changed after the export (sha256 differs from {meta_path}); re-run "
+            raise UsageError(f"{path} changed after the export (sha256 differs from {meta_path}); re-run "
                              f"export_model.py")
     return meta
 
@@ -67,7 +72,7 @@ class HashInference:
         self.model_dir = Path(model_dir)
         self.meta = read_export_meta(model_dir)
         if (self.meta["mean"], self.meta["std"]) != (list(IMAGENET_MEAN), list(IMAGENET_STD)):
-            raise ValueError(f"{self.model_dir / META_NAME}: mean/std {self.meta['mean']}/{self.meta['std']} differ "
+            raise UsageError(f"{self.model_dir / META_NAME}: mean/std {self.meta['mean']}/{self.meta['std']} differ "
                              f"from utils/datasets.py's {IMAGENET_MEAN}/{IMAGENET_STD}; re-export the model")
         self.bit = int(self.meta["bit"])
         self.resize_size, self.crop_size = int(self.meta["resize_size"]), int(self.meta["crop_size"])
@@ -77,7 +82,7 @@ class HashInference:
                                      str(self.model_dir / self.meta["params_file"]))
         if use_gpu:
             if not paddle.device.is_compiled_with_cuda():
-                raise RuntimeError("--use_gpu needs a CUDA build of Paddle (paddlepaddle-gpu); this one is CPU-only")
+                raise SetupError("--use_gpu needs a CUDA build of Paddle (paddlepaddle-gpu); this one is CPU-only")
             config.enable_use_gpu(256, gpu_id)
         else:
             config.disable_gpu()
@@ -128,17 +133,17 @@ class HashInference:
 
 
 def get_parser():
-    from utils.config import _add, str2bool
-    from utils.retrieval import add_retrieval_flags
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = add_retrieval_flags(parser, dataset_default=None)
-    _add(g, "--model-dir", default=None, help="folder written by export_model.py (default output/inference_64)")
-    _add(g, "--use_gpu", action="store_true", help="run on the GPU (CUDA build of Paddle)")
-    _add(g, "--gpu_id", type=int, default=0)
-    _add(g, "--enable_mkldnn", type=str2bool, nargs="?", const=True, default=True,
-         help="oneDNN kernels on CPU (measured ~3x faster here); --enable_mkldnn false turns them off")
-    _add(g, "--cpu_threads", type=int, default=None, help="CPU math threads (default: all cores)")
-    _add(g, "--codes-only", action="store_true", help="print the codes, even when the export names a database")
+    parser = entry_parser(__doc__)
+    add_flags(parser, RETRIEVAL_FLAGS, "retrieval")
+    add_flags(parser, DATA_FLAGS, "database", help={"--batch-size": "images per predictor run"})
+    g = parser.add_argument_group("predictor")
+    add_flag(g, "--model-dir", default=None, help="folder written by export_model.py (default output/inference_64)")
+    add_flag(g, "--use-gpu", "--use_gpu", action="store_true", help="run on the GPU (CUDA build of Paddle)")
+    add_flag(g, "--gpu-id", "--gpu_id", type=int, default=0)
+    add_flag(g, "--enable-mkldnn", "--enable_mkldnn", type=str2bool, nargs="?", const=True, default=True,
+             help="oneDNN kernels on CPU (measured ~3x faster here); --enable-mkldnn false turns them off")
+    add_flag(g, "--cpu-threads", "--cpu_threads", type=int, default=None, help="CPU math threads (default: all cores)")
+    add_flag(g, "--codes-only", action="store_true", help="print the codes, even when the export names a database")
     return parser
 
 
@@ -153,36 +158,29 @@ def exported_database(model_dir):
 
 
 def parse_args(argv=None):
-    from utils.config import absolute_data_paths, apply_preset, apply_run_config, given_flags, is_data_key
-    from utils.retrieval import resolve_loader_flags
+    """resolve_flags with the database the export recorded standing in for a run folder's config.json; retrieval
+    when the export or a flag names a database, otherwise just codes (the dataset picks the batch size)."""
     parser = get_parser()
-    args = parser.parse_args(argv)
-    given = given_flags(parser, argv)
-    args.model_dir = args.model_dir or str(Path("output") / "inference_64")
+    model_dir = parser.parse_known_args(argv)[0].model_dir or str(Path("output") / "inference_64")
+    exported = exported_database(model_dir)
+    args, given, _ = resolve_flags(parser, argv, from_run=exported is not None, run_config=exported,
+                                   preset_keys=("data_path", "path_prefix", "batch_size"))
+    args.model_dir = model_dir
     args.save_path = args.save_path or "output"
-    # retrieval when the export or a flag names a database; otherwise just codes (the dataset picks the batch size)
-    exported = exported_database(args.model_dir)
-    if exported:
-        apply_run_config(args, given, config=exported)
     args.retrieve = not args.codes_only and (exported is not None or any(is_data_key(k) for k in given))
-    args.dataset = args.dataset or "coco"
-    apply_preset(args, ("data_path", "path_prefix", "batch_size"))
-    absolute_data_paths(args)
-    resolve_loader_flags(args)
     return args
 
 
 def run(argv=None, out=None):
     args = parse_args(argv)
     from utils import retrieval
-    from utils.config import check_positive
     out = out or sys.stdout
     paths = retrieval.collect_images(args.img)  # a wrong path fails before the predictor is built
     engine = HashInference(args.model_dir, args.use_gpu, args.gpu_id, args.enable_mkldnn, args.cpu_threads)
     if args.retrieve:
         source = engine.meta.get("source_checkpoint")
         if not source:
-            raise ValueError(f"{Path(args.model_dir) / META_NAME} names no source checkpoint, so no database-code "
+            raise UsageError(f"{Path(args.model_dir) / META_NAME} names no source checkpoint, so no database-code "
                              f"cache can be matched to it; re-export with export_model.py --pretrained")
 
         def encode_database(dataset):
@@ -191,7 +189,6 @@ def run(argv=None, out=None):
         # the cache is keyed by the source checkpoint: the exported model's codes equal the dynamic graph's
         return retrieval.run_retrieval(args, paths, engine.bit, engine.transform, engine.run, encode_database,
                                        source, engine.resize_size, engine.crop_size, out=out)
-    check_positive(args, ["batch_size"])
     codes = engine.postprocess(engine.encode_paths(paths, args.batch_size))
     rows = []
     for path, code in zip(paths, codes):
@@ -202,8 +199,7 @@ def run(argv=None, out=None):
 
 
 def main(argv=None):
-    from utils.retrieval import main_guard
-    return main_guard(run, argv)
+    return run_cli(run, argv)
 
 
 if __name__ == "__main__":
