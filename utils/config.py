@@ -288,12 +288,13 @@ def apply_preset(args, keys=None):
     return args
 
 
-def check_positive(args, names):
-    """Every named flag is a whole number >= 1, else a ValueError naming the flag and the value."""
+def check_positive(args, names, spelled=None):
+    """Every named flag is a whole number >= 1, else a UsageError naming the flag (as spelled: flag_spellings)
+    and the value."""
     for name in names:
         value = getattr(args, name)
         if value is None or value < 1:
-            raise UsageError(f"--{name} must be >= 1, got {value}")
+            raise UsageError(f"{(spelled or {}).get(name, '--' + name)} must be >= 1, got {value}")
 
 # ------------------------------------------------------------------------------------------------------ resolution
 POSITIVE = ("bit", "batch_size", "epoch", "eval_epoch", "step_continuation", "de_step", "resize_size", "crop_size",
@@ -311,6 +312,19 @@ def given_flags(parser, argv=None):
         for action, default in saved.items():
             action.default = default
     return set(vars(namespace))
+
+
+def flag_spellings(parser, argv=None):
+    """{dest: the flag as the command line spelled it (`--epoch` or `--epochs`), else its name in help}, so that a
+    message names the flag the user typed."""
+    import sys
+    tokens = {token.split("=", 1)[0] for token in (sys.argv[1:] if argv is None else argv) if str(token)[:2] == "--"}
+    spelled = {}
+    for action in parser._actions:
+        if action.option_strings:
+            typed = [option for option in action.option_strings if option in tokens]
+            spelled[action.dest] = typed[0] if typed else getattr(action, "shown_options", action.option_strings)[0]
+    return spelled
 
 
 def absolute_data_paths(args):
@@ -336,23 +350,23 @@ def resolve_flags(parser, argv=None, *, from_run=True, run_config=None, run_keys
     A wrong value ends in a UsageError (one `error:` line, utils/failure.py) naming the flag.
     """
     args = parser.parse_args(argv)
-    given = given_flags(parser, argv)
+    given, spelled = given_flags(parser, argv), flag_spellings(parser, argv)
     use_run = from_run(args) if callable(from_run) else from_run
-    trained = apply_run_config(args, given, run_keys, config=run_config) if use_run else None
+    trained = apply_run_config(args, given, run_keys, config=run_config, spelled=spelled) if use_run else None
     apply_preset(args, preset_keys)
     parse_path_prefix(getattr(args, "path_prefix", None))  # a malformed mapping fails here, before any data is read
     absolute_data_paths(args)
-    check_positive(args, [name for name in POSITIVE if name in args])
+    check_positive(args, [name for name in POSITIVE if name in args], spelled)
     if "num_workers" in args:
         if args.num_workers is None and derive_workers:
             from utils.dist import default_num_workers
             args.num_workers = default_num_workers()
         if args.num_workers is not None and args.num_workers < 0:
-            raise UsageError(f"--num_workers must be >= 0, got {args.num_workers}")
+            raise UsageError(f"{spelled['num_workers']} must be >= 0, got {args.num_workers}")
     if getattr(args, "crop_size", None) and getattr(args, "resize_size", None) and args.crop_size > args.resize_size:
-        raise UsageError(f"--crop_size {args.crop_size} is larger than --resize_size {args.resize_size}: the crop is "
-                         f"taken from the image resized to that short side (docs/protocol.md#seed-recipe: 256 and "
-                         f"224)")
+        crop, resize = spelled["crop_size"], spelled["resize_size"]
+        raise UsageError(f"{crop} {args.crop_size} is larger than {resize} {args.resize_size}: the crop is taken "
+                         f"from the image resized to that short side (docs/protocol.md#seed-recipe: 256 and 224)")
     if checkpoint:
         args.pretrained = resolve_checkpoint(args.pretrained, args.bit)
     return args, given, trained

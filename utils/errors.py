@@ -32,5 +32,6 @@ class BadImageError(RuntimeError):
 
 
 def is_user_error(exc):
-    """True when `exc` is reported as one line: a UserError, or a BadImageError (the data, not the program)."""
-    return isinstance(exc, (UserError, BadImageError))
+    """True when `exc` is reported as one line: a UserError, a BadImageError (the data, not the program) or a
+    missing file (a path the user gave or has still to create)."""
+    return isinstance(exc, (UserError, BadImageError, FileNotFoundError))

@@ -39,7 +39,7 @@ def cause_of(exc):
     if text.startswith("DataLoader worker("):
         text = text.splitlines()[-1].strip()
         return text.split("BadImageError: ", 1)[-1] if isinstance(exc, BadImageError) else text
-    if isinstance(exc, BadImageError):
+    if isinstance(exc, (BadImageError, UserError)):  # written for the user: the message alone
         return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
@@ -80,7 +80,8 @@ def end_process(exc, where="main thread"):
             exc.__suppress_context__ = True     # own "queue killed" one: that one is noise beside the cause
         sys.stdout.flush()
         if is_user_error(exc):  # told in one line, on stderr as well as in the log's last line below
-            print(f"error: {cause_of(exc)}", file=sys.stderr, flush=True)
+            print(f"error: {cause_of(exc) if isinstance(exc, (BadImageError, UserError)) else exc}", file=sys.stderr,
+                  flush=True)
         else:  # a bug keeps its traceback
             print(f"\nFailed in the {where}" + (f" of rank {rank}" if world > 1 else "") + ":", file=sys.stderr)
             traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
@@ -148,7 +149,9 @@ def run_cli(run, argv=None):
     previous, threading.excepthook = threading.excepthook, thread_failed
     try:
         run(argv)
-    except (UserError, FileNotFoundError, BadImageError) as err:
+    except Exception as err:  # noqa: BLE001 -- sorted below: a user error is one line, anything else re-raised
+        if not is_user_error(err):
+            raise
         print(f"error: {err}", file=sys.stderr, flush=True)
         return EXIT_CODE
     finally:

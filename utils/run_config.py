@@ -89,12 +89,13 @@ def _same(key, a, b):
     return a == b
 
 
-def apply_run_config(args, given, extra_keys=(), config=None, log=None):
+def apply_run_config(args, given, extra_keys=(), config=None, log=None, spelled=None):
     """Take the model and data keys the entry point has (plus extra_keys) from the run folder of args.pretrained.
 
     A flag in `given` (set on the command line) wins; when it differs from the run, one line says so: a warning
     for the model keys (the codes then differ from training), a note for the data keys (another database).
-    Returns the run config (run_config_for) or None.
+    spelled: {key: the flag as typed} for those messages (utils/config.flag_spellings). Returns the run config
+    (run_config_for) or None.
     """
     config = config if config is not None else run_config_for(getattr(args, "pretrained", None))
     if config is None:
@@ -106,7 +107,7 @@ def apply_run_config(args, given, extra_keys=(), config=None, log=None):
         if key not in given:
             setattr(args, key, trained)
         elif not _same(key, getattr(args, key), trained):
-            flag = "--" + key.replace("_", "-") if key in ("data_path", "list_dir") else "--" + key
+            flag = (spelled or {}).get(key) or ("--" + key.replace("_", "-") if key in PATH_KEYS else "--" + key)
             if key in MODEL_KEYS:
                 log(f"warning: {flag} {getattr(args, key)} contradicts how the model was trained ({key} = {trained} "
                     f"in {config['path']}); its codes will not match training. Drop {flag} to use the run's value.")
