@@ -14,8 +14,8 @@ Writes into --save-inference-dir (default output/inference_{bit}):
 Flags left unset take the run's values when --pretrained names a run folder or a checkpoint in one (config.json),
 then the dataset preset's. The input is x: uint8 [batch, 3, crop, crop] pixels (RGB, resized and center-cropped)
 with any batch size; the float conversion and ImageNet normalisation are inside the model, as in training. The
-output is the raw hash activation (code = sign, 0 -> +1). The files are written into a temporary folder and moved in place, export_meta.json last:
-an export without export_meta.json is incomplete.
+output is the raw hash activation (code = sign, 0 -> +1). The files are written into a temporary folder and moved in
+place, export_meta.json last: an export without export_meta.json is incomplete.
 """
 import utils.before_paddle  # noqa: F401  (first, before anything imports paddle: see that module)
 import os

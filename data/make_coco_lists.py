@@ -1,8 +1,8 @@
 """Build the MS-COCO hashing lists (train.txt, test.txt, database.txt) from the COCO 2014 annotations.
 
-Protocol (docs/protocol.md#ms-coco-protocol): the images of train2014 and val2014 together, minus every image without any
-annotation (122,218 remain for real COCO); 5,000 random queries (test.txt); all other images form the
-database (database.txt); 10,000 random database images form the training set (train.txt).
+Protocol (docs/protocol.md#ms-coco-protocol): the images of train2014 and val2014 together, minus every image without
+any annotation (122,218 remain for real COCO); 5,000 random queries (test.txt); all other images form the database
+(database.txt); 10,000 random database images form the training set (train.txt).
 
 List line: `<train2014|val2014>/<file_name> <80 space-separated 0/1 labels>`. Label j is the j-th of the
 categories sorted ALPHABETICALLY BY COCO NAME (not by category id): 0 airplane, 1 apple, 2 backpack, ...,

@@ -1,9 +1,10 @@
-"""HashNet (docs/protocol.md#network): AlexNet features and fc6/fc7, then a new hash layer; outputs the raw hash activation o.
+"""HashNet (docs/protocol.md#network): AlexNet features and fc6/fc7, then a new hash layer; outputs the raw hash
+activation o.
 
 The input is a uint8 image batch (N, 3, H, W) as the data pipeline hands it over; the conversion to float and the
-ImageNet normalisation (docs/protocol.md#seed-recipe) are the network's first operation, so they run on the device in training,
-evaluation, predict.py and the exported model alike, and the loader workers ship 4x fewer bytes.
-The continuation tanh(scale * o) lives in the loss (utils/loss.py); the binary code is sign(o) with 0 -> +1
+ImageNet normalisation (docs/protocol.md#seed-recipe) are the network's first operation, so they run on the device in
+training, evaluation, predict.py and the exported model alike, and the loader workers ship 4x fewer bytes. The
+continuation tanh(scale * o) lives in the loss (utils/loss.py); the binary code is sign(o) with 0 -> +1
 (utils/tools.binarize).
 """
 import paddle
@@ -39,9 +40,9 @@ class HashNet(nn.Layer):
     "torchvision" is the older name of "paddle").
 
     `feature_mean` / `feature_std` standardise fc7 before the hash layer. They are the identity (0 / 1) unless a
-    from-scratch recipe sets them from training-set statistics (docs/protocol.md#training-from-scratch: without it a random backbone's common
-    all-positive fc7 offset saturates every code to one sign pattern). They are buffers, so checkpoints and exported
-    models carry them.
+    from-scratch recipe sets them from training-set statistics (docs/protocol.md#training-from-scratch: without it a
+    random backbone's common all-positive fc7 offset saturates every code to one sign pattern). They are buffers, so
+    checkpoints and exported models carry them.
     """
 
     def __init__(self, hash_bit, pretrained=None, init="paddle"):

@@ -22,8 +22,8 @@ BIT_SEEDS = {16: 0, 32: 2000, 48: 200, 64: 2000}  # the seed's per-bit seeds (do
 BACKBONE_CANDIDATES = ("pretrained/alexnet_imagenet.pdparams", "pretrained/alexnet-owt-7be5be79.pth",
                        "pretrained/alexnet-owt-4df8aa71.pth", "pretrained/alexnet.pdparams")
 
-# docs/protocol.md#seed-recipe: the seed's COCO recipe. The paper's three datasets use it alike and differ in K of mAP@K, the data root
-# and how their upstream lists spell image paths (docs/protocol.md#nus-wide-and-imagenet).
+# docs/protocol.md#seed-recipe: the seed's COCO recipe. The paper's three datasets use it alike and differ in K of
+# mAP@K, the data root and how their upstream lists spell image paths (docs/protocol.md#nus-wide-and-imagenet).
 _SEED_RECIPE = dict(
     data_path="./datasets/COCO2014/", batch_size=128, epoch=150, eval_epoch=10, learning_rate=1e-3,
     optimizer="sgd", weight_decay=5e-4, momentum=0.9, alpha=0.1, step_continuation=20, de_step=50,
@@ -34,15 +34,16 @@ PRESETS = {
     # MS-COCO, and any other list-file dataset without a preset of its own.
     "default": _SEED_RECIPE,
     # HashNet's ImageNet-100 lists hold the authors' absolute paths; mapped, they are relative to a data root
-    # holding image/ (training images) and val_image/ (ILSVRC 2012 val images). mAP@1000 (docs/protocol.md#nus-wide-and-imagenet).
+    # holding image/ (training images) and val_image/ (ILSVRC 2012 val images). mAP@1000
+    # (docs/protocol.md#nus-wide-and-imagenet).
     "imagenet": dict(_SEED_RECIPE, data_path="./datasets/imagenet/", topK=1000,
                      path_prefix=["/home/caozhangjie/run-czj/dataset/imagenet/="]),
     # HashNet's NUS-WIDE-81 lists say ./data/nuswide_81/images/...: relative to a data root holding images/.
     "nuswide_81": dict(_SEED_RECIPE, data_path="./datasets/nuswide_81/", topK=5000,
                        path_prefix=["./data/nuswide_81/="]),
     # From scratch on 64 px toy images: a random Kaiming AlexNet, fc7 standardised on the training set and only
-    # the hash layer trained (docs/protocol.md#training-from-scratch). The loss and network are HashNet's; the continuation runs faster
-    # because the run is short.
+    # the hash layer trained (docs/protocol.md#training-from-scratch). The loss and network are HashNet's; the
+    # continuation runs faster because the run is short.
     "toy": dict(
         data_path=str(PROJECT_ROOT / "data" / "toy"), batch_size=64, epoch=12, eval_epoch=6, learning_rate=2e-3,
         optimizer="sgd", weight_decay=5e-4, momentum=0.9, alpha=0.1, step_continuation=4, de_step=50,

@@ -5,8 +5,8 @@
   15 times per bit width; from the cache an item is a 147 KB read. The items equal the JPEG path's bit for bit, so
   codes and mAP are identical.
 - Training cache: the Resize(resize_size) images of a list (uint8 HWC, sizes differ), one flat file of raw pixels
-  (.u8) plus an (n, 3) .npy table of offset, height, width. RandomCrop and RandomHorizontalFlip run on them as before, seeded the same
-  way (utils/datasets.ImageList), so the crops are bit-identical to the JPEG path's.
+  (.u8) plus an (n, 3) .npy table of offset, height, width. RandomCrop and RandomHorizontalFlip run on them as before,
+  seeded the same way (utils/datasets.ImageList), so the crops are bit-identical to the JPEG path's.
 
 Each cache is `<cache_dir>/<list folder>-<list name>-<hash of the list's path>-<view>.*` with a sidecar `.json`
 holding the fingerprint it was built for: the list's sha256, the size and mtime of every listed image (a replaced

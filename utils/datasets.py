@@ -2,8 +2,8 @@
 
 A dataset named NAME is three list files in `data/NAME/` (train.txt, test.txt = queries, database.txt), each line
 `<path relative to the data root> <C space-separated 0/1 labels>`. The number of classes is read from the lists.
-Lists written on another machine (HashNet's own, docs/protocol.md#nus-wide-and-imagenet) are used as they are: `--path-prefix OLD=NEW` rewrites the
-start of each listed path (map_list_path) before it is joined to the data root.
+Lists written on another machine (HashNet's own, docs/protocol.md#nus-wide-and-imagenet) are used as they are:
+`--path-prefix OLD=NEW` rewrites the start of each listed path (map_list_path) before it is joined to the data root.
 """
 import os
 import posixpath
@@ -162,9 +162,9 @@ def to_chw_uint8(image):
 
 
 def build_transform(train, resize_size=256, crop_size=224, resized=False):
-    """docs/protocol.md#seed-recipe: train Resize RandomCrop RandomHorizontalFlip, eval Resize CenterCrop; uint8 CHW out (the ImageNet
-    mean/std normalisation is the network's first step). resized=True leaves out the Resize, for images stored
-    already resized (utils/datacache.py)."""
+    """docs/protocol.md#seed-recipe: train Resize RandomCrop RandomHorizontalFlip, eval Resize CenterCrop; uint8 CHW out
+    (the ImageNet mean/std normalisation is the network's first step). resized=True leaves out the Resize, for images
+    stored already resized (utils/datacache.py)."""
     crop = [T.RandomCrop(crop_size), T.RandomHorizontalFlip()] if train else [T.CenterCrop(crop_size)]
     return T.Compose([*([] if resized else [T.Resize(resize_size)]), *crop, to_chw_uint8])
 

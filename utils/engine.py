@@ -92,7 +92,8 @@ def build_data(cfg, logger=None):
 
 
 def build_optimizer(cfg, model):
-    """docs/protocol.md#seed-recipe: lr = base * batch_size * world_size / 64, halved every de_step epochs (StepDecay, per epoch)."""
+    """docs/protocol.md#seed-recipe: lr = base * batch_size * world_size / 64, halved every de_step epochs (StepDecay,
+    per epoch)."""
     lr = cfg.learning_rate * cfg.batch_size * dist.get_world_size() / 64
     scheduler = paddle.optimizer.lr.StepDecay(learning_rate=lr, step_size=cfg.de_step, gamma=0.5)
     params = [p for p in model.parameters() if not p.stop_gradient]
@@ -108,7 +109,8 @@ def build_optimizer(cfg, model):
 
 # ----------------------------------------------------------------------------------------------------- train/eval
 def train_one_epoch(model, criterion, optimizer, loader, epoch, cfg, logger):
-    """One epoch of this rank's batches (--sampling); returns {'loss' (mean over ranks), 'lr', 'scale', 'steps', ...}."""
+    """One epoch of this rank's batches (--sampling); returns {'loss' (mean over ranks), 'lr', 'scale', 'steps',
+    ...}."""
     # the from-scratch recipe trains only the hash layer on fixed features: no dropout in the frozen backbone
     model.train() if cfg.train_scope == "all" else model.eval()
     criterion.scale = continuation_scale(epoch, cfg.step_continuation)

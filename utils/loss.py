@@ -42,7 +42,8 @@ class HashNetLoss(nn.Layer):
         self.register_buffer("Y", paddle.zeros([num_train, num_class], dtype="float32"), persistable=True)
 
     def write_bank(self, u, y, ind):
-        """U[ind] = u, Y[ind] = y, detached (docs/protocol.md#loss: a graph-carrying bank breaks the next backward on Paddle 3.x).
+        """U[ind] = u, Y[ind] = y, detached (docs/protocol.md#loss: a graph-carrying bank breaks the next backward on
+        Paddle 3.x).
 
         An index given twice (two ranks drew the same image in one step; the sharded sampler's padding) is written
         once, with its last row: the gathered rows are in rank order, so the highest rank wins on every rank alike

@@ -14,8 +14,9 @@ and after the old sidecar is removed, so an interrupted write never leaves a cac
 
 The encoders are duck-typed so both engines plug in: `encode_batch(images NCHW uint8 numpy) -> raw outputs`
 for queries and `encode_database(ImageList) -> ±1 codes` for the database (the models normalise on the device).
-The database itself is utils/database.py; the contact sheets utils/contact_sheet.py. With --cache-dir the database images are read from the decoded evaluation cache (utils/datacache.py).
-Messages go to stderr so that `--json` output on stdout stays machine-readable.
+The database itself is utils/database.py; the contact sheets utils/contact_sheet.py. With --cache-dir the database
+images are read from the decoded evaluation cache (utils/datacache.py). Messages go to stderr so that `--json` output on
+stdout stays machine-readable.
 """
 import json
 import shutil

@@ -2,11 +2,11 @@
 
 Each 64x64 RGB image shows 1 to 3 simple shapes of distinct classes (TOY_CLASSES) on a random grey-ish solid or
 gradient background with light noise. Every class has its own hue (jittered, with varied saturation and
-brightness): the toy recipe trains only the hash layer on a frozen, randomly initialised AlexNet (docs/protocol.md#training-from-scratch), and
-such features tell shapes apart barely better than chance (measured: a ridge probe of 16x16 pixels or of the random
-fc7 gives mAP 0.36-0.38 against 0.36 for random codes when colour is random), while they do see colour.
-The lists follow the COCO protocol of docs/protocol.md#ms-coco-protocol (same line format, same split structure), so everything
-that reads COCO lists reads these too:
+brightness): the toy recipe trains only the hash layer on a frozen, randomly initialised AlexNet
+(docs/protocol.md#training-from-scratch), and such features tell shapes apart barely better than chance (measured: a
+ridge probe of 16x16 pixels or of the random fc7 gives mAP 0.36-0.38 against 0.36 for random codes when colour is
+random), while they do see colour. The lists follow the COCO protocol of docs/protocol.md#ms-coco-protocol (same line
+format, same split structure), so everything that reads COCO lists reads these too:
   test.txt      queries (DEFAULT_NUM_TEST random images)
   database.txt  every image that is not a query
   train.txt     DEFAULT_NUM_TRAIN random database images
