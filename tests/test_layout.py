@@ -1,0 +1,121 @@
+"""The repository stands alone and reads in layers: no citation of a file it does not hold, every
+docs/protocol.md#anchor it cites exists, and the project's modules import each other without a cycle."""
+import ast
+import re
+import subprocess
+
+from conftest import REPO
+
+PACKAGES = ("utils", "models")
+ENTRY_MODULES = ("main_single_gpu", "main_multi_gpu", "predict", "export_model", "serve")
+
+
+def tracked_files(*patterns):
+    out = subprocess.run(["git", "ls-files", *patterns], cwd=REPO, capture_output=True, text=True, check=True)
+    return [REPO / line for line in out.stdout.splitlines() if (REPO / line).is_file()]
+
+
+def module_name(path):
+    rel = path.relative_to(REPO).with_suffix("")
+    return ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+
+
+def project_imports(path, known):
+    """Project modules `path` imports anywhere in it (function-level imports included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found.update(name for name in names if name in known)
+    return found
+
+
+def import_graph():
+    paths = [p for p in tracked_files("*.py") if p.parts[len(REPO.parts)] in PACKAGES
+             or p.relative_to(REPO).with_suffix("").as_posix() in ENTRY_MODULES]
+    known = {module_name(p): p for p in paths}
+    graph = {name: project_imports(path, known) - {name} for name, path in known.items()}
+    for name in known:  # importing utils.x runs utils/__init__.py first: no edge needed, it imports no module here
+        graph[name].discard(name.split(".")[0])
+    return graph
+
+
+def find_cycle(graph):
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                cycle = visit(nxt)
+                if cycle:
+                    return cycle
+        state[node] = "done"
+        stack.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return None
+
+
+def test_project_imports_have_no_cycle():
+    graph = import_graph()
+    assert {"utils.engine", "utils.codes", "utils.metrics", *ENTRY_MODULES} <= set(graph)  # the graph is read
+    assert "utils.engine" in graph["predict"]
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_leaves_import_no_engine_or_entry_point():
+    graph = import_graph()
+    for leaf in ("utils.codes", "utils.metrics", "utils.loss", "utils.errors", "utils.config", "utils.run_config",
+                 "utils.fileio"):
+        assert not graph[leaf] & {"utils.engine", "utils.retrieval", *ENTRY_MODULES}, (leaf, graph[leaf])
+
+
+def test_a_cycle_is_found():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_citation_of_a_file_outside_the_repository():
+    offenders = [f"{p.relative_to(REPO)}:{n}" for p in tracked_files("*.py", "*.md", "*.sh")
+                 for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+                 if re.search(r"\bSPEC\b", line) and p.relative_to(REPO).as_posix() != "docs/protocol.md"]
+    assert offenders == []
+
+
+def anchors_of(markdown):
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    anchors = set()
+    for line in markdown.splitlines():
+        match = re.match(r"^#{1,6}\s+(.*?)\s*$", line)
+        if match:
+            text = re.sub(r"[^\w\- ]", "", match.group(1).lower())
+            anchors.add(text.replace(" ", "-"))
+    return anchors
+
+
+def test_every_cited_protocol_anchor_exists():
+    anchors = anchors_of((REPO / "docs" / "protocol.md").read_text(encoding="utf-8"))
+    cited = set()
+    for path in tracked_files("*.py", "*.md", "*.sh"):
+        for match in re.finditer(r"protocol\.md((?:#[\w-]+)(?:, #[\w-]+)*)", path.read_text(encoding="utf-8")):
+            cited.update(anchor.strip().lstrip("#") for anchor in match.group(1).split(","))
+    assert cited and cited - anchors == set()
+
+
+def test_anchor_rule_matches_github():
+    assert anchors_of("## NUS-WIDE and ImageNet\n## Seed recipe\n# The paper's recipe") == {
+        "nus-wide-and-imagenet", "seed-recipe", "the-papers-recipe"}
