@@ -28,11 +28,11 @@ import numpy as np
 from tqdm import tqdm
 
 from utils import checkpoint
+from utils.codes import binarize, pack_codes, topk_search
 from utils.config import _add, check_positive
 from utils.fileio import atomic_write
 from utils.datasets import (IMAGENET_MEAN, IMAGENET_STD, LIST_NAMES, ImageList, build_loader, dataset_lists,
                             load_rgb, read_list_file)
-from utils.tools import binarize, pack_codes, topk_search
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".ppm", ".tif", ".tiff", ".webp")
 CACHE_FORMAT = 1

@@ -23,9 +23,9 @@ from flask import Flask, Response, abort, render_template_string, request, url_f
 from PIL import Image
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from utils.codes import binarize, pack_codes, topk_search
 from utils.datasets import read_list_file
 from utils.retrieval import COLOURS, build_results, encode_images
-from utils.tools import binarize, pack_codes, topk_search
 
 MAX_PIXELS = 40_000_000  # larger images are refused (PIL's decompression-bomb guard starts at 89 M)
 MAX_K = 1000
