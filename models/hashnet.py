@@ -9,7 +9,8 @@ The continuation tanh(scale * o) lives in the loss (utils/loss.py); the binary c
 import paddle
 import paddle.nn as nn
 
-from models.alexnet import AlexNet, init_kaiming_, load_pretrained
+from models.alexnet import AlexNet, init_kaiming_
+from models.pretrained import load_pretrained
 
 FEATURE_DIM = 4096
 IMAGENET_MEAN = [0.485, 0.456, 0.406]

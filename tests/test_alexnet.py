@@ -15,16 +15,14 @@ import paddle
 import pytest
 
 from models import HashNet
-from models.alexnet import (
+from models.alexnet import AlexNet, expected_backbone_shapes, init_kaiming_
+from models.pretrained import (
     DEFAULT_PRETRAINED_PATH,
     PRETRAINED_FLAG,
     TORCHVISION_URL,
-    AlexNet,
     backbone_state_from_file,
     check_backbone_state,
-    expected_backbone_shapes,
     from_torch_layout,
-    init_kaiming_,
     load_paddle_alexnet_state,
     load_pretrained,
     load_torchvision_state,
