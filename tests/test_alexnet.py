@@ -209,6 +209,19 @@ def test_paddle_zoo_keys_map_to_ours_with_halved_fc6_fc7(paddle_zoo_file):
     np.testing.assert_array_equal(state["classifier.6.weight"], zoo_state["_fc8.weight"].numpy())
 
 
+
+@pytest.mark.parametrize("module", ["models.pretrained", "models.alexnet"])
+def test_convert_cli_writes_the_paddle_zoo_file_in_our_layout(paddle_zoo_file, tmp_path, module):
+    path, _ = paddle_zoo_file
+    out = tmp_path / "ours.pdparams"
+    result = run_checked([sys.executable, "-m", module, "--convert", str(path), "--out", str(out)], cwd=REPO_ROOT)
+    assert result.stdout.splitlines()[0] == str(out)
+    converted = paddle.load(str(out), return_numpy=True)
+    expected = load_paddle_alexnet_state(path)
+    assert sorted(converted) == sorted(expected)
+    for name in expected:
+        np.testing.assert_array_equal(converted[name], expected[name], err_msg=name)
+
 def test_paddle_url_comes_from_paddle():
     assert paddle_alexnet_url() == (
         "https://paddle-imagenet-models-name.bj.bcebos.com/dygraph/AlexNet_pretrained.pdparams"
