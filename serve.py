@@ -14,7 +14,7 @@ import sys
 
 from predict import resolve_args
 from utils.config import DATA_FLAGS, MODEL_FLAGS, add_flag, add_flags, entry_parser
-from utils.errors import SetupError, UsageError
+from utils.errors import MissingPackageError, SetupError, UsageError
 from utils.failure import run_cli
 
 
@@ -50,7 +50,7 @@ def run(argv=None):
     try:
         import flask  # noqa: F401
     except ImportError:
-        raise SetupError("serve.py needs Flask: pip install -r requirements-web.txt") from None
+        raise MissingPackageError("serve.py needs Flask: pip install -r requirements-web.txt") from None
     from werkzeug.serving import make_server
     from utils.retrieval import log
     from utils.search_page import create_app

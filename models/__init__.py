@@ -1,4 +1,5 @@
-from models.alexnet import AlexNet, load_pretrained
+from models.alexnet import AlexNet
 from models.hashnet import HashNet
+from models.pretrained import load_pretrained
 
 __all__ = ["AlexNet", "HashNet", "load_pretrained"]

@@ -5,13 +5,14 @@ The input is a uint8 image batch (N, 3, H, W) as the data pipeline hands it over
 ImageNet normalisation (docs/protocol.md#seed-recipe) are the network's first operation, so they run on the device in
 training, evaluation, predict.py and the exported model alike, and the loader workers ship 4x fewer bytes. The
 continuation tanh(scale * o) lives in the loss (utils/loss.py); the binary code is sign(o) with 0 -> +1
-(utils/tools.binarize).
+(utils/codes.binarize).
 """
 import paddle
 import paddle.nn as nn
 
+from models.alexnet import AlexNet, init_kaiming_
+from models.pretrained import load_pretrained
 from utils.errors import UsageError
-from models.alexnet import AlexNet, init_kaiming_, load_pretrained
 
 FEATURE_DIM = 4096
 IMAGENET_MEAN = [0.485, 0.456, 0.406]

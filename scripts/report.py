@@ -67,31 +67,38 @@ class Run:
 
     @property
     def name(self):
+        """The run folder's name: the run's label in tables and figures."""
         return self.path.name
 
     @property
     def final(self):
+        """The metrics of the run's last evaluation (metrics.json's "final")."""
         return self.doc["final"]
 
     @property
     def best(self):
+        """The metrics of the best epoch, or None when metrics.json records none."""
         best = self.doc.get("best")
         return best if isinstance(best, dict) else None
 
     @property
     def bits(self):
+        """The run's code length (config.json, else its metrics), or None."""
         return run_bits(self.config, self.final)
 
     @property
     def dataset(self):
+        """The run's dataset from config.json (a placeholder when the run has none)."""
         return str(self.config.get("dataset", "unknown (no config.json)"))
 
     @property
     def topk(self):
+        """K of the run's mAP@K."""
         return self.final.get("topk")
 
     @property
     def is_reference_setting(self):
+        """Whether the run is on the dataset of the reference rows (MS-COCO)."""
         return self.dataset == REFERENCE_DATASET
 
     @property
@@ -101,6 +108,7 @@ class Run:
 
     @property
     def is_eval_only(self):
+        """Whether the run only evaluated a checkpoint (no training epoch recorded)."""
         return self.doc.get("final_epoch") is None
 
     def sizes(self):
@@ -142,10 +150,12 @@ def _count_list_lines(config, split):
 
 # ---------------------------------------------------------------------------------------------------- find runs
 def _load_run(run_dir):
+    """The Run of one run folder (its config.json and metrics.json)."""
     return Run(run_dir, load_config(run_dir), load_metrics(run_dir / "metrics.json"))
 
 
 def _missing_metrics_error(folders):
+    """The error for run folders without metrics.json, saying how to get one."""
     names = ", ".join(str(f) for f in folders)
     return FileNotFoundError(
         f"run folder without metrics.json: {names} (metrics.json is written after a run's first evaluation; "
@@ -182,20 +192,24 @@ def find_runs(paths):
 
 # --------------------------------------------------------------------------------------------------------- table
 def fmt(value):
+    """A metric as a table cell: 4 decimals, — when missing."""
     return "—" if value is None else f"{value:.4f}"
 
 
 def fmt_share(value):
+    """A fraction as a table cell in percent, — when missing."""
     return "—" if value is None else f"{100 * value:.1f}%"
 
 
 def column_header(run, runs):
+    """A run's column title: its bit width, with its name when the width alone does not tell it apart."""
     same_bits = sum(1 for r in runs if r.bits == run.bits) > 1
     head = f"{run.bits} bits" if run.bits is not None else "? bits"
     return f"{head} (`{run.name}`)" if same_bits or len(runs) == 1 else head
 
 
 def final_cell(run):
+    """The final mAP cell, naming the epoch or checkpoint it comes from."""
     value = fmt(run.final.get("map"))
     if run.doc.get("final_epoch") is not None:
         return f"{value} (epoch {run.doc['final_epoch']})"
@@ -205,16 +219,19 @@ def final_cell(run):
 
 
 def best_cell(run):
+    """The best-epoch mAP cell with its epoch, — when no best epoch is recorded."""
     if run.best is None or run.doc.get("best_epoch") is None:
         return "—"
     return f"{fmt(run.best.get('map'))} (epoch {run.doc['best_epoch']})"
 
 
 def _row(label, cells):
+    """One Markdown table row."""
     return "| " + " | ".join([label] + list(cells)) + " |"
 
 
 def reference_cell(run, values, label):
+    """A run's cell in a reference row: the published number for its dataset and bits, or why none."""
     if label == PAPER_LABEL and run.protocol is not None:  # the paper row holds each dataset's own number
         return run.protocol["paper"].get(run.bits, "—")
     if not run.is_reference_setting:
@@ -223,6 +240,7 @@ def reference_cell(run, values, label):
 
 
 def build_table(runs):
+    """The per-run Markdown table: this project's metrics, then the reference rows for paper datasets."""
     lines = [_row("", [column_header(r, runs) for r in runs]), "|" + "---|" * (len(runs) + 1)]
     ours = [
         ("dataset", [r.dataset for r in runs]),
@@ -287,6 +305,7 @@ def build_paper_table(runs):
 
 
 def _fmt_count(value):
+    """An image count with thousands separators, ? when not recorded."""
     return "?" if value is None else f"{value:,}"
 
 
@@ -309,6 +328,7 @@ def protocol_lines(runs):
 
 
 def build_paper_section(runs):
+    """The "Table 1" section: the paper's numbers beside the runs', protocols, off-protocol runs (†)."""
     marked = [(r, r.protocol_mismatch()) for r in runs if r.protocol is not None]
     marked = [(r, problems) for r, problems in marked if problems]
     lines = [
@@ -340,6 +360,7 @@ def build_paper_section(runs):
 
 # ---------------------------------------------------------------------------------------------------------- notes
 def selection_note(run):
+    """One note line: which epoch a run's numbers come from and how its best epoch was chosen."""
     doc = run.doc
     if doc.get("final_epoch") is None:
         what = f"checkpoint `{doc['checkpoint']}`" if doc.get("checkpoint") else "one evaluation"
@@ -355,6 +376,7 @@ def selection_note(run):
 
 
 def build_notes(runs):
+    """The notes: epoch selection, metric definitions, and where the reference numbers come from and fit."""
     notes = ["## Which epoch", ""]
     notes += [selection_note(r) for r in runs]
     notes += [
@@ -411,6 +433,7 @@ def build_notes(runs):
 
 # -------------------------------------------------------------------------------------------------------- figures
 def _by_dataset(runs):
+    """Runs with a known bit width grouped by dataset (one line per dataset in the versus-bits plots)."""
     groups = {}
     for r in runs:
         if r.bits is not None:
@@ -419,6 +442,7 @@ def _by_dataset(runs):
 
 
 def _versus_bits_plot(runs, key, ylabel, title, path, with_reference=False):
+    """Plot one metric against bits (final and best epoch, optionally references); returns the file."""
     fig, ax = new_figure()
     groups = _by_dataset(runs)
     for i, (dataset, group) in enumerate(sorted(groups.items())):
@@ -456,6 +480,7 @@ def _versus_bits_plot(runs, key, ylabel, title, path, with_reference=False):
 
 
 def _run_label(run, runs):
+    """A run's legend label: bits, plus the dataset when datasets mix and the name when bits repeat."""
     same_bits = sum(1 for r in runs if r.bits == run.bits) > 1
     mixed = len({r.dataset for r in runs}) > 1
     label = f"{run.bits} bits"
@@ -465,10 +490,12 @@ def _run_label(run, runs):
 
 
 def _datasets_title(runs):
+    """The runs' datasets, for figure titles."""
     return ", ".join(sorted({r.dataset for r in runs}))
 
 
 def _pn_curves(runs, path):
+    """Plot every run's final-epoch precision@N curve; returns the file."""
     fig, ax = new_figure()
     for i, r in enumerate(runs):
         points = precision_at_n_points(r.final, f"{r.path / 'metrics.json'}")
@@ -484,6 +511,7 @@ def _pn_curves(runs, path):
 
 
 def _pr_curves(runs, path):
+    """Plot every run's final-epoch precision-recall curve over Hamming radii; returns the file."""
     fig, ax = new_figure()
     for i, r in enumerate(runs):
         draw_pr_curve(ax, r.final, _run_label(r, runs), {"color": f"C{i % 10}", "linestyle": "-"},
@@ -495,6 +523,7 @@ def _pr_curves(runs, path):
 
 
 def write_figures(runs, out_dir):
+    """Write the report's four figures into out_dir; returns their paths."""
     title_tail = f"HashNet · {_datasets_title(runs)}"
     return [
         _versus_bits_plot(runs, RADIUS_KEY, f"precision within Hamming radius {PR_RADIUS}",
@@ -509,6 +538,7 @@ def write_figures(runs, out_dir):
 
 # ----------------------------------------------------------------------------------------------------------- main
 def build_report(runs):
+    """The text of report.md."""
     figures = "\n".join([
         f"![precision within Hamming radius {PR_RADIUS} vs bits]({FIGURES['precision_radius']})",
         f"![mAP@K vs bits]({FIGURES['map']})",
@@ -537,6 +567,7 @@ def build_report(runs):
 
 
 def parse_args(argv=None):
+    """The command line: --runs (run folders or their parents) and --out."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", required=True,
                         help="run folders (holding metrics.json) and/or parent folders of run folders")

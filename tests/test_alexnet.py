@@ -15,16 +15,14 @@ import paddle
 import pytest
 
 from models import HashNet
-from models.alexnet import (
+from models.alexnet import AlexNet, expected_backbone_shapes, init_kaiming_
+from models.pretrained import (
     DEFAULT_PRETRAINED_PATH,
     PRETRAINED_FLAG,
     TORCHVISION_URL,
-    AlexNet,
     backbone_state_from_file,
     check_backbone_state,
-    expected_backbone_shapes,
     from_torch_layout,
-    init_kaiming_,
     load_paddle_alexnet_state,
     load_pretrained,
     load_torchvision_state,
@@ -210,6 +208,19 @@ def test_paddle_zoo_keys_map_to_ours_with_halved_fc6_fc7(paddle_zoo_file):
     np.testing.assert_array_equal(state["classifier.4.bias"], zoo_state["_fc7.bias"].numpy())
     np.testing.assert_array_equal(state["classifier.6.weight"], zoo_state["_fc8.weight"].numpy())
 
+
+
+@pytest.mark.parametrize("module", ["models.pretrained", "models.alexnet"])
+def test_convert_cli_writes_the_paddle_zoo_file_in_our_layout(paddle_zoo_file, tmp_path, module):
+    path, _ = paddle_zoo_file
+    out = tmp_path / "ours.pdparams"
+    result = run_checked([sys.executable, "-m", module, "--convert", str(path), "--out", str(out)], cwd=REPO_ROOT)
+    assert result.stdout.splitlines()[0] == str(out)
+    converted = paddle.load(str(out), return_numpy=True)
+    expected = load_paddle_alexnet_state(path)
+    assert sorted(converted) == sorted(expected)
+    for name in expected:
+        np.testing.assert_array_equal(converted[name], expected[name], err_msg=name)
 
 def test_paddle_url_comes_from_paddle():
     assert paddle_alexnet_url() == (

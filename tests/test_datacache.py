@@ -46,7 +46,7 @@ def float_transform(train, resize_size, crop_size):
 # ------------------------------------------------------------------------------------------------- uint8 to the net
 def test_uint8_input_gives_the_float_path_outputs_and_codes(small_list):
     from models import HashNet
-    from utils.tools import binarize
+    from utils.codes import binarize
     root, list_path = small_list
     sizes = (256, 224) if root == COCO_LITE else (72, 64)
     paths = [root / line.split()[0] for line in list_path.read_text().splitlines()]

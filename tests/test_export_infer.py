@@ -18,9 +18,9 @@ from deploy.inference_python import infer
 from deploy.inference_python.infer import HashInference
 from conftest import assert_training_moved
 from test_predict import json_results, list_items, sha256, toy_checkpoint
+from utils.codes import binarize
 from utils.datasets import IMAGENET_MEAN, IMAGENET_STD, build_transform
 from utils.retrieval import load_batch
-from utils.tools import binarize
 
 REPO = Path(__file__).resolve().parents[1]
 RAW_TOLERANCE = 1e-4

@@ -4,8 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from utils.tools import (CalcTopMap, CalcTopMap_reference, binarize, hamming_distances, pack_codes,
-                         pack_labels)
+from utils.codes import binarize, hamming_distances, pack_codes, pack_labels
+from utils.metrics import CalcTopMap, CalcTopMap_reference
 
 FIXTURE = Path(__file__).resolve().parent / "data" / "map_at_k.npz"
 
@@ -150,13 +150,13 @@ def test_pack_labels_and_shares_a_label():
 
 
 def test_popcount_fallback_for_numpy_1(monkeypatch):
-    from utils import tools
+    from utils import codes
     rng = np.random.default_rng(3)
     for bits in (16, 64, 130):
         db = np.where(rng.random((40, bits)) < 0.5, -1.0, 1.0).astype(np.float32)
         q = np.where(rng.random((5, bits)) < 0.5, -1.0, 1.0).astype(np.float32)
         native = hamming_distances(pack_codes(q), pack_codes(db))
-        monkeypatch.setattr(tools, "_popcount", tools._popcount_table)
+        monkeypatch.setattr(codes, "_popcount", codes._popcount_table)
         np.testing.assert_array_equal(hamming_distances(pack_codes(q), pack_codes(db)), native)
         monkeypatch.undo()
 
@@ -167,3 +167,10 @@ def test_accepts_paddle_tensors():
     tensors = [paddle.to_tensor(data[key]) for key in ("db_codes", "query_codes", "db_labels", "query_labels")]
     assert abs(CalcTopMap(*tensors, int(data["topk"][2])) - data["map"][2]) <= 1e-9
     np.testing.assert_array_equal(binarize(paddle.to_tensor([[0.0, -2.0]])), [[1.0, -1.0]])
+
+
+def test_tools_re_exports_the_seed_names_from_codes_and_metrics():
+    from utils import codes, metrics, tools
+    assert set(tools.__all__) == set(codes.__all__) | set(metrics.__all__)
+    for name in tools.__all__:
+        assert getattr(tools, name) is getattr(codes if name in codes.__all__ else metrics, name), name

@@ -15,14 +15,15 @@ from tqdm import tqdm
 from models import HashNet
 from utils import checkpoint, dist, preemption
 from utils import PROJECT_ROOT
+from utils.codes import binarize
 from utils.config import BACKBONE_CANDIDATES
 from utils.datasets import EpochBatchSampler, ImageList, build_datasets, build_loader
 from utils.failure import run_or_end_process
 from utils.logger import AverageMeter, append_jsonl, keep_epoch_rows, setup_logger
 from utils.loss import HashNetLoss, continuation_scale
+from utils.metrics import CalcTopMap, retrieval_metrics
 from utils.plots import save_metric_plots
 from utils.sampling import TrainBatchSampler, describe
-from utils.tools import CalcTopMap, binarize, retrieval_metrics
 
 
 # ----------------------------------------------------------------------------------------------------------- build

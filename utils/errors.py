@@ -19,6 +19,10 @@ class MissingFileError(UserError, FileNotFoundError):
     """A file or folder the command needs is not there (a checkpoint, a list, an image, weights)."""
 
 
+class MissingPackageError(UserError, ImportError):
+    """An optional package the command needs is not installed (torch to read a .pth, Flask for the search page)."""
+
+
 class SetupError(UserError, RuntimeError):
     """What this machine or installation lacks for the command (an optional package, a GPU build, a free port)."""
 

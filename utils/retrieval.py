@@ -2,7 +2,7 @@
 the search page (serve.py): query encoding, the database-code cache, search and the result table.
 
 The flow both use (`run_retrieval`): collect the query images, encode them, get the database codes (from the
-cache in the save folder or computed once), search the bit-packed codes (utils.tools.topk_search: Hamming
+cache in the save folder or computed once), search the bit-packed codes (utils.codes.topk_search: Hamming
 distance, ties in database order), then print a table or JSON lines and save the best match and a contact sheet.
 
 Database-code cache: `<save_path>/database_code_{bit}.npy` (±1 float32, one row per database.txt line, as the seed
@@ -27,13 +27,13 @@ import numpy as np
 from tqdm import tqdm
 
 from utils import checkpoint
+from utils.codes import binarize, pack_codes, topk_search
 from utils.config import check_positive
 from utils.contact_sheet import contact_sheet, show
 from utils.database import Database
 from utils.datasets import IMAGENET_MEAN, IMAGENET_STD, build_loader, load_rgb
 from utils.errors import MissingFileError, UsageError
 from utils.fileio import atomic_write, sha256_of
-from utils.tools import binarize, pack_codes, topk_search
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".ppm", ".tif", ".tiff", ".webp")
 CACHE_FORMAT = 1

@@ -23,10 +23,10 @@ from flask import Flask, Response, abort, render_template_string, request, url_f
 from PIL import Image
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from utils.codes import binarize, pack_codes, topk_search
 from utils.datasets import read_list_file
 from utils.contact_sheet import COLOURS
 from utils.retrieval import build_results, encode_images
-from utils.tools import binarize, pack_codes, topk_search
 
 MAX_PIXELS = 40_000_000  # larger images are refused (PIL's decompression-bomb guard starts at 89 M)
 MAX_K = 1000

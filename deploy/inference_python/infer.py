@@ -124,7 +124,7 @@ class HashInference:
     @staticmethod
     def postprocess(raw):
         """±1 codes (sign, 0 -> +1)."""
-        from utils.tools import binarize
+        from utils.codes import binarize
         return binarize(raw)
 
     def encode_paths(self, paths, batch_size):

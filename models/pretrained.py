@@ -1,0 +1,344 @@
+"""ImageNet AlexNet weights from local files, mapped onto models.alexnet.AlexNet (our names, Paddle layout).
+
+Reads (nothing is ever downloaded):
+
+* torchvision ``.pth`` (``alexnet-owt-7be5be79.pth`` or ``alexnet-owt-4df8aa71.pth``): same key names as ours,
+  only Linear weights need a transpose (torch stores [out, in], Paddle [in, out]). Needs torch, imported only
+  inside ``load_torchvision_state``. Convert once to avoid torch later::
+
+      python -m models.pretrained --convert alexnet-owt-7be5be79.pth \
+          --out pretrained/alexnet_imagenet.pdparams
+
+* Paddle's ImageNet AlexNet ``.pdparams`` (keys ``_conv1._conv.*``, ..., ``_fc8.*``), renamed by the
+  family's key map (``PADDLE_ZOO_KEY_MAPS["alexnet"]``).
+  Paddle's zoo model uses ``Dropout(mode="downscale_in_infer")``, which multiplies the inputs
+  of fc6 and fc7 by (1 - p) = 0.5 at inference; ours uses torch semantics (identity at
+  inference, 1 / (1 - p) in training). Multiplying the fc6 and fc7 weights by 0.5 makes both
+  networks compute exactly the same function in training and inference, so the loader does that.
+* A ``.pdparams`` already in our layout (e.g. written by the converter above).
+
+Library use (also for a HashNet that holds the backbone pieces under other names)::
+
+    state = backbone_state_from_file(path)          # our names, Paddle layout, numpy arrays
+    load_pretrained(model, path)                    # whole AlexNet
+    load_pretrained(hashnet, path, skip=("classifier.6.",),
+                    key_map={"classifier.1.weight": "fc6.weight", ...})  # or a callable
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import zipfile
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+import numpy as np
+import paddle
+from paddle import nn
+
+from models.alexnet import DROPOUT_P, expected_backbone_shapes
+from utils.errors import MissingFileError, MissingPackageError, UsageError
+from utils.fileio import atomic_write
+
+TORCHVISION_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
+TORCHVISION_SEED_URL = "https://download.pytorch.org/models/alexnet-owt-4df8aa71.pth"
+DEFAULT_PRETRAINED_PATH = "pretrained/alexnet-owt-7be5be79.pth"
+DEFAULT_CONVERTED_PATH = "pretrained/alexnet_imagenet.pdparams"
+PRETRAINED_FLAG = "--backbone_weights"
+_PADDLE_URL_FALLBACK = (
+    "https://paddle-imagenet-models-name.bj.bcebos.com/dygraph/AlexNet_pretrained.pdparams"
+)
+
+# Paddle zoo prefix -> (our prefix, factor on the weight), one map per backbone family. The factor folds the zoo's
+# downscale_in_infer dropout (x * 0.5 at inference, in front of fc6 and fc7) into the weights.
+PADDLE_ZOO_TO_OURS = {
+    "_conv1._conv.": ("features.0.", 1.0),
+    "_conv2._conv.": ("features.3.", 1.0),
+    "_conv3.": ("features.6.", 1.0),
+    "_conv4.": ("features.8.", 1.0),
+    "_conv5._conv.": ("features.10.", 1.0),
+    "_fc6.": ("classifier.1.", 1.0 - DROPOUT_P),
+    "_fc7.": ("classifier.4.", 1.0 - DROPOUT_P),
+    "_fc8.": ("classifier.6.", 1.0),
+}
+PADDLE_ZOO_KEY_MAPS = {"alexnet": PADDLE_ZOO_TO_OURS}
+
+
+def paddle_alexnet_url() -> str:
+    """URL of Paddle's ImageNet AlexNet, read from Paddle itself (for messages only)."""
+    try:
+        # paddle.vision.models.alexnet is shadowed by the factory function of that name.
+        module = importlib.import_module("paddle.vision.models.alexnet")
+        return module.model_urls["alexnet"][0]
+    except (ImportError, AttributeError, KeyError):
+        return _PADDLE_URL_FALLBACK
+
+
+def _missing_file_message(path: Path) -> str:
+    return (
+        f"ImageNet AlexNet weights not found: {path}. Nothing is downloaded at run time; put the "
+        f"file at {DEFAULT_PRETRAINED_PATH} (or pass its location with {PRETRAINED_FLAG}). "
+        f"Sources: torchvision {TORCHVISION_URL} (the seed used {TORCHVISION_SEED_URL}); "
+        f"convert a .pth once with `python -m models.pretrained --convert <file.pth> --out "
+        f"{DEFAULT_CONVERTED_PATH}` so training needs no torch. Or Paddle's own "
+        f"{paddle_alexnet_url()} (usable as is)."
+    )
+
+
+def _require_file(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(_missing_file_message(path))
+    return path
+
+
+def load_torchvision_state(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a torchvision AlexNet ``.pth``; return float32 arrays under the same (our) names,
+    2-D weights transposed from torch's [out, in] to Paddle's [in, out]."""
+    path = _require_file(path)
+    try:
+        import torch
+    except ImportError as error:
+        raise MissingPackageError(
+            f"reading {path} (a torch .pth) needs torch. Install the CPU build once "
+            f"(`pip install torch`) and convert it: `python -m models.alexnet --convert {path} "
+            f"--out {DEFAULT_CONVERTED_PATH}`; then load the .pdparams without torch."
+        ) from error
+    try:
+        loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+    except TypeError:  # torch < 1.13 has no weights_only
+        loaded = torch.load(str(path), map_location="cpu")
+    if not isinstance(loaded, Mapping):
+        raise UsageError(
+            f"{path}: expected a torch state dict (name -> tensor), found {type(loaded).__name__}"
+        )
+    arrays: dict[str, np.ndarray] = {}
+    for name, tensor in loaded.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise UsageError(
+                f"{path}: entry {name!r} is a {type(tensor).__name__}, expected a tensor"
+            )
+        arrays[name] = tensor.detach().cpu().float().numpy()
+    return from_torch_layout(arrays)
+
+
+def from_torch_layout(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """torch state-dict arrays -> Paddle layout (float32, contiguous): Linear weights [out, in]
+    become [in, out]; everything else is kept as is."""
+    state: dict[str, np.ndarray] = {}
+    for name, array in arrays.items():
+        if name.endswith(".weight") and array.ndim == 2:
+            array = array.T
+        state[name] = np.ascontiguousarray(array, dtype=np.float32)
+    return state
+
+
+def _load_pdparams(path: Path) -> dict[str, np.ndarray]:
+    try:
+        loaded = paddle.load(str(path), return_numpy=True)
+    except Exception as error:  # paddle raises assorted types for foreign/corrupt files
+        raise UsageError(
+            f"{path}: cannot be read as a Paddle .pdparams ({type(error).__name__}: {error}); "
+            f"a torchvision checkpoint must end in .pth"
+        ) from error
+    if not isinstance(loaded, Mapping):
+        raise UsageError(
+            f"{path}: expected a Paddle state dict (name -> array), found {type(loaded).__name__}"
+        )
+    return {name: np.asarray(value, dtype=np.float32) for name, value in loaded.items()}
+
+
+def load_paddle_alexnet_state(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a ``.pdparams`` of Paddle's zoo AlexNet (``_conv1._conv.weight``, ...) or one already
+    in our layout (``features.0.weight``, ...); return arrays under our names. Zoo fc6/fc7
+    weights are multiplied by 0.5 (see module docstring); unknown zoo keys are kept unchanged
+    so that ``load_pretrained`` reports them."""
+    path = _require_file(path)
+    loaded = _load_pdparams(path)
+    if any(name.startswith("features.") or name.startswith("classifier.") for name in loaded):
+        return loaded
+    if not any(name.startswith("_conv1.") for name in loaded):
+        found = ", ".join(sorted(loaded)[:8]) or "(no keys)"
+        raise UsageError(
+            f"{path}: neither Paddle's zoo AlexNet layout (_conv1._conv.weight, ..., _fc8.bias) "
+            f"nor ours (features.0.weight, ..., classifier.6.bias); found keys: {found}"
+        )
+    return map_zoo_keys(loaded, PADDLE_ZOO_KEY_MAPS["alexnet"])
+
+
+def map_zoo_keys(
+    loaded: Mapping[str, np.ndarray], key_map: Mapping[str, tuple[str, float]]
+) -> dict[str, np.ndarray]:
+    """Arrays of a Paddle zoo file under our names: each key's zoo prefix is replaced by ours and its
+    weight scaled by the map's factor; keys no prefix matches are kept unchanged."""
+    state: dict[str, np.ndarray] = {}
+    for name, array in loaded.items():
+        for zoo_prefix, (our_prefix, weight_factor) in key_map.items():
+            if name.startswith(zoo_prefix):
+                suffix = name[len(zoo_prefix):]
+                if suffix == "weight" and weight_factor != 1.0:
+                    array = array * np.float32(weight_factor)
+                state[our_prefix + suffix] = array
+                break
+        else:
+            state[name] = array
+    return state
+
+
+def _is_torch_file(path: Path) -> bool:
+    if path.suffix in (".pth", ".pt", ".bin"):
+        return True
+    if path.suffix == ".pdparams":
+        return False
+    # torch >= 1.6 writes a zip archive; paddle.save writes a plain pickle.
+    return zipfile.is_zipfile(path)
+
+
+def backbone_state_from_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Arrays in our names and Paddle layout from any supported file (chosen by suffix:
+    .pth/.pt/.bin -> torchvision, .pdparams -> Paddle zoo or ours; other suffixes by content)."""
+    path = _require_file(path)
+    if _is_torch_file(path):
+        return load_torchvision_state(path)
+    return load_paddle_alexnet_state(path)
+
+
+def _format_shape(shape: Iterable[int]) -> str:
+    return "[" + ", ".join(str(int(size)) for size in shape) + "]"
+
+
+def check_backbone_state(
+    state: Mapping[str, np.ndarray],
+    expected_shapes: Mapping[str, Iterable[int]],
+    source: str = "state dict",
+) -> None:
+    """Raise ValueError naming every missing key, unexpected key and wrong shape of ``state``
+    against ``expected_shapes`` (both in our names)."""
+    expected = {name: tuple(int(s) for s in shape) for name, shape in expected_shapes.items()}
+    missing = [name for name in expected if name not in state]
+    unexpected = [name for name in state if name not in expected]
+    wrong = [
+        name
+        for name in expected
+        if name in state and tuple(np.shape(state[name])) != expected[name]
+    ]
+    if not (missing or unexpected or wrong):
+        return
+    lines = [f"AlexNet weights in {source} do not match the model:"]
+    if missing:
+        lines.append(
+            "  missing keys (expected shape): "
+            + ", ".join(f"{name} {_format_shape(expected[name])}" for name in missing)
+        )
+    if unexpected:
+        lines.append(
+            "  unexpected keys (found shape): "
+            + ", ".join(f"{name} {_format_shape(np.shape(state[name]))}" for name in unexpected)
+        )
+    if wrong:
+        lines.append(
+            "  wrong shapes: "
+            + ", ".join(
+                f"{name} expected {_format_shape(expected[name])}, "
+                f"found {_format_shape(np.shape(state[name]))}"
+                for name in wrong
+            )
+        )
+    lines.append(
+        "  (keys use torchvision's names features.{0,3,6,8,10}.*, classifier.{1,4,6}.*, "
+        "Linear weights as [in, out]; pass skip=(\"classifier.6.\",) to leave out the "
+        "ImageNet classifier)"
+    )
+    raise UsageError("\n".join(lines))
+
+
+def load_pretrained(
+    model: nn.Layer,
+    path: str | os.PathLike,
+    skip: Iterable[str] = (),
+    key_map: Mapping[str, str] | Callable[[str], str] | None = None,
+) -> dict[str, list[str]]:
+    """Copy ImageNet AlexNet weights from ``path`` into ``model``.
+
+    ``skip``: prefixes in our names (e.g. ``("classifier.6.",)`` for the 1000-way fc8) that are
+    neither required in the file nor loaded. ``key_map``: our name -> the model's parameter
+    name (a dict or a callable), for models such as a HashNet that keep the backbone pieces
+    under other names; default identity. Every other backbone key must be in the file with the
+    shape of the model's parameter it maps to; the file may hold nothing else (apart from
+    skipped keys). Parameters of ``model`` that no backbone key maps to are left untouched.
+
+    Returns ``{"loaded": model keys set, "skipped": file keys left out}``.
+    """
+    skip = tuple(skip)
+    if key_map is None:
+        to_model: Callable[[str], str] = lambda name: name
+    elif callable(key_map):
+        to_model = key_map
+    else:
+        to_model = lambda name: key_map.get(name, name)
+
+    def skipped(name: str) -> bool:
+        return any(name.startswith(prefix) for prefix in skip)
+
+    wanted = [name for name in expected_backbone_shapes() if not skipped(name)]
+    model_state = model.state_dict()
+    absent_in_model = [f"{name} -> {to_model(name)}" for name in wanted
+                       if to_model(name) not in model_state]
+    if absent_in_model:
+        raise UsageError(
+            f"model {type(model).__name__} has no parameter for: {', '.join(absent_in_model)} "
+            f"(our name -> model name; fix key_map or add the prefix to skip)"
+        )
+    expected = {name: tuple(model_state[to_model(name)].shape) for name in wanted}
+
+    state = backbone_state_from_file(path)
+    skipped_keys = [name for name in state if skipped(name)]
+    kept = {name: array for name, array in state.items() if not skipped(name)}
+    check_backbone_state(kept, expected, source=str(path))
+
+    loaded = []
+    for name, array in kept.items():
+        target = model_state[to_model(name)]
+        target.set_value(paddle.to_tensor(array).astype(target.dtype))
+        loaded.append(to_model(name))
+    return {"loaded": loaded, "skipped": skipped_keys}
+
+
+def convert_to_pdparams(source: str | os.PathLike, out: str | os.PathLike) -> dict:
+    """Convert a torchvision .pth or Paddle zoo .pdparams into a .pdparams in our layout.
+    Checked against AlexNet(1000); written atomically. Returns a summary dict."""
+    state = backbone_state_from_file(source)
+    check_backbone_state(state, expected_backbone_shapes(), source=str(source))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, lambda tmp: paddle.save(state, tmp))
+    return {
+        "out": str(out),
+        "tensors": len(state),
+        "parameters": int(sum(array.size for array in state.values())),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m models.pretrained",
+        description="Convert ImageNet AlexNet weights (torchvision .pth or Paddle zoo .pdparams) "
+        "into a .pdparams in this project's layout, so training never needs torch.",
+    )
+    parser.add_argument("--convert", required=True, metavar="SOURCE",
+                        help=f"local weights file, e.g. alexnet-owt-7be5be79.pth ({TORCHVISION_URL})")
+    parser.add_argument("--out", default=DEFAULT_CONVERTED_PATH,
+                        help=f"output .pdparams (default {DEFAULT_CONVERTED_PATH})")
+    args = parser.parse_args(argv)
+    summary = convert_to_pdparams(args.convert, args.out)
+    print(summary["out"])
+    print(f"converted {args.convert} -> {summary['out']}: {summary['tensors']} tensors, "
+          f"{summary['parameters']:,} parameters (our layout, Linear weights [in, out])")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
