@@ -333,11 +333,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=DEFAULT_CONVERTED_PATH,
                         help=f"output .pdparams (default {DEFAULT_CONVERTED_PATH})")
     args = parser.parse_args(argv)
-    summary = convert_to_pdparams(args.convert, args.out)
-    print(summary["out"])
-    print(f"converted {args.convert} -> {summary['out']}: {summary['tensors']} tensors, "
-          f"{summary['parameters']:,} parameters (our layout, Linear weights [in, out])")
-    return 0
+
+    def convert(_argv):
+        summary = convert_to_pdparams(args.convert, args.out)
+        print(summary["out"])
+        print(f"converted {args.convert} -> {summary['out']}: {summary['tensors']} tensors, "
+              f"{summary['parameters']:,} parameters (our layout, Linear weights [in, out])")
+
+    from utils.failure import run_cli
+    return run_cli(convert)
 
 
 if __name__ == "__main__":
