@@ -31,7 +31,7 @@ def get_parser():
     add_flags(parser, RETRIEVAL_FLAGS, "retrieval")
     add_flags(parser, DATA_FLAGS, "database",
               help={"--batch-size": "images per forward pass", "--cache-dir": "keep the database's decoded, resized "
-                    "and cropped images here (uint8 .npy, built once; docs/data.md)"})
+                    "and cropped images here (uint8 .npy, built once; docs/data.md#data-caches)"})
     add_flags(parser, MODEL_FLAGS, "model")
     return parser
 

@@ -19,7 +19,7 @@ Lines are written in the sampled order, as the official lists are.
 The official lists (the ones the seed and DeepHash-pytorch use) were drawn once with another random
 generator, so no rebuild reproduces them: a rebuild has the same structure and label order but other
 queries and training images, and the mAP moves slightly. To compare with published numbers use the
-official lists; the README says where to get them. This script is for when they are unavailable.
+official lists; docs/datasets.md#ms-coco says where to get them. This script is for when they are unavailable.
 
 Usage:
   python data/make_coco_lists.py --train-ann annotations/instances_train2014.json \\

@@ -99,6 +99,8 @@ def expected_backbone_shapes(num_classes: int = 1000) -> dict[str, tuple[int, ..
 
 
 if __name__ == "__main__":
-    from models.pretrained import main
+    # the converter's older command name: run models.pretrained as the program (it imports this module, so no import
+    # of it here, where it would close a cycle)
+    import runpy
 
-    sys.exit(main())
+    runpy.run_module("models.pretrained", run_name="__main__", alter_sys=True)

@@ -1,4 +1,4 @@
-"""Several machines, tried on one: the README's two-node command (two launcher invocations, --nnodes 2, a master on
+"""Several machines, tried on one: docs/training.md's two-node command (two launcher invocations, --nnodes 2, a master on
 127.0.0.1, one CPU process each) trains and evaluates like one invocation with two processes."""
 import json
 import os
@@ -21,7 +21,7 @@ def free_port():
 
 
 def node_command(rank, port, log_dir, small_toy, run):
-    """README, 'Several machines': the same command on every node, --rank 0 on the master's node."""
+    """docs/training.md#several-machines: the same command on every node, --rank 0 on the master's node."""
     return [sys.executable, "-m", "paddle.distributed.launch", "--nnodes", "2", "--master", f"127.0.0.1:{port}",
             "--rank", str(rank), "--nproc_per_node", "1", "--log_dir", str(log_dir),
             "main_multi_gpu.py", "--device", "cpu", *map(str, toy_args(small_toy, run, *FLAGS))]

@@ -79,8 +79,9 @@ def parse_path_prefix(items, flag="--path-prefix"):
         pairs.append((old, new))
     return sorted(pairs, key=lambda pair: -len(pair[0]))
 
-# Measured (README, "Toy demo"): fc7 standardised once for the initial backbone, then the backbone trained under it
-# (dropout on, fc7 gradients scaled by 1/std ~ 50x), the hash outputs saturate and mAP stays at random codes' level.
+# Measured (docs/training.md#training-the-whole-network-from-scratch): fc7 standardised once for the initial backbone,
+# then the backbone trained under it (dropout on, fc7 gradients scaled by 1/std ~ 50x), the hash outputs saturate and
+# mAP stays at random codes' level.
 STANDARDIZED_WHOLE_NETWORK = (
     "--train_scope all cannot train with --standardize_features true (the toy preset's from-scratch recipe): the fc7 "
     "standardisation is fitted once for the initial backbone and does not follow a backbone that trains, so nothing "
@@ -144,7 +145,7 @@ FLAGS = {
     "--cache-dir": (("--cache_dir",), dict(
         default=None,
         help="keep decoded images here (uint8 .npy, built once, rebuilt when the lists or images change): the "
-             "evaluation view of the query/database lists and the resized training images (docs/data.md)")),
+             "evaluation view of the query/database lists and the resized training images (docs/data.md#data-caches)")),
     # retrieval
     "--img": ((), dict(action="extend", nargs="+", default=None, metavar="PATH",
                        help="query images and/or folders of images (--img a.jpg b.jpg, or --img repeated)")),

@@ -1,4 +1,4 @@
-"""Decoded-image caches, opt-in with --cache_dir (imported only then; README, "Data caches").
+"""Decoded-image caches, opt-in with --cache_dir (imported only then; docs/data.md#data-caches).
 
 - Evaluation cache: the evaluation view (Resize + CenterCrop, uint8 CHW) of a list, one (n, 3, crop, crop) .npy
   read through a memory map. Evaluation decodes the same ~117,000 COCO JPEGs with the same deterministic transform

@@ -82,7 +82,7 @@ def missing_path_hint(listed, resolved, first_missing, data_root, path_prefix=No
     if prefix not in ("", ".", "/"):
         rest = raw[len(prefix):].lstrip("/")
         lines.append(f"every listed path starts with '{prefix}/': to use these lists unchanged pass --path-prefix "
-                     f"'{prefix}/=' and a --data-path holding {rest} (README: 'The paper's three datasets')")
+                     f"'{prefix}/=' and a --data-path holding {rest} (docs/datasets.md#upstream-paths)")
     return "\n".join(lines)
 
 
@@ -275,8 +275,8 @@ def dataset_lists(name, list_dir=None):
         raise MissingFileError(
             f"dataset '{name}' needs train.txt, test.txt and database.txt in {list_dir}; "
             f"missing: {', '.join(missing)}. "
-            f"For COCO see README (Data): `python data/make_coco_lists.py` or the official lists; for imagenet "
-            f"and nuswide_81, HashNet's lists (README: 'The paper's three datasets').")
+            f"For COCO see docs/datasets.md#ms-coco: `python data/make_coco_lists.py` or the official lists; for "
+            f"imagenet and nuswide_81, HashNet's lists (docs/datasets.md#upstream-paths).")
     return lists
 
 

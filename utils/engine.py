@@ -39,8 +39,8 @@ def resolve_backbone_weights(cfg, logger):
             return str(PROJECT_ROOT / candidate)
     logger.warning(
         "WARNING: no ImageNet AlexNet weights found (looked for %s). Training starts from a random backbone and "
-        "results will be far from the paper's (docs/protocol.md#reference-numbers). See README, 'ImageNet-pretrained AlexNet', to get and "
-        "convert them, or pass --backbone_weights PATH.", ", ".join(BACKBONE_CANDIDATES))
+        "results will be far from the paper's (docs/protocol.md#reference-numbers). See "
+        "docs/training.md#imagenet-pretrained-alexnet to get and convert them, or pass --backbone-weights PATH.", ", ".join(BACKBONE_CANDIDATES))
     return None
 
 

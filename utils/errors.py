@@ -24,7 +24,8 @@ class MissingPackageError(UserError, ImportError):
 
 
 class SetupError(UserError, RuntimeError):
-    """What this machine or installation lacks for the command (an optional package, a GPU build, a free port)."""
+    """What this machine or installation stands in the way of (a GPU build, a free port, disk space, a folder that
+    is not the command's to replace)."""
 
 
 class BadImageError(RuntimeError):

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from utils.errors import UsageError
+from utils.errors import SetupError, UsageError
 
 TOY_CLASSES = (
     "circle",
@@ -287,7 +287,7 @@ def _generate_into(folder, params, show_progress, num_workers):
 def _refuse_foreign_folder(root):
     foreign = sorted(p.name for p in root.iterdir() if p.name not in _OWN_ENTRIES)
     if foreign:
-        raise UsageError(
+        raise SetupError(
             f"{root} exists without a valid {MARKER_NAME} marker and holds files the toy generator did not "
             f"write ({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); refusing to replace it. "
             f"Pass another --root or remove the folder.")
