@@ -18,6 +18,7 @@ output is the raw hash activation (code = sign, 0 -> +1). The files are written 
 place, export_meta.json last: an export without export_meta.json is incomplete.
 """
 import utils.before_paddle  # noqa: F401  (first, before anything imports paddle: see that module)
+
 import os
 import shutil
 import sys
@@ -69,6 +70,7 @@ def export_inference_model(model, save_dir, bit, resize_size, crop_size, source=
     """
     import paddle
     from paddle.static import InputSpec
+
     from utils import checkpoint
     from utils.datasets import IMAGENET_MEAN, IMAGENET_STD
     from utils.fileio import sha256_of

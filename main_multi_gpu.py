@@ -6,6 +6,7 @@ main_single_gpu.py, and --batch-size is per process.
     python -m paddle.distributed.launch --nproc_per_node 2 main_multi_gpu.py --dataset toy --device cpu
 """
 import utils.before_paddle  # noqa: F401  (first, before anything imports paddle: see that module)
+
 import sys
 
 import paddle

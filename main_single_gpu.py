@@ -5,6 +5,7 @@
     python main_single_gpu.py --eval --pretrained output/coco_64bits     # bit, data, sizes, mAP@K: the run's
 """
 import utils.before_paddle  # noqa: F401  (first, before anything imports paddle: see that module)
+
 import sys
 
 from utils import engine

@@ -15,6 +15,7 @@ dataset preset's values (utils/config.py). The Paddle Inference twin of this scr
 deploy/inference_python/infer.py.
 """
 import utils.before_paddle  # noqa: F401  (first, before anything imports paddle: see that module)
+
 import logging
 import sys
 from types import SimpleNamespace
@@ -64,6 +65,7 @@ def build_encoders(args):
     """(transform, encode_batch, encode_database) of args.pretrained on args.device: what run_retrieval and the
     search page need from the dynamic-graph model."""
     import paddle
+
     from utils import dist, engine
     from utils.datasets import build_loader, build_transform
 
@@ -85,7 +87,6 @@ def build_encoders(args):
 def run(argv=None, out=None):
     args = parse_args(argv)
     from utils import retrieval
-
     from utils.fileio import file_fingerprint
 
     queries = retrieval.collect_images(args.img)  # a wrong path fails before the model is loaded

@@ -10,6 +10,7 @@ cache (<run folder>/retrieval/database_code_{bit}.npy; computed once when missin
 not trust. Uploads are limited to --max-upload-mb and are kept in memory only.
 """
 import utils.before_paddle  # noqa: F401  (first: silences Paddle's ccache warning)
+
 import sys
 
 from predict import resolve_args
@@ -52,6 +53,7 @@ def run(argv=None):
     except ImportError:
         raise MissingPackageError("serve.py needs Flask: pip install -r requirements-web.txt") from None
     from werkzeug.serving import make_server
+
     from utils.retrieval import log
     from utils.search_page import create_app
     args = resolve_args(get_parser(), argv)

@@ -27,12 +27,12 @@ End to end: utils/engine.evaluate of a random-init 64-bit HashNet on the source'
 --e2e-repeat times), on this CPU with the default loader workers, with and without --cache_dir (build excluded,
 timed separately); the mAPs must be equal.
 
-COCO estimate: 117,200 images encoded (5,000 queries + ~112,200 database, docs/protocol.md#ms-coco-protocol). The data side and the GPUs run
-in parallel, so an evaluation takes N / min(data rate, GPU rate). Data rate: the seed's 2 processes x 4 workers at
-this CPU's per-worker JPEG rate, or its 2 processes at the cache's rate (read in the process, no worker). GPU
-rate: the seed trained 10,048 images per GPU per 27 s epoch (forward + backward, docs/protocol.md#reference-numbers); a forward pass costs
-about a third of forward + backward, so its 2 GPUs encode at least
-2 x 3 x 10,048 / 27 ~ 2,200 images/s. The seed's logged evaluation, ~5.6 min, also included its slow per-query mAP
+COCO estimate: 117,200 images encoded (5,000 queries + ~112,200 database, docs/protocol.md#ms-coco-protocol). The data
+side and the GPUs run in parallel, so an evaluation takes N / min(data rate, GPU rate). Data rate: the seed's 2
+processes x 4 workers at this CPU's per-worker JPEG rate, or its 2 processes at the cache's rate (read in the process,
+no worker). GPU rate: the seed trained 10,048 images per GPU per 27 s epoch (forward + backward,
+docs/protocol.md#reference-numbers); a forward pass costs about a third of forward + backward, so its 2 GPUs encode at
+least 2 x 3 x 10,048 / 27 ~ 2,200 images/s. The seed's logged evaluation, ~5.6 min, also included its slow per-query mAP
 loop; that part is not in the estimate.
 """
 import argparse
@@ -70,6 +70,7 @@ RATIOS = {  # name: (numerator row, denominator row, goal)
 def toy_jpegs(folder, count, size=(640, 480)):
     """`count` toy images upscaled to COCO-like JPEGs, with a one-label list (the toy set is generated if absent)."""
     from PIL import Image
+
     from utils.toy_dataset import ensure_toy_dataset
     toy = ensure_toy_dataset(ROOT / "data" / "toy")
     lines = (toy / "database.txt").read_text().splitlines()[:count]
@@ -148,6 +149,7 @@ def path_before(image_list_class):
 def float_transform(train, resize_size, crop_size):
     """The transform before this change: ToTensor + Normalize on the CPU."""
     from paddle.vision import transforms as T
+
     from utils.datasets import IMAGENET_MEAN, IMAGENET_STD
     crop = [T.RandomCrop(crop_size), T.RandomHorizontalFlip()] if train else [T.CenterCrop(crop_size)]
     return T.Compose([T.Resize(resize_size), *crop, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
@@ -195,6 +197,7 @@ def keep_faster(rows, name, row):
 def end_to_end(root, list_dir, cache_dir, args):
     """engine.evaluate without and with the evaluation cache: {'jpeg': metrics, 'cache': metrics, 'build_s'}."""
     import paddle
+
     from models import HashNet
     from utils import engine
     from utils.config import parse_args

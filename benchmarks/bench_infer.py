@@ -35,6 +35,7 @@ def images_per_second(fn, batch, iters, warmup):
 def bench(args):
     import numpy as np
     import paddle
+
     from deploy.inference_python.infer import HashInference
     from export_model import export_inference_model
     from models import HashNet

@@ -11,7 +11,8 @@ folder; default train.txt test.txt database.txt). The data root is --data-path; 
 data/toy, where the generated images live. Without --dataset, --lists are paths as given.
 
 --path-prefix OLD=NEW (repeatable) rewrites listed paths starting with OLD as training does; unset, it is the
-dataset preset's (imagenet and nuswide_81 map the prefixes of HashNet's lists, docs/datasets.md#upstream-paths). When images are missing, the report names the first unmatched path and the prefix it would need.
+dataset preset's (imagenet and nuswide_81 map the prefixes of HashNet's lists, docs/datasets.md#upstream-paths). When
+images are missing, the report names the first unmatched path and the prefix it would need.
 
 Each list is parsed with utils.datasets.read_list_file (the same parser training uses); a format error
 stops the check with its file:line message. All lists must have the same number of labels. Every image

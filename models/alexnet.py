@@ -8,8 +8,6 @@ ImageNet weights are loaded by models.pretrained (``python -m models.alexnet --c
 
 from __future__ import annotations
 
-import sys
-
 import paddle
 from paddle import nn
 

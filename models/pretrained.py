@@ -274,11 +274,13 @@ def load_pretrained(
     """
     skip = tuple(skip)
     if key_map is None:
-        to_model: Callable[[str], str] = lambda name: name
+        def to_model(name: str) -> str:
+            return name
     elif callable(key_map):
         to_model = key_map
     else:
-        to_model = lambda name: key_map.get(name, name)
+        def to_model(name: str) -> str:
+            return key_map.get(name, name)
 
     def skipped(name: str) -> bool:
         return any(name.startswith(prefix) for prefix in skip)

@@ -22,17 +22,29 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `python scripts/report.py` from anywhere
 
-from utils.plots import (PR_RADIUS, atomic_write_bytes, draw_pr_curve, finish_pr_axes, load_config, load_metrics,  # noqa: E402
-                         new_figure, precision_at_n_points, run_bits, save_figure)
+from utils.plots import (  # noqa: E402
+    PR_RADIUS,
+    atomic_write_bytes,
+    draw_pr_curve,
+    finish_pr_axes,
+    load_config,
+    load_metrics,
+    new_figure,
+    precision_at_n_points,
+    run_bits,
+    save_figure,
+)
 
 # docs/protocol.md#reference-numbers: mAP@5000 on MS-COCO with AlexNet. Strings keep the digits exactly as published.
 REFERENCE_DATASET = "coco"
 REFERENCE_TOPK = 5000
-# docs/protocol.md#ms-coco-protocol: 5,000 queries; the database is the rest of 122,218 images (the seed's log suggests ~112,000 listed)
+# docs/protocol.md#ms-coco-protocol: 5,000 queries; the database is the rest of 122,218 images (the seed's log suggests
+# ~112,000 listed)
 REFERENCE_QUERIES, REFERENCE_DATABASE_MIN = 5000, 100_000
 PAPER_LABEL = "HashNet paper (ICCV 2017, Table 1)"
-# docs/protocol.md#reference-numbers, #nus-wide-and-imagenet: the paper's Table 1 (AlexNet), in its column order, with each dataset's protocol. The 48-bit values
-# are confirmed by DeepHash-pytorch's README; the others are the paper's table as commonly quoted.
+# docs/protocol.md#reference-numbers, #nus-wide-and-imagenet: the paper's Table 1 (AlexNet), in its column order, with
+# each dataset's protocol. The 48-bit values are confirmed by DeepHash-pytorch's README; the others are the paper's
+# table as commonly quoted.
 PAPER_DATASETS = {
     "imagenet": dict(title="ImageNet-100", topk=1000, train=13000, queries=5000, database_min=None,
                      paper={16: "0.5059", 32: "0.6306", 48: "0.6633", 64: "0.6835"}),
@@ -258,8 +270,9 @@ def build_table(runs):
     ]
     lines += [_row(label, cells) for label, cells in ours]
     if any(r.protocol is not None for r in runs):
-        lines.append(_row("*Reference numbers from elsewhere, not produced by this project (docs/protocol.md#reference-numbers, #nus-wide-and-imagenet: "
-                          "AlexNet; each run's dataset and metric):*", [""] * len(runs)))
+        lines.append(_row("*Reference numbers from elsewhere, not produced by this project "
+                          "(docs/protocol.md#reference-numbers, #nus-wide-and-imagenet: AlexNet; each run's dataset "
+                          "and metric):*", [""] * len(runs)))
         lines += [_row(f"reference: {label}", [reference_cell(r, values, label) for r in runs])
                   for label, values in REFERENCE_ROWS]
     return "\n".join(lines)
@@ -339,8 +352,8 @@ def build_paper_section(runs):
         "width; several runs of one cell are listed in run-name order; † = the run does not follow the "
         "paper's protocol (listed below), so its number is not comparable with the paper's. HashNet's own test "
         "code leaves out queries with no relevant item in the top K; on NUS-WIDE-81 that matters: 1,131 of the "
-        "5,000 upstream queries have no label at all, so mAP@5000 counting them as 0 (docs/protocol.md#metric, the first row) "
-        "cannot exceed 0.7738, and the zero-hit row is the one to compare with the paper's.",
+        "5,000 upstream queries have no label at all, so mAP@5000 counting them as 0 (docs/protocol.md#metric, the "
+        "first row) cannot exceed 0.7738, and the zero-hit row is the one to compare with the paper's.",
         "",
         build_paper_table(runs),
         "",
@@ -404,8 +417,9 @@ def build_notes(runs):
     ]
     if any(r.protocol is not None for r in runs):
         notes += [
-            f"The reference rows are copied from docs/protocol.md#reference-numbers (MS-COCO, mAP@{REFERENCE_TOPK}, AlexNet) and §7 "
-            "(ImageNet-100, mAP@1000; NUS-WIDE-81, mAP@5000); they were produced elsewhere, not by these runs. "
+            f"The reference rows are copied from docs/protocol.md#reference-numbers (MS-COCO, mAP@{REFERENCE_TOPK}, "
+            f"AlexNet) and #nus-wide-and-imagenet (ImageNet-100, mAP@1000; NUS-WIDE-81, mAP@5000); they were "
+            "produced elsewhere, not by these runs. "
             "The paper's 48-bit values are confirmed by DeepHash-pytorch's README; the other bit widths are the "
             "paper's table as commonly quoted. DeepHash-pytorch reports, with its own recipe, 0.724 (COCO), "
             "0.644 (ImageNet) and 0.764 (its NUS-WIDE-m, 223,496 images) at 48 bits.",
@@ -426,8 +440,9 @@ def build_notes(runs):
                   if r.protocol is None]
     else:
         datasets = ", ".join(sorted({f"`{r.dataset}`" for r in runs}))
-        notes.append(f"The reference numbers (docs/protocol.md#reference-numbers: HashNet paper and the seed) are for MS-COCO "
-                     f"(mAP@{REFERENCE_TOPK}); these runs are on {datasets}, so they are not shown.")
+        notes.append(f"The reference numbers (docs/protocol.md#reference-numbers: HashNet paper and the seed "
+                     f"repository) are for MS-COCO (mAP@{REFERENCE_TOPK}); these runs are on {datasets}, so they are "
+                     f"not shown.")
     return "\n".join(notes)
 
 

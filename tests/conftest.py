@@ -1,6 +1,7 @@
 """Shared fixtures: a small subset of the generated toy set, running the entry points as a user would, the check
 that a training run moved its weights, and the no-skip mode for CI (HASHNET_REQUIRE_ALL=1)."""
 import utils.before_paddle  # noqa: F401  (before anything imports paddle: see that module)
+
 import importlib.util
 import json
 import os
@@ -33,8 +34,8 @@ def pytest_runtest_makereport(item, call):
     reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
     if not skip_is_allowed(reason):
         report.outcome = "failed"
-        report.longrepr = (f"{REQUIRE_ALL_ENV}=1: this test was skipped ({reason}), but it needs only what CI installs; "
-                           f"install what the reason names (allowed skip reasons mention: "
+        report.longrepr = (f"{REQUIRE_ALL_ENV}=1: this test was skipped ({reason}), but it needs only what CI "
+                           f"installs; install what the reason names (allowed skip reasons mention: "
                            f"{', '.join(ALLOWED_SKIP_REASONS)})")
 
 

@@ -17,6 +17,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import utils.before_paddle  # noqa: E402,F401  (before anything imports paddle: see that module)
+
 import main_multi_gpu  # noqa: E402
 from utils import dist, engine  # noqa: E402
 from utils.config import parse_args  # noqa: E402

@@ -1,5 +1,6 @@
 """The real training entry with one deliberate failure, for tests/test_failures.py: rank FAIL_RANK, at its
-FAIL_STEP-th training step, after FAIL_DELAY seconds, raises (FAIL_MODE=raise) or kills itself with SIGKILL (FAIL_MODE=sigkill).
+FAIL_STEP-th training step, after FAIL_DELAY seconds, raises (FAIL_MODE=raise) or kills itself with SIGKILL
+(FAIL_MODE=sigkill).
 
     FAIL_RANK=1 FAIL_STEP=3 FAIL_MODE=sigkill python -m paddle.distributed.launch --nproc_per_node 2 \
         tests/failing_worker.py <main_single_gpu flags>

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from conftest import load_data_script
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -2,8 +2,15 @@
 others, blue for the query, a legend line; no marks when the query's labels are unknown."""
 from PIL import Image
 
-from utils.contact_sheet import (BORDER_WIDTH, CAPTION_HEIGHT, COLOURS, LEGEND_HEIGHT, SHEET_COLUMNS, THUMB_SIZE,
-                             contact_sheet)
+from utils.contact_sheet import (
+    BORDER_WIDTH,
+    CAPTION_HEIGHT,
+    COLOURS,
+    LEGEND_HEIGHT,
+    SHEET_COLUMNS,
+    THUMB_SIZE,
+    contact_sheet,
+)
 
 
 def entry_with(tmp_path, query_labels, shared):

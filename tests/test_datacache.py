@@ -13,8 +13,7 @@ from PIL import Image
 from conftest import SHARED, assert_training_moved, run_cli, toy_args
 from test_predict import toy  # noqa: F401 (the fixture: a toy set and a 64-bit checkpoint)
 from utils import datacache, dist
-from utils.datasets import (EpochBatchSampler, ImageList, build_loader, build_transform, load_rgb,
-                            shared_memory_fits)
+from utils.datasets import EpochBatchSampler, ImageList, build_loader, build_transform, load_rgb, shared_memory_fits
 
 COCO_LITE = SHARED / "coco_lite"
 
@@ -38,6 +37,7 @@ def small_list(toy_root, tmp_path):
 def float_transform(train, resize_size, crop_size):
     """The preprocessing before uint8: ToTensor + Normalize on the CPU."""
     from paddle.vision import transforms as T
+
     from utils.datasets import IMAGENET_MEAN, IMAGENET_STD
     crop = [T.RandomCrop(crop_size), T.RandomHorizontalFlip()] if train else [T.CenterCrop(crop_size)]
     return T.Compose([T.Resize(resize_size), *crop, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
@@ -160,9 +160,10 @@ def test_codes_and_map_identical_with_and_without_the_eval_cache(small_toy, tmp_
     assert cached["map"] == jpeg["map"] and cached["pr_curve"] == jpeg["pr_curve"]
 
 
-def test_predict_database_codes_identical_from_the_eval_cache(toy, tmp_path, capsys):
+def test_predict_database_codes_identical_from_the_eval_cache(toy, tmp_path, capsys):  # noqa: F811 (fixture)
     import predict
-    from test_predict import json_results, toy_args as predict_args
+    from test_predict import json_results
+    from test_predict import toy_args as predict_args
     query = str(toy["root"] / toy["root"].joinpath("database.txt").read_text().split()[0])
     runs = {}
     for name, extra in (("jpeg", []), ("cache", ["--cache_dir", str(tmp_path / "images")])):

@@ -14,9 +14,9 @@ import pytest
 
 import export_model
 import predict
+from conftest import assert_training_moved
 from deploy.inference_python import infer
 from deploy.inference_python.infer import HashInference
-from conftest import assert_training_moved
 from test_predict import json_results, list_items, sha256, toy_checkpoint
 from utils.codes import binarize
 from utils.datasets import IMAGENET_MEAN, IMAGENET_STD, build_transform

@@ -1,5 +1,5 @@
-"""Several machines, tried on one: docs/training.md's two-node command (two launcher invocations, --nnodes 2, a master on
-127.0.0.1, one CPU process each) trains and evaluates like one invocation with two processes."""
+"""Several machines, tried on one: docs/training.md's two-node command (two launcher invocations, --nnodes 2, a master
+on 127.0.0.1, one CPU process each) trains and evaluates like one invocation with two processes."""
 import json
 import os
 import socket

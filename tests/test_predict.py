@@ -46,6 +46,7 @@ def random_hashnet(bit, init="torchvision", seed=0):
 def standardize_on(model, root, list_path, resize, crop):
     """Set fc7 mean/std from the listed images (what the toy recipe does before training)."""
     from paddle.io import DataLoader
+
     from utils.datasets import ImageList, build_transform
     loader = DataLoader(ImageList(root, list_path, build_transform(False, resize, crop)), batch_size=64)
     with paddle.no_grad():
@@ -166,7 +167,8 @@ def test_coco_lite_database_images_come_back_first_at_distance_zero(tmp_path, ca
     db_paths = [str((coco / rel).resolve()) for rel, *_ in db]
     assert check_self_retrieval(results, db_paths, db_codes) == len(db)  # 13 distinct codes: each finds itself
 
-    # the seed's example query: a train, label 73 only (docs/protocol.md#ms-coco-protocol); COCO's names in alphabetical order
+    # the seed's example query: a train, label 73 only (docs/protocol.md#ms-coco-protocol); COCO's names in alphabetical
+    # order
     seed_query = next(e for e in results if e["query"].endswith("COCO_val2014_000000403864.jpg"))
     assert seed_query["query_labels"] == [73] and seed_query["query_label_names"] == ["train"]
     assert seed_query["results"][0]["distance"] == 0
@@ -315,7 +317,7 @@ def test_table_best_match_copy_and_contact_sheet(toy, tmp_path, capsys, monkeypa
     lines = out.splitlines()
     assert lines[0].startswith(f"query {root / rel}  (labels: ")
     assert lines[1].split() == ["rank", "dist", "shared", "labels", "path"]
-    assert [int(l.split()[0]) for l in lines[2:9]] == list(range(1, 8))
+    assert [int(line.split()[0]) for line in lines[2:9]] == list(range(1, 8))
     assert lines[2].split()[1] == "0" and lines[2].endswith(str(root / rel))
     copy = tmp_path / Path(rel).name
     assert copy.read_bytes() == (root / rel).read_bytes()
@@ -323,8 +325,8 @@ def test_table_best_match_copy_and_contact_sheet(toy, tmp_path, capsys, monkeypa
     assert f"best match copied to {copy}; contact sheet {sheet}" in out
     with Image.open(sheet) as image:  # a legend line, then query + 7 matches in rows of 6 cells
         assert image.format == "PNG"
-        assert image.size == (6 * contact_sheet.THUMB_SIZE,
-                              contact_sheet.LEGEND_HEIGHT + 2 * (contact_sheet.THUMB_SIZE + contact_sheet.CAPTION_HEIGHT))
+        thumb, caption = contact_sheet.THUMB_SIZE, contact_sheet.CAPTION_HEIGHT
+        assert image.size == (6 * thumb, contact_sheet.LEGEND_HEIGHT + 2 * (thumb + caption))
     if sys.platform.startswith("linux"):  # without a display --show is skipped, with a note
         assert f"--show: no display (DISPLAY unset); contact sheet saved at {sheet}" in err
 

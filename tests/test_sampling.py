@@ -1,5 +1,6 @@
-"""--sampling replicated (the seed's schedule, docs/protocol.md#seed-recipe) and sharded: batches, shuffle keys, memory-bank writes, and
-two CPU processes under paddle.distributed.launch in the replicated mode (coverage, banks, rows, exact resume)."""
+"""--sampling replicated (the seed's schedule, docs/protocol.md#seed-recipe) and sharded: batches, shuffle keys,
+memory-bank writes, and two CPU processes under paddle.distributed.launch in the replicated mode (coverage, banks, rows,
+exact resume)."""
 import json
 import math
 import shutil

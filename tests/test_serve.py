@@ -270,6 +270,7 @@ def test_serve_cli_prints_its_local_address_and_serves(site):
     import subprocess
     import sys
     import urllib.request
+
     from conftest import REPO
     proc = subprocess.Popen([sys.executable, str(REPO / "serve.py"), *site["argv"], "--port", "0"], cwd=site["base"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

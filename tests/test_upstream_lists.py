@@ -1,6 +1,6 @@
-"""The paper's other two datasets (docs/protocol.md#nus-wide-and-imagenet): HashNet's upstream lists parse, --path-prefix maps their paths under a
-local data root (training, the checker, retrieval), the hints name the prefix a list needs, and the presets give
-each dataset's metric."""
+"""The paper's other two datasets (docs/protocol.md#nus-wide-and-imagenet): HashNet's upstream lists parse,
+--path-prefix maps their paths under a local data root (training, the checker, retrieval), the hints name the prefix a
+list needs, and the presets give each dataset's metric."""
 import json
 import os
 
@@ -43,7 +43,7 @@ def write_nuswide_sample(list_dir):
     """Upstream NUS-WIDE format: ./data/nuswide_81/images/..., 81 multi-hot labels, label-less images included."""
     list_dir.mkdir(parents=True, exist_ok=True)
     labels = [(3,), (3, 80), (), (10, 11, 12), (80,), (3, 10)]
-    lines = [f"{NUSWIDE_PREFIX}images/{i}_{1000 + i}_ab{i}_m.jpg {multi_hot(l, 81)}" for i, l in enumerate(labels)]
+    lines = [f"{NUSWIDE_PREFIX}images/{i}_{1000 + i}_ab{i}_m.jpg {multi_hot(ls, 81)}" for i, ls in enumerate(labels)]
     for name, chosen in (("train", lines[:4]), ("test", lines[4:]), ("database", lines)):
         (list_dir / f"{name}.txt").write_text("\n".join(chosen) + "\n")
     return list_dir
@@ -70,7 +70,8 @@ def make_images(data_root, list_dir, prefix, size=20):
 def test_shared_upstream_lists_parse(dataset, split, lines, classes):
     path = UPSTREAM / dataset / f"{split}.txt"
     if not path.is_file():
-        pytest.skip(f"HashNet's upstream lists not found: {path} (docs/protocol.md#nus-wide-and-imagenet; ../shared is absent on this machine)")
+        pytest.skip(f"HashNet's upstream lists not found: {path} (docs/protocol.md#nus-wide-and-imagenet; ../shared "
+                    f"is absent on this machine)")
     paths, labels = read_list_file(path, path_prefix=preset_for(dataset)["path_prefix"])
     assert labels.shape == (lines, classes) and len(set(paths)) == lines
     if dataset == "imagenet":
@@ -80,7 +81,8 @@ def test_shared_upstream_lists_parse(dataset, split, lines, classes):
         assert all(p.startswith(folder) for p in paths)  # the preset's mapping leaves paths under the data root
     else:
         assert all(p.startswith("images/") and p.endswith(".jpg") for p in paths)
-        # docs/protocol.md#nus-wide-and-imagenet says 1 to 10 labels per image; the upstream lists also hold label-less images (AP 0 as queries)
+        # docs/protocol.md#nus-wide-and-imagenet says 1 to 10 labels per image; the upstream lists also hold label-less
+        # images (AP 0 as queries)
         per_image = np.bincount(labels.sum(1).astype(int))
         assert (per_image[0], len(per_image) - 1) == ((2185, 10) if split == "train" else (1131, 11))
 
@@ -180,7 +182,8 @@ def test_check_data_uses_the_preset_mapping_and_hints(tmp_path, monkeypatch, cap
 def test_shared_imagenet_lists_resolve_under_a_temporary_root(tmp_path, capsys):
     """The real upstream lists, their first lines' images made under a temporary root, checked as a user would."""
     if not (UPSTREAM / "imagenet" / "test.txt").is_file():
-        pytest.skip(f"HashNet's upstream lists not found: {UPSTREAM} (docs/protocol.md#nus-wide-and-imagenet; ../shared is absent on this machine)")
+        pytest.skip(f"HashNet's upstream lists not found: {UPSTREAM} (docs/protocol.md#nus-wide-and-imagenet; "
+                    f"../shared is absent on this machine)")
     lists = tmp_path / "lists"
     lists.mkdir()
     for split, n in (("train", 6), ("test", 3)):
@@ -203,7 +206,8 @@ def test_presets_give_each_dataset_its_metric(tmp_path, dataset, top_k, data_pat
     assert (args.topK, args.metric, args.data_path) == (top_k, f"mAP@{top_k}", os.path.abspath(data_path))
     coco = parse_args(["--dataset", "coco", "--output-dir", str(tmp_path)])
     differs = {k for k in PRESETS["default"] if getattr(args, k) != getattr(coco, k)}
-    assert differs <= {"topK", "data_path", "path_prefix"}  # otherwise the seed's COCO recipe (docs/protocol.md#seed-recipe)
+    # otherwise the seed repository's COCO recipe (docs/protocol.md#seed-recipe)
+    assert differs <= {"topK", "data_path", "path_prefix"}
     assert parse_args(["--dataset", dataset, "--topK", "100", "--output-dir", str(tmp_path)]).metric == "mAP@100"
     assert parse_args(["--dataset", "toy", "--output-dir", str(tmp_path)]).metric == "mAP@all"
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import paddle
 
-from utils.errors import MissingFileError, UsageError
 from utils.dist import is_main_process
+from utils.errors import MissingFileError, UsageError
 from utils.fileio import atomic_write
 
 

@@ -24,14 +24,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from paddle.vision import transforms as T
+from PIL import Image
 from tqdm import tqdm
 
-from utils.errors import SetupError
 from utils import dist
 from utils.checkpoint import save_json
 from utils.datasets import ImageList, build_loader, build_transform
+from utils.errors import SetupError
 from utils.fileio import atomic_write
 
 FORMAT = 1

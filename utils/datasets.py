@@ -13,14 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import paddle
-from PIL import Image
 from paddle.vision import transforms as T
+from PIL import Image
 
 from models.hashnet import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 (the normalisation runs in the network)
-from utils.errors import MissingFileError, UsageError
 from utils import PROJECT_ROOT
 from utils.config import parse_path_prefix
-from utils.errors import BadImageError
+from utils.errors import BadImageError, MissingFileError, UsageError
 
 LIST_NAMES = ("train", "test", "database")
 # Batches in flight per loader worker. uint8 batches are small (COCO: 128 x 147 KB = 19 MB), so a deeper queue than

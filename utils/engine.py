@@ -13,8 +13,7 @@ from paddle.io import DistributedBatchSampler
 from tqdm import tqdm
 
 from models import HashNet
-from utils import checkpoint, dist, preemption
-from utils import PROJECT_ROOT
+from utils import PROJECT_ROOT, checkpoint, dist, preemption
 from utils.codes import binarize
 from utils.config import BACKBONE_CANDIDATES
 from utils.datasets import EpochBatchSampler, ImageList, build_datasets, build_loader
@@ -40,7 +39,8 @@ def resolve_backbone_weights(cfg, logger):
     logger.warning(
         "WARNING: no ImageNet AlexNet weights found (looked for %s). Training starts from a random backbone and "
         "results will be far from the paper's (docs/protocol.md#reference-numbers). See "
-        "docs/training.md#imagenet-pretrained-alexnet to get and convert them, or pass --backbone-weights PATH.", ", ".join(BACKBONE_CANDIDATES))
+        "docs/training.md#imagenet-pretrained-alexnet to get and convert them, or pass --backbone-weights PATH.",
+        ", ".join(BACKBONE_CANDIDATES))
     return None
 
 

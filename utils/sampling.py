@@ -10,8 +10,8 @@ Two modes, the same with one process:
 import numpy as np
 from paddle.io import DistributedBatchSampler
 
-from utils.errors import UsageError
 from utils import dist
+from utils.errors import UsageError
 
 SAMPLING_MODES = ("replicated", "sharded")
 

@@ -24,8 +24,8 @@ from PIL import Image
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from utils.codes import binarize, pack_codes, topk_search
-from utils.datasets import read_list_file
 from utils.contact_sheet import COLOURS
+from utils.datasets import read_list_file
 from utils.retrieval import build_results, encode_images
 
 MAX_PIXELS = 40_000_000  # larger images are refused (PIL's decompression-bomb guard starts at 89 M)
@@ -303,65 +303,4 @@ def hex_code(code):
     return "".join(f"{int(code[i:i + 4], 2):x}" for i in range(0, len(code), 4))
 
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>HashNet search{% if service.title %}: {{ service.title }}{% endif %}</title>
-<style>
- body { font-family: sans-serif; margin: 1.2em; color: #222; }
- form { display: flex; flex-wrap: wrap; gap: .6em 1.2em; align-items: end; padding: .8em; background: #f3f3f3; }
- label { display: flex; flex-direction: column; font-size: .85em; gap: .2em; }
- .error { background: #fde8e8; border: 2px solid {{ colours.wrong }}; padding: .6em; margin: .8em 0; }
- .query { display: flex; gap: 1em; align-items: start; margin: 1em 0; }
- .code { font-family: monospace; font-size: .9em; word-break: break-all; }
- .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(170px, 1fr)); gap: 10px; }
- .cell { border: 5px solid #ccc; padding: 4px; font-size: .8em; background: #fff; }
- .cell img, .query img { width: 160px; height: 160px; object-fit: contain; background: #eee; display: block; }
- .right { border-color: {{ colours.right }}; } .wrong { border-color: {{ colours.wrong }}; }
- .qframe { border: 5px solid {{ colours.query }}; padding: 4px; }
- .legend span { display: inline-block; width: 1em; height: 1em; border: 4px solid; vertical-align: middle; }
- .dist { font-weight: bold; }
-</style></head>
-<body>
-<h1>HashNet image search</h1>
-<p>{{ service.title }} &middot; {{ service.bit }}-bit codes &middot; {{ service.database|length }} database images
- &middot; {{ num_queries }} queries</p>
-<form method="post" action="{{ url_for('search') }}" enctype="multipart/form-data">
- <label>Upload an image (at most {{ max_upload_mb }} MB, {{ max_pixels }} pixels)
-  <input type="file" name="image" id="image" accept="image/*"></label>
- <label>or a query from the list (first {{ choices|length }} of {{ num_queries }})
-  <select name="query" id="query"><option value="">-</option>
-  {% for i, p in choices %}<option value="{{ i }}"{% if entry and entry.source == 'query' and entry.query_index == i %} selected{% endif %}>#{{ i }} {{ p }}</option>{% endfor %}
-  </select></label>
- <label>or any query by number <input type="number" name="query_number" id="query_number" min="0" max="{{ num_queries - 1 }}" style="width:6em"></label>
- <label>k (results, 1 to {{ limit }}) <input type="number" name="k" id="k" value="{{ k }}" min="1" max="{{ limit }}" style="width:5em"></label>
- <button type="submit" id="search">Search</button>
-</form>
-{% if error %}<div class="error" id="error"><b>Cannot search:</b> {{ error }}</div>{% endif %}
-{% if entry %}
-<div class="query" id="query-info">
- <div class="qframe"><img src="{{ entry.query_thumb }}" alt="query"></div>
- <div>
-  <div><b>Query:</b> <span id="query-name">{{ entry.query }}</span></div>
-  <div><b>Labels:</b> {% if entry.query_labels is none %}unknown (not an image of the dataset lists), so results are not marked{% else %}{{ fmt(entry.query_labels, names) }}{% endif %}</div>
-  <div><b>Code</b> ({{ entry.bit }} bits): <span class="code" id="code">{{ grouped(entry.code) }}</span></div>
-  <div><b>hex</b> <span class="code">{{ hexcode(entry.code) }}</span></div>
-  <div class="legend"><span style="border-color: {{ colours.query }}"></span> query
-   {% if entry.query_labels is not none %}&nbsp; <span style="border-color: {{ colours.right }}"></span> shares a label with the query
-   &nbsp; <span style="border-color: {{ colours.wrong }}"></span> shares no label{% endif %}</div>
- </div>
-</div>
-<h2>Top {{ entry.results|length }} by Hamming distance</h2>
-<div class="grid" id="results">
-{% for r in entry.results %}
- <div class="cell{% if r.shared_labels is not none %}{{ ' right' if r.shared_labels else ' wrong' }}{% endif %}" data-rank="{{ r.rank }}" data-distance="{{ r.distance }}" data-index="{{ r.index }}">
-  <a href="{{ url_for('db_image', index=r.index) }}"><img src="{{ url_for('db_thumb', index=r.index) }}" alt="#{{ r.rank }}"></a>
-  <div>#{{ r.rank }} &middot; distance <span class="dist">{{ r.distance }}</span>
-   {% if r.shared_labels is not none %}{{ '&#10003; shares a label'|safe if r.shared_labels else '&#10007; no shared label'|safe }}{% endif %}</div>
-  <div>{{ fmt(r.labels, names) }}</div>
-  <div title="{{ r.path }}" style="overflow:hidden; text-overflow: ellipsis; white-space: nowrap">{{ r.path.split('/')[-1] }}</div>
- </div>
-{% endfor %}
-</div>
-{% if more %}<p><a id="more" href="{{ more }}">More results</a></p>{% endif %}
-{% endif %}
-</body></html>
-"""
+PAGE = (Path(__file__).parent / "search_page.html").read_text(encoding="utf-8")  # a Jinja template

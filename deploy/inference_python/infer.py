@@ -14,7 +14,6 @@ CPU by default, with oneDNN unless --enable_mkldnn false, threads with --cpu_thr
 With --codes-only, or when neither the export nor a flag names a database, it prints one line per image: the path
 and its code as a 0/1 string (or JSON lines with --json).
 """
-import argparse
 import json
 import os
 import sys
@@ -24,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # utils/ is shared with predict.py
 import utils.before_paddle  # noqa: E402,F401  (before anything imports paddle: see that module)
-from utils.config import (DATA_FLAGS, RETRIEVAL_FLAGS, add_flag, add_flags, entry_parser,  # noqa: E402
-                          resolve_flags, str2bool)
+
+from utils.config import DATA_FLAGS, RETRIEVAL_FLAGS, add_flag, add_flags, entry_parser, resolve_flags, str2bool  # noqa: E402
 from utils.errors import MissingFileError, SetupError, UsageError  # noqa: E402
 from utils.failure import run_cli  # noqa: E402
 from utils.run_config import is_data_key  # noqa: E402
@@ -67,6 +66,7 @@ class HashInference:
     def __init__(self, model_dir, use_gpu=False, gpu_id=0, enable_mkldnn=False, cpu_threads=None):
         import paddle
         import paddle.inference as paddle_infer
+
         from utils.datasets import IMAGENET_MEAN, IMAGENET_STD, build_transform
 
         self.model_dir = Path(model_dir)
