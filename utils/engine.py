@@ -170,8 +170,9 @@ def encode(model, loader, desc="encode"):
     return binarize(outputs), labels
 
 
-def evaluate(model, loaders, cfg, encode_split=None):
-    """Encode queries and database; mAP@K and the paper-style metrics, computed once on rank 0 and shared.
+def evaluate(model, loaders, cfg, encode_split=None, return_codes=False):
+    """Encode queries and database; mAP@K and the paper-style metrics, computed once on rank 0 and shared; with
+    return_codes, (metrics, the database's ±1 codes).
 
     encode_split(split, desc) -> (codes, labels) of loaders[split]'s dataset; by default the model encodes its
     images (a frozen backbone's run: utils/frozen.EvalFeatures, which runs the backbone once per run).
@@ -192,7 +193,8 @@ def evaluate(model, loaders, cfg, encode_split=None):
         metrics.update(topk=topk, num_train=len(loaders["train"].dataset), num_query=len(query_codes),
                        num_database=len(db_codes),
                        distinct_query_codes=int(len(np.unique(query_codes, axis=0))), eval_time=time.time() - start)
-    return dist.broadcast_object(metrics)
+    metrics = dist.broadcast_object(metrics)
+    return (metrics, db_codes) if return_codes else metrics
 
 
 def frozen_backbone_sources(model, datasets, cfg, logger, fit):
@@ -266,6 +268,20 @@ def stop_message(cfg, done):
         return f"stopped by SIGTERM during epoch 1, before any checkpoint: {how} starts again from epoch 1"
     return f"stopped by SIGTERM during epoch {done + 1}: {last} holds epoch {done}; {how} to continue from epoch " \
            f"{done + 1}"
+
+
+def save_retrieval_codes(cfg, codes, checkpoint_path):
+    """The database codes of the best checkpoint, from its evaluation, in the database-code cache where predict.py
+    and serve.py look for a run's (<run folder>/retrieval, utils/retrieval.py): they search at once. Rank 0."""
+    if not dist.is_main_process():
+        return
+    from utils import retrieval
+    from utils.database import Database
+    from utils.fileio import file_fingerprint
+    database = Database(cfg.dataset, cfg.data_path, cfg.list_dir, getattr(cfg, "path_prefix", None))
+    identity = retrieval.cache_identity(cfg.bit, file_fingerprint(checkpoint_path), database, cfg.resize_size,
+                                        cfg.crop_size)
+    retrieval.save_codes(Path(cfg.run_dir) / "retrieval", codes, identity)
 
 
 def write_plots(run_dir, logger):
@@ -359,12 +375,13 @@ def run_train(cfg, wrap_model=None):
         logger.info("Epoch[%03d/%03d] done: loss %.4f, lr %.6f, scale %.4f, %.1f s", epoch, cfg.epoch, row["loss"],
                     row["lr"], row["scale"], row["time"])
         if epoch % cfg.eval_epoch == 0 or epoch == cfg.epoch:
-            final = evaluate(model, loaders, cfg, encode_split)
+            final, db_codes = evaluate(model, loaders, cfg, encode_split, return_codes=True)
             row.update(map=final["map"], map_random_codes=final["map_random_codes"])
             if final["map"] > best["map"]:
                 best = {"map": final["map"], "epoch": epoch, "metrics": final}
-                checkpoint.save(model.state_dict(), run_dir / f"model_best_{cfg.bit}.pdparams")
+                best_path = checkpoint.save(model.state_dict(), run_dir / f"model_best_{cfg.bit}.pdparams")
                 checkpoint.save(optimizer.state_dict(), run_dir / f"model_best_{cfg.bit}.pdopt")
+                save_retrieval_codes(cfg, db_codes, best_path)
             logger.info("Epoch[%03d/%03d] mAP@%d: %.4f (best %.4f at epoch %d; random codes %.4f)", epoch,
                         cfg.epoch, final["topk"], final["map"], best["map"], best["epoch"],
                         final["map_random_codes"])
