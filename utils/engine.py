@@ -201,6 +201,9 @@ def frozen_backbone_sources(model, datasets, cfg, logger, fit):
     """(training batches, encode_split) of a run whose backbone is frozen: its features are computed once per run and
     the hash layer alone trains and encodes (utils/frozen.py); fit: fit the standardisation on them first."""
     from utils import frozen
+    # every rank's shard goes through rank 0's backbone: DataParallel, which would make the ranks' models rank 0's,
+    # wraps only the hash layer here
+    dist.broadcast_layer(model)
 
     def outputs_of(fn, dataset, desc):  # fn over every item, in dataset order on every rank
         return predict_outputs(fn, encoding_loader(dataset, cfg), desc)
