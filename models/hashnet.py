@@ -73,10 +73,19 @@ class HashNet(nn.Layer):
     def backbone_parameters(self):
         return [p for name, p in self.named_parameters() if not name.startswith("hash_layer.")]
 
-    def extract_features(self, x):
+    def fc7(self, x):
+        """fc7 (after its ReLU) of an image batch, before the standardisation."""
         x = self.avgpool(self.features(normalize_images(x)))
-        x = self.classifier(paddle.flatten(x, 1))
-        return (x - self.feature_mean) / self.feature_std
+        return self.classifier(paddle.flatten(x, 1))
+
+    def standardize(self, fc7):
+        """fc7 -> the hash layer's input (the identity unless a from-scratch recipe fitted the statistics)."""
+        return (fc7 - self.feature_mean) / self.feature_std
+
+    def extract_features(self, x):
+        """The backbone's part of forward: the standardised fc7 the hash layer reads (utils/frozen.py computes it
+        once per run when the backbone is frozen)."""
+        return self.standardize(self.fc7(x))
 
     def forward(self, x):
         return self.hash_layer(self.extract_features(x))

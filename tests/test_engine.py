@@ -254,3 +254,20 @@ def test_real_coco_images_train_and_evaluate(tmp_path):
     assert metrics["topk"] == 5000 and metrics["num_database"] == 13 and 0 < metrics["map"] <= 1
     config = json.loads((run / "config.json").read_text())
     assert (config["crop_size"], config["resize_size"], config["step_continuation"]) == (224, 256, 20)
+
+
+def test_training_leaves_the_best_checkpoints_database_codes_for_predict(two_epochs, small_toy, tmp_path, capsys):
+    """The best checkpoint's database codes from its evaluation are in the run's retrieval folder, where predict.py
+    finds them (no encoding), and they are the codes predict.py computes itself."""
+    import predict
+    query = str(small_toy["data_path"] / (small_toy["list_dir"] / "test.txt").read_text().split()[0])
+    common = ["--pretrained", str(two_epochs), "--img", query, "--num_workers", "0", "--json"]
+    assert predict.main(common) == 0
+    found = capsys.readouterr()
+    assert "(200 x 16 bits, cached)" in found.err and "recomputing" not in found.err, found.err
+    assert predict.main([*common, "--save_path", str(tmp_path)]) == 0
+    computed = capsys.readouterr()
+    assert "encoding 200 images once" in computed.err
+    np.testing.assert_array_equal(np.load(two_epochs / "retrieval" / "database_code_16.npy"),
+                                  np.load(tmp_path / "database_code_16.npy"))
+    assert computed.out == found.out.replace(str(two_epochs / "retrieval"), str(tmp_path))

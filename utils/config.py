@@ -261,6 +261,11 @@ def get_parser(description="HashNet (ICCV 2017) in PaddlePaddle"):
              help="standardise fc7 with training-set statistics before the hash layer (from-scratch recipe)")
     add_flag(g, "--train-scope", "--train_scope", default=None, choices=["all", "hash"],
              help="train the whole network or the hash layer")
+    add_flag(g, "--frozen-views", type=int, default=0,
+             help="with --train-scope hash the frozen backbone runs once per run (utils/frozen.py): its features of "
+                  "the training images are cached, 0 = of the evaluation view (no augmentation), N = of N random "
+                  "crops + flips drawn like the training transform, epoch e using view (e - 1) %% N + 1 (one more "
+                  "backbone pass over the training set per view; docs/training.md)")
     return p
 
 
@@ -405,4 +410,7 @@ def parse_args(argv=None, description=None):
     args.run_dir = str(Path(args.output_dir) / args.run_name)
     if args.train_scope == "all" and args.standardize_features and not args.eval:
         raise UsageError(STANDARDIZED_WHOLE_NETWORK)
+    if args.frozen_views < 0:
+        raise UsageError(f"{flag_spellings(parser, argv)['frozen_views']} must be >= 0 (0 = no augmentation), got "
+                         f"{args.frozen_views}")
     return args

@@ -86,6 +86,15 @@ def broadcast_object(obj, src=0):
     return holder[0]
 
 
+def broadcast_layer(layer, src=0):
+    """Every rank takes rank src's parameters and buffers of `layer`, in place (what DataParallel does to the layer it
+    wraps: the ranks build their models from different seeds)."""
+    if get_world_size() == 1:
+        return
+    for tensor in layer.state_dict().values():
+        dist.broadcast(tensor, src=src)
+
+
 def barrier():
     if get_world_size() > 1:
         dist.barrier()

@@ -78,18 +78,21 @@ def build_data(cfg, logger=None):
         if cfg.cache in ("all", "train") and not cfg.eval:
             datasets["train"] = datacache.cached_train_dataset(datasets["train"], cfg.cache_dir, cfg.resize_size,
                                                                cfg.crop_size, log)
-    loaders = {}
-    for split, ds in datasets.items():
-        train = split == "train"
-        if train:
-            sampler = TrainBatchSampler(ds, cfg.batch_size, cfg.seed, cfg.sampling)
-        else:  # evaluation encodes one shard per rank and gathers them back in dataset order
-            sampler = DistributedBatchSampler(ds, batch_size=cfg.batch_size, shuffle=False, drop_last=False)
-        # the training workers live for the whole run (the epoch travels with each index: EpochBatchSampler); the
-        # evaluation loaders, idle between evaluations, start theirs each time rather than hold their memory
-        loaders[split] = build_loader(ds, cfg.num_workers, batch_sampler=EpochBatchSampler(sampler, ds),
-                                      persistent=train, image_bytes=3 * cfg.crop_size ** 2)
+    loaders = {split: encoding_loader(ds, cfg) for split, ds in datasets.items() if split != "train"}
+    # the training workers live for the whole run (the epoch travels with each index: EpochBatchSampler)
+    sampler = TrainBatchSampler(datasets["train"], cfg.batch_size, cfg.seed, cfg.sampling)
+    loaders["train"] = build_loader(datasets["train"], cfg.num_workers, persistent=True,
+                                    batch_sampler=EpochBatchSampler(sampler, datasets["train"]),
+                                    image_bytes=3 * cfg.crop_size ** 2)
     return datasets, loaders
+
+
+def encoding_loader(dataset, cfg):
+    """A loader for encoding `dataset`: one shard per rank, in order (predict_outputs gathers them back). Idle
+    between evaluations, it starts its workers at each pass rather than hold their memory."""
+    sampler = DistributedBatchSampler(dataset, batch_size=cfg.batch_size, shuffle=False, drop_last=False)
+    return build_loader(dataset, cfg.num_workers, batch_sampler=EpochBatchSampler(sampler, dataset),
+                        image_bytes=3 * cfg.crop_size ** 2)
 
 
 def build_optimizer(cfg, model):
@@ -111,7 +114,11 @@ def build_optimizer(cfg, model):
 # ----------------------------------------------------------------------------------------------------- train/eval
 def train_one_epoch(model, criterion, optimizer, loader, epoch, cfg, logger):
     """One epoch of this rank's batches (--sampling); returns {'loss' (mean over ranks), 'lr', 'scale', 'steps',
-    ...}."""
+    ...}.
+
+    `loader` yields (inputs, labels, index) batches of `model`'s inputs: the training images (a DataLoader), or with a
+    frozen backbone their cached features for the hash layer alone (utils/frozen.FeatureLoader).
+    """
     # the from-scratch recipe trains only the hash layer on fixed features: no dropout in the frozen backbone
     model.train() if cfg.train_scope == "all" else model.eval()
     criterion.scale = continuation_scale(epoch, cfg.step_continuation)
@@ -164,11 +171,17 @@ def encode(model, loader, desc="encode"):
     return binarize(outputs), labels
 
 
-def evaluate(model, loaders, cfg):
-    """Encode queries and database; mAP@K and the paper-style metrics, computed once on rank 0 and shared."""
+def evaluate(model, loaders, cfg, encode_split=None, return_codes=False):
+    """Encode queries and database; mAP@K and the paper-style metrics, computed once on rank 0 and shared; with
+    return_codes, (metrics, the database's ±1 codes).
+
+    encode_split(split, desc) -> (codes, labels) of loaders[split]'s dataset; by default the model encodes its
+    images (a frozen backbone's run: utils/frozen.EvalFeatures, which runs the backbone once per run).
+    """
     start = time.time()
-    query_codes, query_labels = encode(model, loaders["test"], "encode queries")
-    db_codes, db_labels = encode(model, loaders["database"], "encode database")
+    encode_split = encode_split or (lambda split, desc: encode(model, loaders[split], desc))
+    query_codes, query_labels = encode_split("test", "encode queries")
+    db_codes, db_labels = encode_split("database", "encode database")
     metrics = None
     if dist.is_main_process():
         topk = len(db_codes) if cfg.topK < 0 else cfg.topK
@@ -181,20 +194,37 @@ def evaluate(model, loaders, cfg):
         metrics.update(topk=topk, num_train=len(loaders["train"].dataset), num_query=len(query_codes),
                        num_database=len(db_codes),
                        distinct_query_codes=int(len(np.unique(query_codes, axis=0))), eval_time=time.time() - start)
-    return dist.broadcast_object(metrics)
+    metrics = dist.broadcast_object(metrics)
+    return (metrics, db_codes) if return_codes else metrics
 
 
-def fit_feature_standardization(model, loader, logger):
-    """Set fc7's standardisation to the training set's per-dimension mean and std (from-scratch recipe)."""
-    model.feature_mean.set_value(paddle.zeros_like(model.feature_mean))
-    model.feature_std.set_value(paddle.ones_like(model.feature_std))
-    model.eval()
-    features, _ = predict_outputs(model.extract_features, loader, "fc7 statistics")
-    mean, std = features.mean(0), np.maximum(features.std(0), 1e-6)  # dead ReLU units have std 0
+def frozen_backbone_sources(model, datasets, cfg, logger, fit):
+    """(training batches, encode_split) of a run whose backbone is frozen: its features are computed once per run and
+    the hash layer alone trains and encodes (utils/frozen.py); fit: fit the standardisation on them first."""
+    from utils import frozen
+    # every rank's shard goes through rank 0's backbone: DataParallel, which would make the ranks' models rank 0's,
+    # wraps only the hash layer here
+    dist.broadcast_layer(model)
+
+    def outputs_of(fn, dataset, desc):  # fn over every item, in dataset order on every rank
+        return predict_outputs(fn, encoding_loader(dataset, cfg), desc)
+
+    fit_on = (lambda fc7: fit_feature_standardization(model, None, logger, fc7)) if fit else None
+    return (frozen.training_loader(model, datasets, cfg, logger, outputs_of, fit_on),
+            frozen.EvalFeatures(model, datasets, cfg.batch_size, logger, outputs_of).encode)
+
+
+def fit_feature_standardization(model, loader, logger, fc7=None):
+    """Set fc7's standardisation to the training set's per-dimension mean and std (from-scratch recipe): of fc7,
+    the training images' fc7 (n, 4096) when the caller has them (utils/frozen.py), else of loader's images."""
+    if fc7 is None:
+        model.eval()
+        fc7, _ = predict_outputs(model.fc7, loader, "fc7 statistics")
+    mean, std = fc7.mean(0), np.maximum(fc7.std(0), 1e-6)  # dead ReLU units have std 0
     model.feature_mean.set_value(paddle.to_tensor(mean.astype("float32")))
     model.feature_std.set_value(paddle.to_tensor(std.astype("float32")))
     logger.info("fc7 standardised on %d training images (mean of means %.4f, mean std %.4f)",
-                len(features), float(mean.mean()), float(std.mean()))
+                len(fc7), float(mean.mean()), float(std.mean()))
 
 
 # ------------------------------------------------------------------------------------------------------ checkpoint
@@ -242,6 +272,20 @@ def stop_message(cfg, done):
         return f"stopped by SIGTERM during epoch 1, before any checkpoint: {how} starts again from epoch 1"
     return f"stopped by SIGTERM during epoch {done + 1}: {last} holds epoch {done}; {how} to continue from epoch " \
            f"{done + 1}"
+
+
+def save_retrieval_codes(cfg, codes, checkpoint_path):
+    """The database codes of the best checkpoint, from its evaluation, in the database-code cache where predict.py
+    and serve.py look for a run's (<run folder>/retrieval, utils/retrieval.py): they search at once. Rank 0."""
+    if not dist.is_main_process():
+        return
+    from utils import retrieval
+    from utils.database import Database
+    from utils.fileio import file_fingerprint
+    database = Database(cfg.dataset, cfg.data_path, cfg.list_dir, getattr(cfg, "path_prefix", None))
+    identity = retrieval.cache_identity(cfg.bit, file_fingerprint(checkpoint_path), database, cfg.resize_size,
+                                        cfg.crop_size)
+    retrieval.save_codes(Path(cfg.run_dir) / "retrieval", codes, identity)
 
 
 def write_plots(run_dir, logger):
@@ -315,9 +359,14 @@ def run_train(cfg, wrap_model=None):
                     best["epoch"])
         if done >= cfg.epoch:
             logger.info("all %d epochs were already trained; nothing to do (raise --epoch to train longer)", cfg.epoch)
-    elif cfg.standardize_features and not cfg.pretrained:
+    fit = not resume and cfg.standardize_features and not cfg.pretrained
+    train_batches, encode_split, trained = loaders["train"], None, model
+    if cfg.train_scope == "hash" and start_epoch <= cfg.epoch:  # a frozen backbone runs once, the hash layer trains
+        train_batches, encode_split = frozen_backbone_sources(model, datasets, cfg, logger, fit)
+        trained = model.hash_layer
+    elif fit:
         fit_feature_standardization(model, loaders["train_eval"], logger)
-    net = wrap_model(model) if wrap_model else model
+    net = wrap_model(trained) if wrap_model else trained
 
     last_path, final = run_dir / f"last_{cfg.bit}.pdckpt", None
     # SIGTERM (preemption) stops the run at once, saying from which epoch the last checkpoint continues
@@ -325,17 +374,18 @@ def run_train(cfg, wrap_model=None):
     guard.install()
     for epoch in range(start_epoch, cfg.epoch + 1):
         dist.seed_everything(cfg.seed, epoch)
-        row = train_one_epoch(net, criterion, optimizer, loaders["train"], epoch, cfg, logger)
+        row = train_one_epoch(net, criterion, optimizer, train_batches, epoch, cfg, logger)
         scheduler.step()
         logger.info("Epoch[%03d/%03d] done: loss %.4f, lr %.6f, scale %.4f, %.1f s", epoch, cfg.epoch, row["loss"],
                     row["lr"], row["scale"], row["time"])
         if epoch % cfg.eval_epoch == 0 or epoch == cfg.epoch:
-            final = evaluate(model, loaders, cfg)
+            final, db_codes = evaluate(model, loaders, cfg, encode_split, return_codes=True)
             row.update(map=final["map"], map_random_codes=final["map_random_codes"])
             if final["map"] > best["map"]:
                 best = {"map": final["map"], "epoch": epoch, "metrics": final}
-                checkpoint.save(model.state_dict(), run_dir / f"model_best_{cfg.bit}.pdparams")
+                best_path = checkpoint.save(model.state_dict(), run_dir / f"model_best_{cfg.bit}.pdparams")
                 checkpoint.save(optimizer.state_dict(), run_dir / f"model_best_{cfg.bit}.pdopt")
+                save_retrieval_codes(cfg, db_codes, best_path)
             logger.info("Epoch[%03d/%03d] mAP@%d: %.4f (best %.4f at epoch %d; random codes %.4f)", epoch,
                         cfg.epoch, final["topk"], final["map"], best["map"], best["epoch"],
                         final["map_random_codes"])

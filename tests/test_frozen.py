@@ -1,0 +1,140 @@
+"""A frozen backbone is run once (utils/frozen.py): its cached features give the codes the images give, the training
+batches are the image path's, its views are the training transform's crops, and a run with views resumes exactly."""
+import json
+import logging
+import shutil
+
+import numpy as np
+import paddle
+import pytest
+
+from conftest import assert_training_moved, run_cli, toy_args
+
+VIEWS = 2
+
+
+@pytest.fixture(scope="module")
+def frozen_setup(small_toy, tmp_path_factory):
+    """The toy recipe's model (random backbone, fc7 standardised) and its training features with VIEWS views."""
+    from models import HashNet
+    from utils import engine, frozen
+    from utils.config import parse_args
+    cfg = parse_args(["--dataset", "toy", "--list-dir", str(small_toy["list_dir"]), "--data-path",
+                      str(small_toy["data_path"]), "--bit", "16", "--batch-size", "32", "--num_workers", "0",
+                      "--output-dir", str(tmp_path_factory.mktemp("frozen")), "--frozen-views", str(VIEWS)])
+    datasets, loaders = engine.build_data(cfg)
+    paddle.set_device("cpu")
+    paddle.seed(0)
+    with paddle.utils.unique_name.guard():
+        model = HashNet(16, init="kaiming")
+    model.eval()
+    logger = logging.getLogger("test_frozen")
+
+    def outputs_of(fn, dataset, desc):  # what the engine hands utils/frozen.py
+        return engine.predict_outputs(fn, engine.encoding_loader(dataset, cfg), desc)
+
+    train = frozen.training_loader(model, datasets, cfg, logger, outputs_of,
+                                   fit=lambda fc7: engine.fit_feature_standardization(model, None, logger, fc7))
+    assert float(model.feature_std.numpy().mean()) < 0.5  # the statistics were fitted, not left at 1
+    return {"cfg": cfg, "datasets": datasets, "loaders": loaders, "model": model, "train": train,
+            "outputs_of": outputs_of}
+
+
+@paddle.no_grad()
+def backbone_on_images(model, dataset, epoch, indices):
+    """Standardised fc7 of these training items as the image path computes it in `epoch` (its crops), one batch."""
+    images = np.stack([dataset[(epoch, int(i))][0] for i in indices])
+    return model.extract_features(paddle.to_tensor(images)).numpy()
+
+
+def test_each_view_is_the_backbone_on_the_crops_of_its_epoch(frozen_setup):
+    """View k holds, bit for bit, what the backbone gives the crops the image path draws in epoch k (the same first
+    batch: the same floats), and those differ from view to view."""
+    train, model, images = frozen_setup["train"], frozen_setup["model"], frozen_setup["datasets"]["train"]
+    views, first = train.dataset.views, np.arange(frozen_setup["cfg"].batch_size)
+    assert views.shape == (VIEWS, 128, 4096)
+    for k in range(1, VIEWS + 1):
+        np.testing.assert_array_equal(views[k - 1][first], backbone_on_images(model, images, k, first))
+    assert not np.array_equal(views[0], views[1])
+
+
+@pytest.mark.parametrize("epoch, view", [(1, 1), (2, 2), (3, 1), (4, 2)])
+def test_epochs_cycle_through_the_views_in_the_image_paths_batches(frozen_setup, epoch, view):
+    """Epoch e trains on view (e - 1) % N + 1, in the batches TrainBatchSampler draws over the images, with their
+    labels."""
+    from utils.sampling import TrainBatchSampler
+    cfg, train, images = frozen_setup["cfg"], frozen_setup["train"], frozen_setup["datasets"]["train"]
+    image_batches = TrainBatchSampler(images, cfg.batch_size, cfg.seed, cfg.sampling)
+    image_batches.set_epoch(epoch)
+    train.batch_sampler.set_epoch(epoch)
+    train.dataset.set_epoch(epoch)
+    batches = list(train)
+    assert len(batches) == len(train) == len(image_batches) == 4
+    for (features, labels, index), expected in zip(batches, image_batches):
+        np.testing.assert_array_equal(index.numpy(), expected)
+        np.testing.assert_array_equal(features.numpy(), train.dataset.views[view - 1][expected])
+        np.testing.assert_array_equal(labels.numpy(), images.labels[expected])
+
+
+def test_no_augmentation_trains_on_the_evaluation_view(frozen_setup):
+    """--frozen-views 0: one view, the training images' evaluation crops (the fc7 statistics' own images)."""
+    from utils import frozen
+    cfg, model, datasets = frozen_setup["cfg"], frozen_setup["model"], frozen_setup["datasets"]
+    centre = frozen.training_loader(model, datasets, type(cfg)(**dict(vars(cfg), frozen_views=0)),
+                                    logging.getLogger("test_frozen"), frozen_setup["outputs_of"])
+    first = np.arange(cfg.batch_size)
+    assert centre.dataset.views.shape == (1, 128, 4096)
+    np.testing.assert_array_equal(centre.dataset.views[0][first],
+                                  backbone_on_images(model, datasets["train_eval"], 0, first))
+
+
+def test_cached_features_and_the_hash_layer_give_the_full_models_codes(frozen_setup):
+    """Queries and database through the cached features and the hash layer: the same raw outputs, codes and mAP as
+    the full model on the images, at the first evaluation and at a later one (after the hash layer changed)."""
+    from utils import engine, frozen
+    from utils.logger import setup_logger
+    cfg, model, loaders = frozen_setup["cfg"], frozen_setup["model"], frozen_setup["loaders"]
+    cached = frozen.EvalFeatures(model, frozen_setup["datasets"], cfg.batch_size, setup_logger(),
+                                 frozen_setup["outputs_of"])
+    for step in range(2):
+        for split in ("test", "database"):
+            codes, labels = cached.encode(split, split)
+            raw, image_labels = engine.predict_outputs(model, loaders[split])
+            np.testing.assert_array_equal(frozen.hash_outputs(model.hash_layer, cached.features[split][0],
+                                                              cfg.batch_size), raw)
+            np.testing.assert_array_equal(codes, engine.encode(model, loaders[split])[0])
+            np.testing.assert_array_equal(labels, image_labels)
+            assert len(np.unique(codes, axis=0)) > 1  # codes that differ between images: equality means something
+        with_cache, with_images = (engine.evaluate(model, loaders, cfg, encode) for encode in (cached.encode, None))
+        del with_cache["eval_time"], with_images["eval_time"]
+        assert with_cache == with_images
+        model.hash_layer.weight.set_value(model.hash_layer.weight * -0.5 + 0.01)  # the layer trains between them
+
+
+def test_negative_views_are_refused(tmp_path):
+    from utils.config import parse_args
+    with pytest.raises(ValueError, match=r"^--frozen-views must be >= 0 \(0 = no augmentation\), got -1$"):
+        parse_args(["--dataset", "toy", "--output-dir", str(tmp_path), "--frozen-views", "-1"])
+
+
+def test_a_run_with_views_resumes_exactly(small_toy, tmp_path):
+    """Two epochs with two cached views, against one epoch then --resume: the resumed run recomputes the views from
+    the checkpoint's backbone and standardisation and ends with the same weights, bank and mAP."""
+    flags = ("--eval_epoch", "1", "--bit", "16", "--frozen-views", str(VIEWS))
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    run_cli(["main_single_gpu.py", *toy_args(small_toy, straight, "--epoch", "2", *flags)])
+    assert_training_moved(straight)
+    run_cli(["main_single_gpu.py", *toy_args(small_toy, resumed, "--epoch", "1", *flags)])
+    shutil.copy(resumed / "last_16.pdckpt", tmp_path / "after_one.pdckpt")
+    run_cli(["main_single_gpu.py", *toy_args(small_toy, resumed, "--epoch", "2", *flags), "--resume", "auto"])
+    assert_training_moved(resumed)
+    a, b = paddle.load(str(straight / "last_16.pdckpt")), paddle.load(str(resumed / "last_16.pdckpt"))
+    assert b["epoch"] == 2 and paddle.load(str(tmp_path / "after_one.pdckpt"))["epoch"] == 1
+    for key, value in a["model"].items():
+        np.testing.assert_array_equal(b["model"][key].numpy(), value.numpy(), err_msg=key)
+    np.testing.assert_array_equal(b["criterion"]["U"].numpy(), a["criterion"]["U"].numpy())
+    rows = [[json.loads(line) for line in (run / "epochs.jsonl").read_text().splitlines()] for run in (straight,
+                                                                                                    resumed)]
+    assert [(r["loss"], r["map"]) for r in rows[0]] == [(r["loss"], r["map"]) for r in rows[1]]
+    log = (straight / "log_train_16.txt").read_text()
+    assert f"fc7 of the 128 training images ({VIEWS} random view(s)) computed once" in log
