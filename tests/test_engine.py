@@ -79,6 +79,9 @@ def test_run_folder_contents(two_epochs):
     assert all({"loss", "lr", "scale", "map", "map_random_codes"} <= set(r) for r in rows)
     log = (two_epochs / "log_train_16.txt").read_text()
     assert "config: " in log and "Epoch[001/002], Step[0004/0004], Loss:" in log and "mAP@200:" in log
+    # --encoder auto (recorded in config.json) evaluated through Paddle Inference on this CPU, and says so
+    final = json.loads((two_epochs / "metrics.json").read_text())["final"]
+    assert config["encoder"] == "auto" and final["encoder"] == "inference" and final["encoder_setup_time"] > 0
 
 
 def test_last_checkpoint_holds_everything_to_resume(two_epochs):
@@ -101,7 +104,8 @@ def test_resume_continues_exactly(two_epochs, resumed):
     run = resumed["run"]
     straight_rows, resumed_rows = epoch_rows(two_epochs), epoch_rows(run)
     assert [r["epoch"] for r in resumed_rows] == [1, 2]  # the resumed run appends to the same folder
-    assert [r["lr"] for r in straight_rows] == pytest.approx([1e-3, 5e-4])  # toy base lr 2e-3 x 32 / 64, halved after epoch 1
+    # toy base lr 2e-3 x 32 / 64, halved after epoch 1
+    assert [r["lr"] for r in straight_rows] == pytest.approx([1e-3, 5e-4])
     for key in ("lr", "loss", "scale", "map"):
         assert [r[key] for r in resumed_rows] == [r[key] for r in straight_rows], key
     a, b = paddle.load(str(run / "last_16.pdckpt")), paddle.load(str(two_epochs / "last_16.pdckpt"))
@@ -140,8 +144,8 @@ def test_resume_keeps_the_best_so_far(resumed, small_toy, tmp_path):
 
 
 def test_hash_layer_learns_at_ten_times_the_backbone_rate():
-    """docs/protocol.md#network: the new hash layer's learning rate is 10x the rest. One momentum-SGD step from rest moves each
-    parameter by -lr * its multiplier * its gradient."""
+    """docs/protocol.md#network: the new hash layer's learning rate is 10x the rest. One momentum-SGD step from rest
+    moves each parameter by -lr * its multiplier * its gradient."""
     from utils.engine import build_optimizer
     paddle.seed(0)
     with paddle.utils.unique_name.guard():
@@ -243,8 +247,8 @@ def test_real_coco_images_train_and_evaluate(tmp_path):
     run_cli(["main_single_gpu.py", "--dataset", "coco", "--list-dir", lite / "lists", "--data-path", lite,
              "--bit", "16", "--batch-size", "4", "--epoch", "1", "--num_workers", "0", "--device", "cpu",
              "--output-dir", tmp_path, "--run-name", run.name])
-    # the seed's recipe from a random backbone barely moves in 3 steps (docs/protocol.md#training-from-scratch): ~1e-5 of each parameter, still
-    # 20x the float32 rounding of a weight-decay-only step
+    # the seed's recipe from a random backbone barely moves in 3 steps (docs/protocol.md#training-from-scratch): ~1e-5
+    # of each parameter, still 20x the float32 rounding of a weight-decay-only step
     assert_training_moved(run, min_change=1e-6)
     log = (run / "log_train_16.txt").read_text()
     assert "9 train, 4 query, 13 database images, 80 classes" in log

@@ -13,8 +13,7 @@ from paddle.io import DistributedBatchSampler
 from tqdm import tqdm
 
 from models import HashNet
-from utils import checkpoint, dist, preemption
-from utils import PROJECT_ROOT
+from utils import PROJECT_ROOT, checkpoint, dist, fast_encoder, preemption
 from utils.codes import binarize
 from utils.config import BACKBONE_CANDIDATES
 from utils.datasets import EpochBatchSampler, ImageList, build_datasets, build_loader
@@ -39,8 +38,8 @@ def resolve_backbone_weights(cfg, logger):
             return str(PROJECT_ROOT / candidate)
     logger.warning(
         "WARNING: no ImageNet AlexNet weights found (looked for %s). Training starts from a random backbone and "
-        "results will be far from the paper's (docs/protocol.md#reference-numbers). See README, 'ImageNet-pretrained AlexNet', to get and "
-        "convert them, or pass --backbone_weights PATH.", ", ".join(BACKBONE_CANDIDATES))
+        "results will be far from the paper's (docs/protocol.md#reference-numbers). See README, 'ImageNet-pretrained "
+        "AlexNet', to get and convert them, or pass --backbone_weights PATH.", ", ".join(BACKBONE_CANDIDATES))
     return None
 
 
@@ -141,11 +140,13 @@ def train_one_epoch(model, criterion, optimizer, loader, epoch, cfg, logger):
 def predict_outputs(fn, loader, desc="encode"):
     """fn over a loader, gathered from every rank back into dataset order with the sampler's padding removed.
 
-    Returns (outputs, labels) as numpy arrays with one row per dataset item.
+    fn returns a tensor (the model) or a numpy array (a utils/fast_encoder.py Predictor). Returns (outputs, labels)
+    as numpy arrays with one row per dataset item.
     """
     outputs, labels, indices = [], [], []
     for images, y, index in tqdm(loader, desc=desc, disable=not dist.is_main_process(), leave=False):
-        outputs.append(fn(images).astype("float32"))
+        out = fn(images)
+        outputs.append((paddle.to_tensor(out) if isinstance(out, np.ndarray) else out).astype("float32"))
         labels.append(y.astype("float32"))
         indices.append(index.reshape([-1]).astype("int64"))
     gathered = [dist.all_gather_cat(paddle.concat(parts)).numpy() for parts in (outputs, labels, indices)]
@@ -157,18 +158,23 @@ def predict_outputs(fn, loader, desc="encode"):
     return out[first], lab[first]
 
 
-def encode(model, loader, desc="encode"):
-    """±1 codes (sign, 0 -> +1) and labels of every item of the loader's dataset, in dataset order."""
+def encode(model, loader, desc="encode", encoder=None):
+    """±1 codes (sign, 0 -> +1) and labels of every item of the loader's dataset, in dataset order; `encoder` stands
+    for the eval-mode model when given (fast_encoder.model_encoder)."""
     model.eval()
-    outputs, labels = predict_outputs(model, loader, desc)
+    outputs, labels = predict_outputs(encoder or model, loader, desc)
     return binarize(outputs), labels
 
 
-def evaluate(model, loaders, cfg):
-    """Encode queries and database; mAP@K and the paper-style metrics, computed once on rank 0 and shared."""
+def evaluate(model, loaders, cfg, logger=None):
+    """Encode queries and database (--encoder: on the CPU a Paddle Inference predictor of the current weights, made
+    afresh for each evaluation); mAP@K and the paper-style metrics, computed once on rank 0 and shared."""
     start = time.time()
-    query_codes, query_labels = encode(model, loaders["test"], "encode queries")
-    db_codes, db_labels = encode(model, loaders["database"], "encode database")
+    encoder = fast_encoder.model_encoder(model, cfg.encoder, cfg.crop_size)
+    setup_time = time.time() - start
+    query_codes, query_labels = encode(model, loaders["test"], "encode queries", encoder)
+    db_codes, db_labels = encode(model, loaders["database"], "encode database", encoder)
+    del encoder  # a predictor holds its own copy of the weights: free it before training goes on
     metrics = None
     if dist.is_main_process():
         topk = len(db_codes) if cfg.topK < 0 else cfg.topK
@@ -180,7 +186,11 @@ def evaluate(model, loaders, cfg):
         # the protocol's sizes as the lists used gave them (scripts/report.py prints them beside the paper's)
         metrics.update(topk=topk, num_train=len(loaders["train"].dataset), num_query=len(query_codes),
                        num_database=len(db_codes),
-                       distinct_query_codes=int(len(np.unique(query_codes, axis=0))), eval_time=time.time() - start)
+                       distinct_query_codes=int(len(np.unique(query_codes, axis=0))), eval_time=time.time() - start,
+                       encoder=fast_encoder.resolve_encoder(cfg.encoder), encoder_setup_time=setup_time)
+        if logger:
+            logger.info("evaluation: %.1f s, encoded by %s (%.1f s of it to make the encoder)", metrics["eval_time"],
+                        metrics["encoder"], setup_time)
     return dist.broadcast_object(metrics)
 
 
@@ -277,7 +287,7 @@ def run_eval(cfg):
     model = build_model(cfg, logger)
     checkpoint.load_model_weights(model, cfg.pretrained)
     datasets, loaders = build_data(cfg, logger)
-    metrics = evaluate(model, loaders, cfg)
+    metrics = evaluate(model, loaders, cfg, logger)
     logger.info("%s: mAP@%d = %.4f (random codes %.4f)", cfg.pretrained, metrics["topk"], metrics["map"],
                 metrics["map_random_codes"])
     checkpoint.save_json({"checkpoint": str(cfg.pretrained), "final": metrics}, Path(cfg.run_dir) / "metrics.json")
@@ -330,7 +340,7 @@ def run_train(cfg, wrap_model=None):
         logger.info("Epoch[%03d/%03d] done: loss %.4f, lr %.6f, scale %.4f, %.1f s", epoch, cfg.epoch, row["loss"],
                     row["lr"], row["scale"], row["time"])
         if epoch % cfg.eval_epoch == 0 or epoch == cfg.epoch:
-            final = evaluate(model, loaders, cfg)
+            final = evaluate(model, loaders, cfg, logger)
             row.update(map=final["map"], map_random_codes=final["map_random_codes"])
             if final["map"] > best["map"]:
                 best = {"map": final["map"], "epoch": epoch, "metrics": final}
