@@ -27,10 +27,10 @@ from pathlib import Path
 
 from utils.config import add_flag, add_flags, entry_parser, resolve_flags
 from utils.failure import run_cli
+from utils.fast_encoder import MODEL_FILES
 from utils.run_config import is_data_key
 
 PRESET_KEYS = ("data_path", "resize_size", "crop_size")
-MODEL_FILES = ("inference.json", "inference.pdmodel")  # PIR program / legacy ProgramDesc
 META_NAME = "export_meta.json"
 META_FORMAT = 2  # 2: uint8 input, normalised inside the model (1: float32, normalised by the caller)
 
@@ -64,42 +64,35 @@ def database_meta(args):
 
 
 def export_inference_model(model, save_dir, bit, resize_size, crop_size, source=None, extra=None):
-    """to_static + jit.save of an eval-mode HashNet into save_dir; returns the export_meta dict it wrote.
+    """The static program of an eval-mode HashNet (utils/fast_encoder.save_program) and its export_meta.json, into
+    save_dir; returns the export_meta dict it wrote.
 
     source: the checkpoint's fingerprint (utils.fileio.file_fingerprint) or None for an unsaved model.
     """
     import paddle
-    from paddle.static import InputSpec
 
     from utils import checkpoint
     from utils.datasets import IMAGENET_MEAN, IMAGENET_STD
+    from utils.fast_encoder import INPUT_NAME, PARAMS_FILE, save_program
     from utils.fileio import sha256_of
 
     save_dir = Path(save_dir)
     save_dir.parent.mkdir(parents=True, exist_ok=True)
-    model.eval()
-    spec = [InputSpec([None, 3, crop_size, crop_size], "uint8", "x")]
-    # full_graph=True: the AST translator, which honours input_spec (Paddle 3.x defaults to SOT, which ignores it)
-    static_model = paddle.jit.to_static(model, input_spec=spec, full_graph=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{save_dir.name}.", dir=save_dir.parent))
     try:
-        paddle.jit.save(static_model, str(tmp / "inference"))
-        model_file = next((name for name in MODEL_FILES if (tmp / name).is_file()), None)
-        if model_file is None or not (tmp / "inference.pdiparams").is_file():
-            raise RuntimeError(f"paddle.jit.save wrote {sorted(os.listdir(tmp))}, expected inference.pdiparams and "
-                               f"one of {MODEL_FILES} (Paddle {paddle.__version__})")
+        model_file = save_program(model, tmp, crop_size)
         meta = {
             "format": META_FORMAT, "bit": int(bit), "resize_size": int(resize_size), "crop_size": int(crop_size),
             "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-            "input_name": "x", "input_shape": [None, 3, int(crop_size), int(crop_size)], "input_dtype": "uint8",
+            "input_name": INPUT_NAME, "input_shape": [None, 3, int(crop_size), int(crop_size)], "input_dtype": "uint8",
             "output": "raw hash activation o (n, bit); code = sign(o) with 0 -> +1",
-            "model_file": model_file, "params_file": "inference.pdiparams",
-            "files": {name: sha256_of(tmp / name) for name in (model_file, "inference.pdiparams")},
+            "model_file": model_file, "params_file": PARAMS_FILE,
+            "files": {name: sha256_of(tmp / name) for name in (model_file, PARAMS_FILE)},
             "source_checkpoint": source, "paddle_version": paddle.__version__, **(extra or {}),
         }
         save_dir.mkdir(parents=True, exist_ok=True)
         (save_dir / META_NAME).unlink(missing_ok=True)  # the folder is incomplete until the new meta is written
-        for name in MODEL_FILES + ("inference.pdiparams.info",):
+        for name in MODEL_FILES + (PARAMS_FILE + ".info",):
             (save_dir / name).unlink(missing_ok=True)  # a previous export in the other format must not linger
         for name in os.listdir(tmp):
             os.replace(tmp / name, save_dir / name)

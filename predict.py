@@ -1,4 +1,4 @@
-r"""Retrieve the nearest database images of query images with a trained HashNet (dynamic graph).
+r"""Retrieve the nearest database images of query images with a trained HashNet.
 
     python predict.py --pretrained output/toy_run --img data/toy/images/000001.png
     python predict.py --bit 64 --data-path ./datasets/COCO2014/ --pretrained output/weights_64.pdparams \
@@ -63,23 +63,26 @@ def load_model(bit, checkpoint_path):
 
 def build_encoders(args):
     """(transform, encode_batch, encode_database) of args.pretrained on args.device: what run_retrieval and the
-    search page need from the dynamic-graph model."""
+    search page need from the model, encoding as --encoder says (on the CPU by default a Paddle Inference predictor,
+    utils/fast_encoder.py)."""
+    import numpy as np
     import paddle
 
-    from utils import dist, engine
+    from utils import dist, engine, fast_encoder
     from utils.datasets import build_loader, build_transform
 
     dist.select_device(args.device)
     model = load_model(args.bit, args.pretrained)
+    encoder = fast_encoder.model_encoder(model, args.encoder, args.crop_size)
     transform = build_transform(False, args.resize_size, args.crop_size)
 
     @paddle.no_grad()
     def encode_batch(images):
-        return model(paddle.to_tensor(images)).numpy()
+        return np.asarray(encoder(paddle.to_tensor(images)))
 
     def encode_database(dataset):
         loader = build_loader(dataset, args.num_workers, args.batch_size, image_bytes=3 * args.crop_size ** 2)
-        return engine.encode(model, loader, "encode database")[0]
+        return engine.encode(model, loader, "encode database", encoder)[0]
 
     return transform, encode_batch, encode_database
 

@@ -40,8 +40,9 @@ def bench(args):
     from export_model import export_inference_model
     from models import HashNet
     from predict import load_model, resolve_checkpoint
-
+    from utils import dist
     paddle.set_device("cpu")
+    args.cpu_threads = dist.use_cpu_threads(args.cpu_threads)  # the same threads for the dynamic graph
     if args.pretrained:
         model = load_model(args.bit, resolve_checkpoint(args.pretrained, args.bit))
     else:
@@ -49,14 +50,11 @@ def bench(args):
         with paddle.utils.unique_name.guard():
             model = HashNet(args.bit)
         model.eval()
-    # export a twin: to_static converts the exported layer in place, and the dygraph side must stay dynamic
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model_dir
-        if model_dir is None:
-            twin = HashNet(args.bit)
-            twin.set_state_dict(model.state_dict())
+        if model_dir is None:  # the export converts a copy: `model` stays a dynamic-graph layer
             model_dir = str(Path(tmp) / "inference")
-            export_inference_model(twin, model_dir, args.bit, args.resize_size, args.crop_size)
+            export_inference_model(model, model_dir, args.bit, args.resize_size, args.crop_size)
         engines = {name: HashInference(model_dir, enable_mkldnn=mkldnn, cpu_threads=args.cpu_threads)
                    for name, mkldnn in (("inference_onednn", True), ("inference_plain", False))}
         crop = engines["inference_onednn"].crop_size
@@ -88,7 +86,8 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--cpu_threads", type=int, default=None, help="inference CPU threads (default: all cores)")
+    parser.add_argument("--cpu_threads", type=int, default=None,
+                        help="CPU threads of every engine (default: OMP_NUM_THREADS when set, else all the CPUs)")
     result = bench(parser.parse_args(argv))
     for name in ("dygraph", "inference_plain", "inference_onednn"):
         r = result[name]

@@ -1,10 +1,18 @@
 """Shared fixtures: a small subset of the generated toy set, running the entry points as a user would, the check
-that a training run moved its weights, and the no-skip mode for CI (HASHNET_REQUIRE_ALL=1)."""
-import utils.before_paddle  # noqa: F401  (before anything imports paddle: see that module)
+that a training run moved its weights, and the no-skip mode for CI (HASHNET_REQUIRE_ALL=1).
 
+One thread per process: the suite runs 2 pytest-xdist workers on 2 cores, and an unset OMP_NUM_THREADS would give
+every Paddle process (this one and the entry scripts it starts, which inherit it) all the CPUs (utils/dist.py
+cpu_threads). A value the user set is kept. It is set before utils.before_paddle, which records it.
+"""
+# isort: off
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+import utils.before_paddle  # noqa: F401  (before anything imports paddle: see that module)
+# isort: on
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -79,6 +79,9 @@ def test_run_folder_contents(two_epochs):
     assert all({"loss", "lr", "scale", "map", "map_random_codes"} <= set(r) for r in rows)
     log = (two_epochs / "log_train_16.txt").read_text()
     assert "config: " in log and "Epoch[001/002], Step[0004/0004], Loss:" in log and "mAP@200:" in log
+    # --encoder auto (recorded in config.json) evaluated through Paddle Inference on this CPU, and says so
+    final = json.loads((two_epochs / "metrics.json").read_text())["final"]
+    assert config["encoder"] == "auto" and final["encoder"] == "inference" and final["encoder_setup_time"] > 0
 
 
 def test_last_checkpoint_holds_everything_to_resume(two_epochs):

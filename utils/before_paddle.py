@@ -17,9 +17,17 @@ Harmless where there is nothing to fix (Paddle 3.x, other systems).
 2. A quiet start: Paddle's import-time `UserWarning: No ccache found ...` (about compiling C++ extensions, which
 this project never does) is silenced, and nothing else; every other warning still shows.
 
+3. The OMP_NUM_THREADS the user set is recorded (USER_OMP_NUM_THREADS, None when unset), for utils/dist.cpu_threads:
+Paddle's import writes OMP_NUM_THREADS=1 into the environment when it is unset, so afterwards a user's 1 and Paddle's
+cannot be told apart. A process started by `paddle.distributed.launch` inherits the launcher's environment after the
+launcher's own Paddle import wrote that 1; what the user gave is the launcher's environment as it was started
+(/proc/<parent>/environ, which later changes do not touch). When Paddle was imported before this module, the current
+value is taken as the user's (at worst one thread, as before).
+
 It imports nothing from this project or from Paddle.
 """
 import ctypes
+import os
 import sys
 import warnings
 
@@ -30,3 +38,28 @@ if sys.platform.startswith("linux") and "paddle" not in sys.modules:
         ctypes.CDLL("libz.so.1")  # RTLD_LOCAL: only fixes libz's own scope, exports nothing to Paddle
     except OSError:
         pass  # no system zlib: libpaddle.so, which needs it, reports that itself when it loads
+
+
+LAUNCHER_VARIABLES = ("PADDLE_TRAINER_ID", "PADDLE_CURRENT_ENDPOINT")  # utils/dist.launched_by_paddle reads these too
+
+
+def _started_environment(pid):
+    """The environment process `pid` was started with, or None where /proc cannot tell (not Linux, gone)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as file:
+            raw = file.read()
+    except OSError:
+        return None
+    return dict(item.decode(errors="replace").partition("=")[::2] for item in raw.split(b"\0") if b"=" in item)
+
+
+def _user_omp_num_threads():
+    value = os.environ.get("OMP_NUM_THREADS")
+    if "paddle" not in sys.modules and value == "1" and all(name in os.environ for name in LAUNCHER_VARIABLES):
+        started = _started_environment(os.getppid())
+        if started is not None:
+            return started.get("OMP_NUM_THREADS")
+    return value
+
+
+USER_OMP_NUM_THREADS = _user_omp_num_threads()

@@ -51,6 +51,7 @@ PRESETS = {
         standardize_features=True, train_scope="hash", path_prefix=[], sampling="sharded"),
 }
 SEED_MAX = 2 ** 32 - 1
+ENCODERS = ("auto", "dygraph", "inference")  # --encoder (utils/fast_encoder.py)
 PRESET_LABELS = {"default": "COCO", "imagenet": "ImageNet", "nuswide_81": "NUS-WIDE", "toy": "toy"}
 
 
@@ -126,6 +127,11 @@ FLAGS = {
     "--pretrained": ((), dict(default=None, help="HashNet checkpoint: model_best_{bit}.pdparams, last_{bit}.pdckpt, "
                                                  "or the run folder holding one")),
     "--device": ((), dict(default="auto", help="auto | cpu | gpu | gpu:N")),
+    "--encoder": ((), dict(
+        default="auto", choices=ENCODERS,
+        help="what encodes images for evaluation and retrieval: 'inference' = the network as a static program under "
+             "Paddle Inference (oneDNN on the CPU, several times faster there: utils/fast_encoder.py), 'dygraph' = "
+             "the dynamic graph; auto = inference on the CPU, dygraph on a GPU")),
     "--resize-size": (("--resize_size",), dict(type=int, default=None, help="short side the image is resized to")),
     "--crop-size": (("--crop_size",), dict(type=int, default=None, help="center (eval) or random (train) crop")),
     # the data
@@ -156,7 +162,7 @@ FLAGS = {
     "--show": ((), dict(action="store_true", help="open each contact sheet (skipped without a display)")),
     "--json": ((), dict(action="store_true", help="print one JSON object per query instead of the table")),
 }
-MODEL_FLAGS = ("--bit", "--pretrained", "--device", "--resize-size", "--crop-size")
+MODEL_FLAGS = ("--bit", "--pretrained", "--device", "--encoder", "--resize-size", "--crop-size")
 DATA_FLAGS = ("--dataset", "--data-path", "--path-prefix", "--list-dir", "--batch-size", "--num-workers",
               "--cache-dir")
 RETRIEVAL_FLAGS = ("--img", "--num-results", "--save-path", "--show", "--json")
@@ -214,7 +220,7 @@ def get_parser(description="HashNet (ICCV 2017) in PaddlePaddle"):
              help=f"random seed, 0 to {SEED_MAX} (default: the seed repository's per-bit seed, "
                   f"docs/protocol.md#seed-recipe)")
     add_flag(g, "--eval", action="store_true", help="only evaluate --pretrained")
-    add_flags(g, ("--pretrained", "--device"),
+    add_flags(g, ("--pretrained", "--device", "--encoder"),
               help={"--pretrained": "HashNet checkpoint to evaluate (or its run folder) or to start from"})
     add_flag(g, "--resume", default=None,
              help="last_{bit}.pdckpt (or its run folder) to continue training from; 'auto' = the run folder's "

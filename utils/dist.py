@@ -1,4 +1,6 @@
 """Rank / world size and collectives in one place; a single process is simply world size 1."""
+from utils.before_paddle import LAUNCHER_VARIABLES, USER_OMP_NUM_THREADS
+
 import os
 import random
 
@@ -19,9 +21,6 @@ def get_rank():
 
 def is_main_process():
     return get_rank() == 0
-
-
-LAUNCHER_VARIABLES = ("PADDLE_TRAINER_ID", "PADDLE_CURRENT_ENDPOINT")
 
 
 def launched_by_paddle():
@@ -50,13 +49,40 @@ def available_cpus():
         return os.cpu_count() or 1
 
 
+def cpu_share():
+    """This process's share of the available CPUs (several processes under the launcher share the machine), >= 1."""
+    return max(1, available_cpus() // local_process_count())
+
+
+def cpu_threads():
+    """Math threads of this process's CPU kernels (the dynamic graph's and the Paddle Inference predictor's):
+    OMP_NUM_THREADS when the user set it (utils/before_paddle.py tells it from the 1 Paddle's import writes), else
+    this process's share of the CPUs."""
+    if USER_OMP_NUM_THREADS is not None:
+        try:
+            return max(1, int(USER_OMP_NUM_THREADS))
+        except ValueError:
+            return 1  # what Paddle's import makes of a value that is not a number
+    return cpu_share()
+
+
+def use_cpu_threads(threads=None):
+    """Run the dynamic graph's CPU kernels on `threads` (default cpu_threads()) OpenMP/MKL threads; returns the number.
+
+    Paddle starts its kernels on one thread (its import sets OMP_NUM_THREADS=1 when unset); set_num_threads sets
+    the OpenMP and MKL thread counts of the calling thread, the one that runs the dynamic graph's kernels."""
+    threads = threads or cpu_threads()
+    paddle.base.core.set_num_threads(threads)
+    return threads
+
+
 MAX_DEFAULT_WORKERS = 8  # past ~8 decoding workers per GPU the GPU is the limit, and each worker holds memory
 
 
 def default_num_workers():
     """Loader workers per process when --num_workers is not given: this process's share of the available CPUs
     (several processes under the launcher share the machine), at least 1, at most MAX_DEFAULT_WORKERS."""
-    return max(1, min(MAX_DEFAULT_WORKERS, available_cpus() // local_process_count()))
+    return min(MAX_DEFAULT_WORKERS, cpu_share())
 
 
 def all_gather_cat(tensor):
@@ -113,7 +139,8 @@ def seed_everything(seed, epoch=0):
 
 
 def select_device(device="auto"):
-    """The only place a device is chosen: 'auto' is a GPU when Paddle has CUDA and sees one, else the CPU."""
+    """The only place a device is chosen: 'auto' is a GPU when Paddle has CUDA and sees one, else the CPU, whose
+    kernels then run on cpu_threads() threads."""
     if device == "auto":
         has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
         device = "gpu" if has_gpu else "cpu"
@@ -130,4 +157,7 @@ def select_device(device="auto"):
                 f"paddle.distributed.launch --gpus {device.split(':')[-1]} main_multi_gpu.py ...`, and pass "
                 f"--device gpu (or auto)")
         device = assigned
-    return paddle.set_device(device)
+    place = paddle.set_device(device)
+    if device == "cpu":
+        use_cpu_threads()
+    return place

@@ -13,7 +13,7 @@ from paddle.io import DistributedBatchSampler
 from tqdm import tqdm
 
 from models import HashNet
-from utils import PROJECT_ROOT, checkpoint, dist, preemption
+from utils import PROJECT_ROOT, checkpoint, dist, fast_encoder, preemption
 from utils.codes import binarize
 from utils.config import BACKBONE_CANDIDATES
 from utils.datasets import EpochBatchSampler, ImageList, build_datasets, build_loader
@@ -148,11 +148,13 @@ def train_one_epoch(model, criterion, optimizer, loader, epoch, cfg, logger):
 def predict_outputs(fn, loader, desc="encode"):
     """fn over a loader, gathered from every rank back into dataset order with the sampler's padding removed.
 
-    Returns (outputs, labels) as numpy arrays with one row per dataset item.
+    fn returns a tensor (the model) or a numpy array (a utils/fast_encoder.py Predictor). Returns (outputs, labels)
+    as numpy arrays with one row per dataset item.
     """
     outputs, labels, indices = [], [], []
     for images, y, index in tqdm(loader, desc=desc, disable=not dist.is_main_process(), leave=False):
-        outputs.append(fn(images).astype("float32"))
+        out = fn(images)
+        outputs.append((paddle.to_tensor(out) if isinstance(out, np.ndarray) else out).astype("float32"))
         labels.append(y.astype("float32"))
         indices.append(index.reshape([-1]).astype("int64"))
     gathered = [dist.all_gather_cat(paddle.concat(parts)).numpy() for parts in (outputs, labels, indices)]
@@ -164,24 +166,33 @@ def predict_outputs(fn, loader, desc="encode"):
     return out[first], lab[first]
 
 
-def encode(model, loader, desc="encode"):
-    """±1 codes (sign, 0 -> +1) and labels of every item of the loader's dataset, in dataset order."""
+def encode(model, loader, desc="encode", encoder=None):
+    """±1 codes (sign, 0 -> +1) and labels of every item of the loader's dataset, in dataset order; `encoder` stands
+    for the eval-mode model when given (fast_encoder.model_encoder)."""
     model.eval()
-    outputs, labels = predict_outputs(model, loader, desc)
+    outputs, labels = predict_outputs(encoder or model, loader, desc)
     return binarize(outputs), labels
 
 
-def evaluate(model, loaders, cfg, encode_split=None, return_codes=False):
+def evaluate(model, loaders, cfg, encode_split=None, return_codes=False, logger=None):
     """Encode queries and database; mAP@K and the paper-style metrics, computed once on rank 0 and shared; with
     return_codes, (metrics, the database's ±1 codes).
 
     encode_split(split, desc) -> (codes, labels) of loaders[split]'s dataset; by default the model encodes its
-    images (a frozen backbone's run: utils/frozen.EvalFeatures, which runs the backbone once per run).
+    images (--encoder: on the CPU a Paddle Inference predictor of the current weights, made afresh for each
+    evaluation); a frozen backbone's run passes utils/frozen.EvalFeatures, which runs the backbone once per run.
     """
     start = time.time()
-    encode_split = encode_split or (lambda split, desc: encode(model, loaders[split], desc))
+    encoder = None
+    if encode_split is None:
+        encoder = fast_encoder.model_encoder(model, cfg.encoder, cfg.crop_size)
+
+        def encode_split(split, desc):
+            return encode(model, loaders[split], desc, encoder)
+    setup_time = time.time() - start
     query_codes, query_labels = encode_split("test", "encode queries")
     db_codes, db_labels = encode_split("database", "encode database")
+    encoder = None  # a predictor holds its own copy of the weights: free it before training goes on
     metrics = None
     if dist.is_main_process():
         topk = len(db_codes) if cfg.topK < 0 else cfg.topK
@@ -193,7 +204,11 @@ def evaluate(model, loaders, cfg, encode_split=None, return_codes=False):
         # the protocol's sizes as the lists used gave them (scripts/report.py prints them beside the paper's)
         metrics.update(topk=topk, num_train=len(loaders["train"].dataset), num_query=len(query_codes),
                        num_database=len(db_codes),
-                       distinct_query_codes=int(len(np.unique(query_codes, axis=0))), eval_time=time.time() - start)
+                       distinct_query_codes=int(len(np.unique(query_codes, axis=0))), eval_time=time.time() - start,
+                       encoder=fast_encoder.resolve_encoder(cfg.encoder), encoder_setup_time=setup_time)
+        if logger:
+            logger.info("evaluation: %.1f s, encoded by %s (%.1f s of it to make the encoder)", metrics["eval_time"],
+                        metrics["encoder"], setup_time)
     metrics = dist.broadcast_object(metrics)
     return (metrics, db_codes) if return_codes else metrics
 
@@ -321,7 +336,7 @@ def run_eval(cfg):
     model = build_model(cfg, logger)
     checkpoint.load_model_weights(model, cfg.pretrained)
     datasets, loaders = build_data(cfg, logger)
-    metrics = evaluate(model, loaders, cfg)
+    metrics = evaluate(model, loaders, cfg, logger=logger)
     logger.info("%s: mAP@%d = %.4f (random codes %.4f)", cfg.pretrained, metrics["topk"], metrics["map"],
                 metrics["map_random_codes"])
     checkpoint.save_json({"checkpoint": str(cfg.pretrained), "final": metrics}, Path(cfg.run_dir) / "metrics.json")
@@ -379,7 +394,7 @@ def run_train(cfg, wrap_model=None):
         logger.info("Epoch[%03d/%03d] done: loss %.4f, lr %.6f, scale %.4f, %.1f s", epoch, cfg.epoch, row["loss"],
                     row["lr"], row["scale"], row["time"])
         if epoch % cfg.eval_epoch == 0 or epoch == cfg.epoch:
-            final, db_codes = evaluate(model, loaders, cfg, encode_split, return_codes=True)
+            final, db_codes = evaluate(model, loaders, cfg, encode_split, return_codes=True, logger=logger)
             row.update(map=final["map"], map_random_codes=final["map_random_codes"])
             if final["map"] > best["map"]:
                 best = {"map": final["map"], "epoch": epoch, "metrics": final}

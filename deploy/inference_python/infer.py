@@ -15,7 +15,6 @@ With --codes-only, or when neither the export nor a flag names a database, it pr
 and its code as a 0/1 string (or JSON lines with --json).
 """
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -65,9 +64,9 @@ class HashInference:
 
     def __init__(self, model_dir, use_gpu=False, gpu_id=0, enable_mkldnn=False, cpu_threads=None):
         import paddle
-        import paddle.inference as paddle_infer
 
         from utils.datasets import IMAGENET_MEAN, IMAGENET_STD, build_transform
+        from utils.fast_encoder import Predictor, create_predictor
 
         self.model_dir = Path(model_dir)
         self.meta = read_export_meta(model_dir)
@@ -78,28 +77,11 @@ class HashInference:
         self.resize_size, self.crop_size = int(self.meta["resize_size"]), int(self.meta["crop_size"])
         self.transform = build_transform(False, self.resize_size, self.crop_size)
 
-        config = paddle_infer.Config(str(self.model_dir / self.meta["model_file"]),
-                                     str(self.model_dir / self.meta["params_file"]))
-        if use_gpu:
-            if not paddle.device.is_compiled_with_cuda():
-                raise SetupError("--use_gpu needs a CUDA build of Paddle (paddlepaddle-gpu); this one is CPU-only")
-            config.enable_use_gpu(256, gpu_id)
-        else:
-            config.disable_gpu()
-            # Paddle 3.x turns oneDNN on by default on CPU; make the flag decide either way
-            if enable_mkldnn:
-                config.enable_mkldnn()
-            elif hasattr(config, "disable_mkldnn"):
-                config.disable_mkldnn()
-            config.set_cpu_math_library_num_threads(cpu_threads or os.cpu_count() or 1)
-        config.switch_ir_optim(True)
-        config.disable_glog_info()
-        self.predictor = paddle_infer.create_predictor(config)
-        names = self.predictor.get_input_names()
-        if len(names) != 1:
-            raise RuntimeError(f"{self.model_dir}: expected one model input, found {names}")
-        self.input = self.predictor.get_input_handle(names[0])
-        self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
+        if use_gpu and not paddle.device.is_compiled_with_cuda():
+            raise SetupError("--use_gpu needs a CUDA build of Paddle (paddlepaddle-gpu); this one is CPU-only")
+        self.predictor = Predictor(create_predictor(self.model_dir / self.meta["model_file"],
+                                                    self.model_dir / self.meta["params_file"], use_gpu, gpu_id,
+                                                    enable_mkldnn, cpu_threads))
 
     def preprocess(self, paths):
         """Images -> uint8 (n, 3, crop, crop), exactly like the database images of predict.py."""
@@ -108,15 +90,10 @@ class HashInference:
 
     def run(self, images):
         """Raw hash activations (n, bit) of a preprocessed uint8 batch."""
-        import numpy as np
-        images = np.asarray(images)
-        if images.dtype != np.uint8:
-            raise ValueError(f"{self.model_dir}: the model takes uint8 pixels (preprocess), got {images.dtype}")
-        images = np.ascontiguousarray(images)
-        self.input.reshape(list(images.shape))
-        self.input.copy_from_cpu(images)
-        self.predictor.run()
-        out = self.output.copy_to_cpu()
+        try:
+            out = self.predictor(images)
+        except ValueError as err:
+            raise ValueError(f"{self.model_dir}: {err} (preprocess)") from None
         if out.ndim != 2 or out.shape[1] != self.bit:
             raise RuntimeError(f"{self.model_dir}: output shape {out.shape}, expected (n, {self.bit})")
         return out
@@ -142,7 +119,8 @@ def get_parser():
     add_flag(g, "--gpu-id", "--gpu_id", type=int, default=0)
     add_flag(g, "--enable-mkldnn", "--enable_mkldnn", type=str2bool, nargs="?", const=True, default=True,
              help="oneDNN kernels on CPU (measured ~3x faster here); --enable-mkldnn false turns them off")
-    add_flag(g, "--cpu-threads", "--cpu_threads", type=int, default=None, help="CPU math threads (default: all cores)")
+    add_flag(g, "--cpu-threads", "--cpu_threads", type=int, default=None,
+             help="CPU math threads (default: OMP_NUM_THREADS when set, else the CPUs this process may use)")
     add_flag(g, "--codes-only", action="store_true", help="print the codes, even when the export names a database")
     return parser
 

@@ -1,0 +1,132 @@
+"""utils/fast_encoder.py: the Paddle Inference (oneDNN) encoder gives the dynamic graph's codes exactly and its raw
+outputs within 1e-4 (relative), in evaluation (engine.evaluate, same mAP) and in predict.py; the layer it was made
+from stays a dynamic-graph layer; --encoder resolves by device."""
+import logging
+
+import numpy as np
+import paddle
+import pytest
+
+import predict
+from test_predict import toy_args, toy_checkpoint
+from utils import dist, engine, fast_encoder
+from utils.codes import binarize
+from utils.config import parse_args
+from utils.datasets import ImageList, build_transform
+from utils.errors import UsageError
+
+RAW_TOLERANCE = 1e-4  # of the outputs' scale: a standardised random HashNet's outputs reach tens
+
+
+@pytest.fixture(scope="module")
+def toy_model(tmp_path_factory):
+    """A small toy set, a random standardised 64-bit HashNet (as tests/test_predict.py makes them), its checkpoint
+    and the first 32 database images (72 -> 64 px) with the dynamic graph's outputs on them."""
+    base = tmp_path_factory.mktemp("fast_encoder")
+    root, model, ckpt = toy_checkpoint(base, 64, seed=3)
+    dataset = ImageList(root, root / "database.txt", build_transform(False, 72, 64))
+    images = np.stack([dataset[i][0] for i in range(32)])
+    with paddle.no_grad():
+        reference = model(paddle.to_tensor(images)).numpy()
+    return {"root": root, "model": model, "ckpt": ckpt, "images": images, "reference": reference, "base": base}
+
+
+def assert_same_encoding(raw, reference):
+    """Raw outputs within RAW_TOLERANCE of their scale and exactly the same ±1 codes, on codes that differ between
+    images (equal codes everywhere would prove nothing)."""
+    assert raw.shape == reference.shape
+    scale = np.abs(reference).max()
+    assert np.abs(raw - reference).max() <= RAW_TOLERANCE * scale, np.abs(raw - reference).max() / scale
+    np.testing.assert_array_equal(binarize(raw), binarize(reference))
+    assert len(np.unique(binarize(reference), axis=0)) > 1
+
+
+def test_predictor_codes_equal_the_dynamic_graph(toy_model):
+    encoder = fast_encoder.layer_predictor(toy_model["model"], 64)
+    assert isinstance(encoder, fast_encoder.Predictor)
+    assert_same_encoding(encoder(toy_model["images"]), toy_model["reference"])
+    # any batch size, a CPU tensor as input too
+    parts = [encoder(paddle.to_tensor(toy_model["images"][i:i + 5])) for i in range(0, 32, 5)]
+    assert_same_encoding(np.concatenate(parts), toy_model["reference"])
+    with pytest.raises(ValueError, match="uint8"):
+        encoder(toy_model["images"].astype("float32"))
+
+
+def test_the_layer_stays_dynamic_and_a_new_predictor_takes_its_new_weights(toy_model, tmp_path):
+    from models import HashNet
+    model = HashNet(64)
+    model.set_state_dict(toy_model["model"].state_dict())
+    model.eval()
+    before = fast_encoder.model_encoder(model, "inference", 64)
+    assert type(model.forward).__name__ == "method" and model.forward.__func__ is HashNet.forward  # not converted
+    # training goes on with the layer: its weights change, and gradients still reach them
+    model.train()
+    loss = model(paddle.to_tensor(toy_model["images"][:4])).sum()
+    loss.backward()
+    assert model.hash_layer.weight.grad is not None
+    with paddle.no_grad():
+        model.hash_layer.weight.set_value(-model.hash_layer.weight)
+    model.eval()
+    with paddle.no_grad():
+        changed = model(paddle.to_tensor(toy_model["images"])).numpy()
+    assert not np.array_equal(binarize(changed), binarize(toy_model["reference"]))
+    assert_same_encoding(fast_encoder.model_encoder(model, "inference", 64)(toy_model["images"]), changed)
+    assert_same_encoding(before(toy_model["images"]), toy_model["reference"])  # the old one kept its weights
+
+
+def test_encoder_choice_by_device():
+    assert fast_encoder.resolve_encoder("auto", "cpu") == "inference"
+    assert fast_encoder.resolve_encoder("auto", "gpu:0") == "dygraph"
+    assert fast_encoder.resolve_encoder("dygraph", "cpu") == "dygraph"
+    assert fast_encoder.resolve_encoder("inference", "gpu:1") == "inference"
+    with pytest.raises(UsageError, match=r"--encoder must be one of auto, dygraph, inference, got 'fast'"):
+        fast_encoder.resolve_encoder("fast", "cpu")
+    identity = paddle.nn.Identity()
+    assert fast_encoder.model_encoder(identity, "dygraph", 64) is identity  # the dynamic graph is the model itself
+
+
+def small_toy_cfg(small_toy, tmp_path, encoder):
+    return parse_args(["--dataset", "toy", "--list-dir", str(small_toy["list_dir"]), "--data-path",
+                       str(small_toy["data_path"]), "--bit", "32", "--num_workers", "0", "--output-dir",
+                       str(tmp_path), "--encoder", encoder])
+
+
+def test_evaluation_codes_and_map_equal_the_dynamic_graph(small_toy, tmp_path):
+    from models import HashNet
+    dist.select_device("cpu")
+    results = {}
+    for choice in ("dygraph", "inference", "auto"):
+        cfg = small_toy_cfg(small_toy, tmp_path, choice)
+        _, loaders = engine.build_data(cfg)
+        if not results:  # one random standardised model for every encoder
+            paddle.seed(0)
+            with paddle.utils.unique_name.guard():
+                model = HashNet(32, init="kaiming")
+            engine.fit_feature_standardization(model, loaders["train_eval"], logging.getLogger("test_fast_encoder"))
+        encoder = fast_encoder.model_encoder(model, choice, cfg.crop_size)
+        codes = [engine.encode(model, loaders[split], encoder=encoder)[0] for split in ("test", "database")]
+        results[choice] = codes, engine.evaluate(model, loaders, cfg)
+    (dy_codes, dygraph), (fast_codes, fast) = results["dygraph"], results["inference"]
+    for a, b in zip(dy_codes, fast_codes):
+        np.testing.assert_array_equal(a, b)
+    assert len(np.unique(dy_codes[1], axis=0)) > 10  # codes that differ between images: equality means something
+    assert fast["map"] == dygraph["map"] and fast["pr_curve"] == dygraph["pr_curve"]
+    assert (dygraph["encoder"], fast["encoder"], results["auto"][1]["encoder"]) == ("dygraph", "inference",
+                                                                                    "inference")
+    assert results["auto"][1]["map"] == dygraph["map"]
+    assert dygraph["encoder_setup_time"] < fast["encoder_setup_time"]  # the predictor is made, not the model
+
+
+def test_predict_encoders_agree(toy_model, tmp_path):
+    encoders = {}
+    for choice in ("dygraph", "inference"):
+        args = predict.parse_args(toy_args(toy_model, tmp_path / choice, "--img", str(tmp_path), "--encoder",
+                                           choice))
+        transform, encode_batch, encode_database = predict.build_encoders(args)
+        dataset = ImageList(toy_model["root"], toy_model["root"] / "database.txt", transform)
+        encoders[choice] = encode_batch(toy_model["images"]), encode_database(dataset)
+    (dy_raw, dy_codes), (fast_raw, fast_codes) = encoders["dygraph"], encoders["inference"]
+    assert_same_encoding(dy_raw, toy_model["reference"])
+    assert_same_encoding(fast_raw, toy_model["reference"])
+    np.testing.assert_array_equal(fast_codes, dy_codes)
+    assert len(fast_codes) == 34 and len(np.unique(fast_codes, axis=0)) > 1
