@@ -221,8 +221,9 @@ def frozen_backbone_sources(model, datasets, cfg, logger, fit):
     # wraps only the hash layer here
     dist.broadcast_layer(model)
 
-    def outputs_of(fn, dataset, desc):  # fn over every item, in dataset order on every rank
-        return predict_outputs(fn, encoding_loader(dataset, cfg), desc)
+    def outputs_of(fn, dataset, desc):  # fn over every item, in dataset order on every rank (--encoder)
+        return predict_outputs(fast_encoder.method_encoder(fn, cfg.encoder, cfg.crop_size),
+                               encoding_loader(dataset, cfg), desc)
 
     fit_on = (lambda fc7: fit_feature_standardization(model, None, logger, fc7)) if fit else None
     return (frozen.training_loader(model, datasets, cfg, logger, outputs_of, fit_on),

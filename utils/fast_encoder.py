@@ -119,6 +119,33 @@ def resolve_encoder(choice, device=None):
     return "dygraph" if device.startswith("gpu") else "inference"
 
 
+class _Method:
+    """Builds a layer whose forward is one method of an eval-mode layer (HashNet.fc7, extract_features), so that part
+    alone can be saved as a program."""
+
+    @staticmethod
+    def layer(owner, name):
+        import paddle
+
+        class Method(paddle.nn.Layer):
+            def __init__(self):
+                super().__init__()
+                self.owner = owner
+
+            def forward(self, x):
+                return getattr(self.owner, name)(x)
+
+        return Method()
+
+
+def method_encoder(method, choice, crop_size):
+    """What runs `method` (a bound method of an eval-mode layer, uint8 images in) under --encoder `choice`: the
+    method itself (dygraph), or a Predictor of that part of the layer with its current weights."""
+    if resolve_encoder(choice) == "dygraph":
+        return method
+    return model_encoder(_Method.layer(method.__self__, method.__name__), choice, crop_size)
+
+
 def model_encoder(model, choice, crop_size):
     """What encodes for eval-mode `model` under --encoder `choice`: the model itself (dygraph), or a Predictor of its
     current weights on the current device (`crop_size`: the input's height and width)."""
