@@ -119,23 +119,22 @@ def resolve_encoder(choice, device=None):
     return "dygraph" if device.startswith("gpu") else "inference"
 
 
-class _Method:
-    """Builds a layer whose forward is one method of an eval-mode layer (HashNet.fc7, extract_features), so that part
-    alone can be saved as a program."""
+def _method_layer(owner, name):
+    """A layer whose forward is owner.<name> (HashNet.fc7, extract_features), so that part alone can be saved as a
+    program. The method's name is an attribute, not a closure: dy2static re-executes forward's source without its
+    closure (Paddle 2.6)."""
+    import paddle
 
-    @staticmethod
-    def layer(owner, name):
-        import paddle
+    class MethodLayer(paddle.nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.owner = owner
+            self.method_name = name
 
-        class Method(paddle.nn.Layer):
-            def __init__(self):
-                super().__init__()
-                self.owner = owner
+        def forward(self, x):
+            return getattr(self.owner, self.method_name)(x)
 
-            def forward(self, x):
-                return getattr(self.owner, name)(x)
-
-        return Method()
+    return MethodLayer()
 
 
 def method_encoder(method, choice, crop_size):
@@ -143,7 +142,7 @@ def method_encoder(method, choice, crop_size):
     method itself (dygraph), or a Predictor of that part of the layer with its current weights."""
     if resolve_encoder(choice) == "dygraph":
         return method
-    return model_encoder(_Method.layer(method.__self__, method.__name__), choice, crop_size)
+    return model_encoder(_method_layer(method.__self__, method.__name__), choice, crop_size)
 
 
 def model_encoder(model, choice, crop_size):
