@@ -89,10 +89,14 @@ def test_a_cycle_is_found():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
+# the name of the facts file outside the repository, spelled in two halves so this line does not cite it itself
+OUTSIDE_FILE = re.compile(r"\b" + "SP" + r"EC\b")
+
+
 def test_no_citation_of_a_file_outside_the_repository():
     offenders = [f"{p.relative_to(REPO)}:{n}" for p in tracked_files("*.py", "*.md", "*.sh")
                  for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
-                 if re.search(r"\bSPEC\b", line) and p.relative_to(REPO).as_posix() != "docs/protocol.md"]
+                 if OUTSIDE_FILE.search(line) and p.relative_to(REPO).as_posix() != "docs/protocol.md"]
     assert offenders == []
 
 
