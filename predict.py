@@ -22,7 +22,7 @@ from types import SimpleNamespace
 
 from utils.config import DATA_FLAGS, MODEL_FLAGS, RETRIEVAL_FLAGS, add_flags, entry_parser, resolve_flags
 from utils.failure import run_cli
-from utils.run_config import resolve_checkpoint, run_folder_of  # noqa: F401  (predict.resolve_checkpoint: older callers)
+from utils.run_config import run_folder_of
 
 PRESET_KEYS = ("data_path", "path_prefix", "batch_size", "resize_size", "crop_size")
 

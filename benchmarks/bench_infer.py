@@ -39,8 +39,9 @@ def bench(args):
     from deploy.inference_python.infer import HashInference
     from export_model import export_inference_model
     from models import HashNet
-    from predict import load_model, resolve_checkpoint
+    from predict import load_model
     from utils import dist
+    from utils.run_config import resolve_checkpoint
     paddle.set_device("cpu")
     args.cpu_threads = dist.use_cpu_threads(args.cpu_threads)  # the same threads for the dynamic graph
     if args.pretrained:

@@ -28,7 +28,6 @@ from tqdm import tqdm
 
 from utils import checkpoint
 from utils.codes import binarize, pack_codes, topk_search
-from utils.config import check_positive
 from utils.contact_sheet import contact_sheet, show
 from utils.database import Database
 from utils.datasets import IMAGENET_MEAN, IMAGENET_STD, build_loader, load_rgb
@@ -283,7 +282,6 @@ def run_retrieval(args, queries, bit, transform, encode_batch, encode_database, 
     Queries are decoded and encoded before the database so a bad query fails before minutes of encoding.
     """
     out = out or sys.stdout
-    check_positive(args, ["topk", "batch_size"])
     query_codes = binarize(encode_images(encode_batch, queries, transform, args.batch_size))
     database, db_codes = load_database(args, bit, transform, encode_database, checkpoint_fingerprint, resize_size,
                                        crop_size)
