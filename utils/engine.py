@@ -64,7 +64,7 @@ def build_data(cfg, logger=None):
         dist.barrier()
     path_prefix = getattr(cfg, "path_prefix", None)
     datasets = build_datasets(cfg.dataset, cfg.data_path, cfg.resize_size, cfg.crop_size, cfg.seed, cfg.list_dir,
-                              path_prefix)
+                              path_prefix, cfg.resize_mode)
     # the training images with the eval transform: for the fc7 statistics of the from-scratch recipe
     datasets["train_eval"] = ImageList(cfg.data_path, datasets["train"].list_path, datasets["test"].transform,
                                        path_prefix=path_prefix)
@@ -74,10 +74,10 @@ def build_data(cfg, logger=None):
         if cfg.cache in ("all", "eval"):  # train_eval is read once per run: caching it would cost what it saves
             for split in ("test", "database"):
                 datasets[split] = datacache.cached_eval_dataset(datasets[split], cfg.cache_dir, cfg.resize_size,
-                                                                cfg.crop_size, log)
+                                                                cfg.crop_size, log, cfg.resize_mode)
         if cfg.cache in ("all", "train") and not cfg.eval:
             datasets["train"] = datacache.cached_train_dataset(datasets["train"], cfg.cache_dir, cfg.resize_size,
-                                                               cfg.crop_size, log)
+                                                               cfg.crop_size, log, cfg.resize_mode)
     loaders = {split: encoding_loader(ds, cfg) for split, ds in datasets.items() if split != "train"}
     # the training workers live for the whole run (the epoch travels with each index: EpochBatchSampler)
     sampler = TrainBatchSampler(datasets["train"], cfg.batch_size, cfg.seed, cfg.sampling)
@@ -112,21 +112,35 @@ def build_optimizer(cfg, model):
 
 
 # ----------------------------------------------------------------------------------------------------- train/eval
+def round_name(cfg, epoch):
+    """How logs name a round of the loop: 'Epoch[003/150]', or in the paper recipe, whose rounds are blocks of
+    --snapshot-every iterations, 'Iteration[03000/10000]' (the block's last iteration)."""
+    if cfg.unit == "epoch":
+        return f"Epoch[{epoch:03d}/{cfg.rounds:03d}]"
+    return f"Iteration[{min(epoch * cfg.snapshot_every, cfg.iterations):05d}/{cfg.iterations:05d}]"
+
+
+def best_count(cfg, epoch):
+    """A round as the unit counts it: the epoch, or the last iteration of a paper-recipe block."""
+    return epoch if cfg.unit == "epoch" else min(epoch * cfg.snapshot_every, cfg.iterations)
+
+
 def train_one_epoch(model, criterion, optimizer, loader, epoch, cfg, logger):
-    """One epoch of this rank's batches (--sampling); returns {'loss' (mean over ranks), 'lr', 'scale', 'steps',
-    ...}.
+    """One round of this rank's batches: an epoch (--sampling), or in the paper recipe one block of --snapshot-every
+    iterations (utils/sampling.TwoStreamBatchSampler). Returns {'loss' (mean over ranks), 'lr', 'scale', 'steps', ...}.
 
     `loader` yields (inputs, labels, index) batches of `model`'s inputs: the training images (a DataLoader), or with a
     frozen backbone their cached features for the hash layer alone (utils/frozen.FeatureLoader).
     """
     # the from-scratch recipe trains only the hash layer on fixed features: no dropout in the frozen backbone
     model.train() if cfg.train_scope == "all" else model.eval()
-    criterion.scale = continuation_scale(epoch, cfg.step_continuation)
+    if cfg.unit == "epoch":  # the paper recipe's continuation advances per iteration, inside the criterion
+        criterion.scale = continuation_scale(epoch, cfg.step_continuation)
     loader.batch_sampler.set_epoch(epoch)  # shuffle keyed by (seed, epoch), and the rank when replicated
     loader.dataset.set_epoch(epoch)
     lr = optimizer.get_lr()
     meter, start, num_steps = AverageMeter(), time.time(), len(loader)
-    bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epoch}", disable=not dist.is_main_process(), leave=False)
+    bar = tqdm(loader, desc=round_name(cfg, epoch), disable=not dist.is_main_process(), leave=False)
     for step, (images, labels, index) in enumerate(bar, 1):
         loss = criterion(model(images), labels, index)
         loss.backward()
@@ -137,11 +151,14 @@ def train_one_epoch(model, criterion, optimizer, loader, epoch, cfg, logger):
         if step % cfg.log_freq == 0 or step == num_steps:
             # every rank reaches the same steps (replicated: the same set; sharded: padded to equal length), so this
             # collective is safe
-            logger.info("Epoch[%03d/%03d], Step[%04d/%04d], Loss: %.4f, lr: %.6f, scale: %.4f",
-                        epoch, cfg.epoch, step, num_steps, dist.all_reduce_mean(meter.avg), lr, criterion.scale)
-    return {"epoch": epoch, "loss": dist.all_reduce_mean(meter.avg), "lr": lr, "scale": criterion.scale,
-            "steps": num_steps, "sampling": cfg.sampling, "world_size": dist.get_world_size(),
-            "time": time.time() - start}
+            logger.info("%s, Step[%04d/%04d], Loss: %.4f, lr: %.6g, scale: %.4f", round_name(cfg, epoch), step,
+                        num_steps, dist.all_reduce_mean(meter.avg), optimizer.get_lr(), criterion.scale)
+    row = {"epoch": epoch, "loss": dist.all_reduce_mean(meter.avg), "lr": lr, "scale": criterion.scale,
+           "steps": num_steps, "sampling": cfg.sampling, "world_size": dist.get_world_size(),
+           "time": time.time() - start}
+    if cfg.unit == "iteration":  # a block: its last iteration, and the lr it ended with (Caffe's lr steps inside)
+        row.update(iteration=min(epoch * cfg.snapshot_every, cfg.iterations), lr=optimizer.get_lr())
+    return row
 
 
 @paddle.no_grad()
@@ -183,9 +200,10 @@ def evaluate(model, loaders, cfg, encode_split=None, return_codes=False, logger=
     evaluation); a frozen backbone's run passes utils/frozen.EvalFeatures, which runs the backbone once per run.
     """
     start = time.time()
-    encoder = None
+    encoder, encoded_by = None, fast_encoder.resolve_encoder(cfg.encoder)  # frozen: what ran the backbone
     if encode_split is None:
         encoder = fast_encoder.model_encoder(model, cfg.encoder, cfg.crop_size)
+        encoded_by = fast_encoder.encoder_kind(encoder)
 
         def encode_split(split, desc):
             return encode(model, loaders[split], desc, encoder)
@@ -205,7 +223,7 @@ def evaluate(model, loaders, cfg, encode_split=None, return_codes=False, logger=
         metrics.update(topk=topk, num_train=len(loaders["train"].dataset), num_query=len(query_codes),
                        num_database=len(db_codes),
                        distinct_query_codes=int(len(np.unique(query_codes, axis=0))), eval_time=time.time() - start,
-                       encoder=fast_encoder.resolve_encoder(cfg.encoder), encoder_setup_time=setup_time)
+                       encoder=encoded_by, encoder_setup_time=setup_time)
         if logger:
             logger.info("evaluation: %.1f s, encoded by %s (%.1f s of it to make the encoder)", metrics["eval_time"],
                         metrics["encoder"], setup_time)
@@ -280,13 +298,14 @@ def resolve_resume(cfg, logger):
 def stop_message(cfg, done):
     """The last line of a run stopped by SIGTERM: from which epoch, and how, it continues."""
     last = Path(cfg.run_dir) / f"last_{cfg.bit}.pdckpt"
-    if done >= cfg.epoch:
-        return f"stopped by SIGTERM after the last epoch ({done}); {last} is complete"
+    unit = "epoch" if cfg.unit == "epoch" else "block"  # a block: --snapshot-every iterations
+    if done >= cfg.rounds:
+        return f"stopped by SIGTERM after the last {unit} ({done}); {last} is complete"
     how = ("rerun the same command (--resume auto)" if cfg.resume == "auto"
            else f"rerun with --resume {last} (or --resume auto)")
     if done == 0:
-        return f"stopped by SIGTERM during epoch 1, before any checkpoint: {how} starts again from epoch 1"
-    return f"stopped by SIGTERM during epoch {done + 1}: {last} holds epoch {done}; {how} to continue from epoch " \
+        return f"stopped by SIGTERM during {unit} 1, before any checkpoint: {how} starts again from {unit} 1"
+    return f"stopped by SIGTERM during {unit} {done + 1}: {last} holds {unit} {done}; {how} to continue from {unit} " \
            f"{done + 1}"
 
 
@@ -300,7 +319,7 @@ def save_retrieval_codes(cfg, codes, checkpoint_path):
     from utils.fileio import file_fingerprint
     database = Database(cfg.dataset, cfg.data_path, cfg.list_dir, getattr(cfg, "path_prefix", None))
     identity = retrieval.cache_identity(cfg.bit, file_fingerprint(checkpoint_path), database, cfg.resize_size,
-                                        cfg.crop_size)
+                                        cfg.crop_size, cfg.resize_mode)
     retrieval.save_codes(Path(cfg.run_dir) / "retrieval", codes, identity)
 
 
@@ -373,11 +392,13 @@ def run_train(cfg, wrap_model=None):
         keep_epoch_rows(run_dir / "epochs.jsonl", done)  # rows of an epoch whose checkpoint never got written
         logger.info("resumed from %s after epoch %d (best mAP %.4f at epoch %d)", resume, done, best["map"],
                     best["epoch"])
-        if done >= cfg.epoch:
-            logger.info("all %d epochs were already trained; nothing to do (raise --epoch to train longer)", cfg.epoch)
+        if done >= cfg.rounds:
+            logger.info("all %d %ss were already trained; nothing to do (raise %s to train longer)", cfg.rounds,
+                        "epoch" if cfg.unit == "epoch" else "block",
+                        "--epochs" if cfg.unit == "epoch" else "--iterations")
     fit = not resume and cfg.standardize_features and not cfg.pretrained
     train_batches, encode_split, trained = loaders["train"], None, model
-    if cfg.train_scope == "hash" and start_epoch <= cfg.epoch:  # a frozen backbone runs once, the hash layer trains
+    if cfg.train_scope == "hash" and start_epoch <= cfg.rounds:  # a frozen backbone runs once, the hash layer trains
         train_batches, encode_split = frozen_backbone_sources(model, datasets, cfg, logger, fit)
         trained = model.hash_layer
     elif fit:
@@ -388,13 +409,13 @@ def run_train(cfg, wrap_model=None):
     # SIGTERM (preemption) stops the run at once, saying from which epoch the last checkpoint continues
     guard = preemption.SigtermGuard(lambda done: logger.error("%s", stop_message(cfg, done)), done=start_epoch - 1)
     guard.install()
-    for epoch in range(start_epoch, cfg.epoch + 1):
+    for epoch in range(start_epoch, cfg.rounds + 1):
         dist.seed_everything(cfg.seed, epoch)
         row = train_one_epoch(net, criterion, optimizer, train_batches, epoch, cfg, logger)
         scheduler.step()
-        logger.info("Epoch[%03d/%03d] done: loss %.4f, lr %.6f, scale %.4f, %.1f s", epoch, cfg.epoch, row["loss"],
+        logger.info("%s done: loss %.4f, lr %.6g, scale %.4f, %.1f s", round_name(cfg, epoch), row["loss"],
                     row["lr"], row["scale"], row["time"])
-        if epoch % cfg.eval_epoch == 0 or epoch == cfg.epoch:
+        if epoch % cfg.eval_rounds == 0 or epoch == cfg.rounds:
             final, db_codes = evaluate(model, loaders, cfg, encode_split, return_codes=True, logger=logger)
             row.update(map=final["map"], map_random_codes=final["map_random_codes"])
             if final["map"] > best["map"]:
@@ -402,8 +423,8 @@ def run_train(cfg, wrap_model=None):
                 best_path = checkpoint.save(model.state_dict(), run_dir / f"model_best_{cfg.bit}.pdparams")
                 checkpoint.save(optimizer.state_dict(), run_dir / f"model_best_{cfg.bit}.pdopt")
                 save_retrieval_codes(cfg, db_codes, best_path)
-            logger.info("Epoch[%03d/%03d] mAP@%d: %.4f (best %.4f at epoch %d; random codes %.4f)", epoch,
-                        cfg.epoch, final["topk"], final["map"], best["map"], best["epoch"],
+            logger.info("%s mAP@%d: %.4f (best %.4f at %s %d; random codes %.4f)", round_name(cfg, epoch),
+                        final["topk"], final["map"], best["map"], cfg.unit, best_count(cfg, best["epoch"]),
                         final["map_random_codes"])
             checkpoint.save_json({"final_epoch": epoch, "final": final, "best_epoch": best["epoch"],
                                   "best": best.get("metrics"), "selection": "best epoch chosen on the query set"},
@@ -414,9 +435,10 @@ def run_train(cfg, wrap_model=None):
             guard.done = epoch
     guard.uninstall()
     if final is not None:
-        logger.info("finished: final epoch %d mAP@%d %.4f; best epoch %d mAP %.4f (best is chosen on the query set, "
-                    "so it is optimistic; the final epoch's number is the unselected one)", cfg.epoch, final["topk"],
-                    final["map"], best["epoch"], best["map"])
+        logger.info("finished: final %s %d mAP@%d %.4f; best %s %d mAP %.4f (best is chosen on the query set, so it "
+                    "is optimistic; the final %s's number is the unselected one)", cfg.unit,
+                    best_count(cfg, cfg.rounds), final["topk"], final["map"], cfg.unit, best_count(cfg, best["epoch"]),
+                    best["map"], cfg.unit)
         write_plots(run_dir, logger)
     dist.barrier()
     return {"final": final, "best": best, "run_dir": str(run_dir)}
