@@ -101,3 +101,36 @@ def test_the_paper_presets():
 def test_recipe_flag_errors(argv, message):
     with pytest.raises(UsageError, match=message):
         parse_args(argv)
+
+
+def test_scripts_run_the_paper_recipe(tmp_path):
+    """RECIPE=paper sh scripts/train_single_gpu.sh / test_single_gpu.sh: --recipe paper with the preset's values
+    (none of the seed's flags), run folders {dataset}_{bit}bits_paper; a wrong RECIPE stops at once. A stand-in
+    `python` records the commands instead of training."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.txt"
+    (bin_dir / "python").write_text(f'#!/bin/sh\nif [ "$1" = "-c" ]; then exec {sys.executable} "$@"; fi\n'
+                                    f'echo "$*" >> {log}\n')
+    (bin_dir / "python").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("DATASET", "DATA_PATH", "TOPK")}
+    env.update(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", RECIPE="paper", DATASET="imagenet")
+    for script in ("train_single_gpu.sh", "test_single_gpu.sh"):
+        subprocess.run([shutil.which("sh"), str(repo / "scripts" / script)], env=env, check=True, timeout=120)
+    calls = log.read_text().splitlines()
+    assert calls[0] == ("main_single_gpu.py --recipe paper --dataset imagenet --data-path ./datasets/imagenet/ --bit 16 "
+                        "--seed 0 --topK 1000 --output-dir output --run-name {dataset}_{bit}bits_paper --resume auto")
+    assert calls[7] == ("main_single_gpu.py --eval --dataset imagenet --data-path ./datasets/imagenet/ --bit 64 "
+                        "--seed 2000 --batch-size 128 --topK 1000 --pretrained "
+                        "output/imagenet_64bits_paper/model_best_64.pdparams --output-dir output "
+                        "--run-name imagenet_64bits_paper_eval")
+    wrong = subprocess.run([shutil.which("sh"), str(repo / "scripts" / "train_single_gpu.sh")], capture_output=True,
+                           text=True, env={**env, "RECIPE": "caffe"}, timeout=120)
+    assert wrong.returncode == 2 and "error: RECIPE=caffe: expected seed or paper" in wrong.stderr
