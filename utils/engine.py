@@ -22,7 +22,7 @@ from utils.logger import AverageMeter, append_jsonl, keep_epoch_rows, setup_logg
 from utils.loss import HashNetLoss, continuation_scale
 from utils.metrics import CalcTopMap, retrieval_metrics
 from utils.plots import save_metric_plots
-from utils.sampling import TrainBatchSampler, describe
+from utils.sampling import TrainBatchSampler, TwoStreamBatchSampler, describe
 
 
 # ----------------------------------------------------------------------------------------------------------- build
@@ -79,10 +79,15 @@ def build_data(cfg, logger=None):
             datasets["train"] = datacache.cached_train_dataset(datasets["train"], cfg.cache_dir, cfg.resize_size,
                                                                cfg.crop_size, log, cfg.resize_mode)
     loaders = {split: encoding_loader(ds, cfg) for split, ds in datasets.items() if split != "train"}
-    # the training workers live for the whole run (the epoch travels with each index: EpochBatchSampler)
-    sampler = TrainBatchSampler(datasets["train"], cfg.batch_size, cfg.seed, cfg.sampling)
-    loaders["train"] = build_loader(datasets["train"], cfg.num_workers, persistent=True,
-                                    batch_sampler=EpochBatchSampler(sampler, datasets["train"]),
+    # the training workers live for the whole run (the epoch travels with each index: EpochBatchSampler; the paper
+    # recipe's sampler keys each draw itself)
+    if cfg.recipe == "paper":
+        sampler = TwoStreamBatchSampler(len(datasets["train"]), cfg.batch_size, cfg.iterations, cfg.snapshot_every,
+                                        cfg.seed)
+    else:
+        sampler = EpochBatchSampler(TrainBatchSampler(datasets["train"], cfg.batch_size, cfg.seed, cfg.sampling),
+                                    datasets["train"])
+    loaders["train"] = build_loader(datasets["train"], cfg.num_workers, persistent=True, batch_sampler=sampler,
                                     image_bytes=3 * cfg.crop_size ** 2)
     return datasets, loaders
 
@@ -95,9 +100,24 @@ def encoding_loader(dataset, cfg):
                         image_bytes=3 * cfg.crop_size ** 2)
 
 
+def build_criterion(cfg, num_train, num_classes):
+    """The seed recipe's HashNetLoss (memory bank of the training set), or the paper recipe's ScaleTanH +
+    PairwiseLoss (utils/paper_recipe.py)."""
+    if cfg.recipe == "paper":
+        from utils.paper_recipe import PaperCriterion
+        return PaperCriterion(cfg)
+    criterion = HashNetLoss(cfg.bit, num_train, cfg.alpha, num_classes)
+    if dist.get_world_size() > 1:
+        criterion.gather = dist.all_gather_cat
+    return criterion
+
+
 def build_optimizer(cfg, model):
     """docs/protocol.md#seed-recipe: lr = base * batch_size * world_size / 64, halved every de_step epochs (StepDecay,
-    per epoch)."""
+    per epoch). The paper recipe: Caffe's solver (utils/paper_recipe.build_solver)."""
+    if cfg.recipe == "paper":
+        from utils.paper_recipe import build_solver
+        return build_solver(cfg, model)
     lr = cfg.learning_rate * cfg.batch_size * dist.get_world_size() / 64
     scheduler = paddle.optimizer.lr.StepDecay(learning_rate=lr, step_size=cfg.de_step, gamma=0.5)
     params = [p for p in model.parameters() if not p.stop_gradient]
@@ -373,15 +393,18 @@ def run_train(cfg, wrap_model=None):
         checkpoint.load_model_weights(model, cfg.pretrained)
     datasets, loaders = build_data(cfg, logger)
     num_classes = datasets["train"].labels.shape[1]
-    criterion = HashNetLoss(cfg.bit, len(datasets["train"]), cfg.alpha, num_classes)
-    if dist.get_world_size() > 1:
-        criterion.gather = dist.all_gather_cat
+    criterion = build_criterion(cfg, len(datasets["train"]), num_classes)
     optimizer, scheduler = build_optimizer(cfg, model)
     logger.info("data: %d train, %d query, %d database images, %d classes", len(datasets["train"]),
                 len(datasets["test"]), len(datasets["database"]), num_classes)
     cfg.world_size, cfg.steps_per_epoch = dist.get_world_size(), len(loaders["train"])
-    logger.info("%s", describe(cfg.sampling, len(datasets["train"]), cfg.batch_size, cfg.world_size,
-                               cfg.steps_per_epoch))
+    if cfg.recipe == "paper":
+        logger.info("paper recipe: %d iterations of 2 x %d images (two shuffled streams; %d per process), in blocks "
+                    "of %d iterations", cfg.iterations, cfg.batch_size, 2 * cfg.batch_size // cfg.world_size,
+                    cfg.snapshot_every)
+    else:
+        logger.info("%s", describe(cfg.sampling, len(datasets["train"]), cfg.batch_size, cfg.world_size,
+                                   cfg.steps_per_epoch))
     checkpoint.save_json(vars(cfg), run_dir / "config.json")  # again, now with the steps per epoch
 
     start_epoch, best = 1, {"map": -1.0, "epoch": 0}
@@ -426,9 +449,12 @@ def run_train(cfg, wrap_model=None):
             logger.info("%s mAP@%d: %.4f (best %.4f at %s %d; random codes %.4f)", round_name(cfg, epoch),
                         final["topk"], final["map"], best["map"], cfg.unit, best_count(cfg, best["epoch"]),
                         final["map_random_codes"])
-            checkpoint.save_json({"final_epoch": epoch, "final": final, "best_epoch": best["epoch"],
-                                  "best": best.get("metrics"), "selection": "best epoch chosen on the query set"},
-                                 run_dir / "metrics.json")
+            record = {"final_epoch": epoch, "final": final, "best_epoch": best["epoch"], "best": best.get("metrics"),
+                      "selection": "best epoch chosen on the query set"}
+            if cfg.unit == "iteration":  # the rounds are blocks: say which iterations they end
+                record.update(final_iteration=best_count(cfg, epoch), best_iteration=best_count(cfg, best["epoch"]),
+                              selection="best block chosen on the query set")
+            checkpoint.save_json(record, run_dir / "metrics.json")
         with guard.deferred():  # the epoch's row and checkpoint are written whole before a SIGTERM acts
             append_jsonl(run_dir / "epochs.jsonl", row)
             save_training_state(last_path, model, optimizer, scheduler, criterion, epoch, best, cfg)
