@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from models import HashNet
 from utils import PROJECT_ROOT, checkpoint, dist, fast_encoder, preemption
-from utils.codes import binarize
+from utils.codes import binarize, sign_codes
 from utils.config import BACKBONE_CANDIDATES
 from utils.datasets import EpochBatchSampler, ImageList, build_datasets, build_loader
 from utils.failure import run_or_end_process
@@ -203,19 +203,21 @@ def predict_outputs(fn, loader, desc="encode"):
     return out[first], lab[first]
 
 
-def encode(model, loader, desc="encode", encoder=None):
-    """±1 codes (sign, 0 -> +1) and labels of every item of the loader's dataset, in dataset order; `encoder` stands
-    for the eval-mode model when given (fast_encoder.model_encoder)."""
+def encode(model, loader, desc="encode", encoder=None, keep_zero=False):
+    """±1 codes (sign, 0 -> +1; with keep_zero the sign with 0 kept, for the paper rule) and labels of every item of
+    the loader's dataset, in dataset order; `encoder` stands for the eval-mode model when given
+    (fast_encoder.model_encoder)."""
     model.eval()
     outputs, labels = predict_outputs(encoder or model, loader, desc)
-    return binarize(outputs), labels
+    return (sign_codes if keep_zero else binarize)(outputs), labels
 
 
 def evaluate(model, loaders, cfg, encode_split=None, return_codes=False, logger=None):
     """Encode queries and database; mAP@K and the paper-style metrics, computed once on rank 0 and shared; with
     return_codes, (metrics, the database's ±1 codes).
 
-    encode_split(split, desc) -> (codes, labels) of loaders[split]'s dataset; by default the model encodes its
+    encode_split(split, desc) -> (codes, labels) of loaders[split]'s dataset, the codes ±1 or with 0 kept
+    (codes.sign_codes: the paper rule ranks with them, docs/protocol.md#paper-recipe); by default the model encodes its
     images (--encoder: on the CPU a Paddle Inference predictor of the current weights, made afresh for each
     evaluation); a frozen backbone's run passes utils/frozen.EvalFeatures, which runs the backbone once per run.
     """
@@ -226,15 +228,16 @@ def evaluate(model, loaders, cfg, encode_split=None, return_codes=False, logger=
         encoded_by = fast_encoder.encoder_kind(encoder)
 
         def encode_split(split, desc):
-            return encode(model, loaders[split], desc, encoder)
+            return encode(model, loaders[split], desc, encoder, keep_zero=True)
     setup_time = time.time() - start
-    query_codes, query_labels = encode_split("test", "encode queries")
-    db_codes, db_labels = encode_split("database", "encode database")
+    query_signs, query_labels = encode_split("test", "encode queries")  # ±1, or with 0 kept (the paper rule's)
+    db_signs, db_labels = encode_split("database", "encode database")
+    query_codes, db_codes = binarize(query_signs), binarize(db_signs)
     encoder = None  # a predictor holds its own copy of the weights: free it before training goes on
     metrics = None
     if dist.is_main_process():
         topk = len(db_codes) if cfg.topK < 0 else cfg.topK
-        metrics = retrieval_metrics(db_codes, query_codes, db_labels, query_labels, topk=topk)
+        metrics = retrieval_metrics(db_signs, query_signs, db_labels, query_labels, topk=topk)
         rng = np.random.default_rng(cfg.seed)
         random_db, random_query = (binarize(rng.standard_normal((n, cfg.bit))) for n in (len(db_codes),
                                                                                           len(query_codes)))
