@@ -134,3 +134,68 @@ def test_scripts_run_the_paper_recipe(tmp_path):
     wrong = subprocess.run([shutil.which("sh"), str(repo / "scripts" / "train_single_gpu.sh")], capture_output=True,
                            text=True, env={**env, "RECIPE": "caffe"}, timeout=120)
     assert wrong.returncode == 2 and "error: RECIPE=caffe: expected seed or paper" in wrong.stderr
+
+
+# ------------------------------------------------------------------------------------------------ training end to end
+def paper_command(small_toy, run):
+    """A paper-recipe run small enough for a test: 4 iterations of 2 x 8 images in blocks of 2, the lr halved after
+    iteration 3 and the scale stepped every 2 forward passes, so a resume at the block boundary crosses both (lr 1e-2
+    so that 4 iterations move every layer measurably)."""
+    from conftest import toy_args
+    return ["main_single_gpu.py", *toy_args(small_toy, run, "--recipe", "paper", "--batch-size", "8", "--bit", "16",
+                                            "--iterations", "4", "--snapshot-every", "2", "--eval-every", "4",
+                                            "--lr-step", "3", "--learning-rate", "0.01", "--continuation-step", "2",
+                                            "--log_freq", "1",
+                                            "--resume", "auto")]
+
+
+@pytest.fixture(scope="module")
+def paper_run(small_toy, tmp_path_factory):
+    from conftest import run_cli
+    run = tmp_path_factory.mktemp("paper") / "straight"
+    run_cli(paper_command(small_toy, run))
+    return run
+
+
+def test_the_paper_recipe_trains_every_layer_and_logs_iterations(paper_run):
+    import json
+
+    import paddle
+
+    from conftest import assert_training_moved
+    assert_training_moved(paper_run)  # every layer: the recipe trains the whole network
+    config = json.loads((paper_run / "config.json").read_text())
+    assert (config["recipe"], config["unit"], config["optimizer"], config["resize_mode"]) == \
+        ("paper", "iteration", "caffe_sgd", "warp")
+    rows = [json.loads(line) for line in (paper_run / "epochs.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["iteration"], r["steps"]) for r in rows] == [(1, 2, 2), (2, 4, 2)]
+    # Caffe's lr after 2 and after 4 updates (x0.5 from update 3 on); the scale at forward 4 (counter 5, set at 4)
+    assert [r["lr"] for r in rows] == pytest.approx([1e-2, 5e-3])
+    assert rows[-1]["scale"] == pytest.approx((1 + 0.005 * 4) ** 0.5)
+    metrics = json.loads((paper_run / "metrics.json").read_text())
+    assert (metrics["final_iteration"], metrics["best_iteration"]) == (4, 4) and "map_paper_rule" in metrics["final"]
+    log = (paper_run / "log_train_16.txt").read_text()
+    assert "Iteration[00004/00004], Step[0002/0002]" in log and "paper recipe: 4 iterations of 2 x 8 images" in log
+    state = paddle.load(str(paper_run / "last_16.pdckpt"))
+    assert state["criterion"]["continuation"]["counter"] == 5  # Caffe's set-up pass and 4 forward passes
+
+
+def test_the_paper_recipe_resumes_bit_for_bit_after_sigkill(paper_run, small_toy, tmp_path):
+    import signal
+
+    import paddle
+
+    from conftest import run_cli
+    from test_resume_auto import start_and_signal
+    run = tmp_path / "killed"
+    code, _, _ = start_and_signal(paper_command(small_toy, run), run / "log_train_16.txt",
+                                  "Iteration[00004/00004], Step[0001", signal.SIGKILL)
+    assert code == -signal.SIGKILL and paddle.load(str(run / "last_16.pdckpt"))["epoch"] == 1
+    proc = run_cli(paper_command(small_toy, run))
+    assert "after iteration 2 " in proc.stdout
+    resumed, straight = (paddle.load(str(path / "last_16.pdckpt")) for path in (run, paper_run))
+    for key, value in straight["model"].items():
+        np.testing.assert_array_equal(resumed["model"][key].numpy(), value.numpy(), err_msg=key)
+    for key, value in straight["optimizer"]["history"].items():
+        np.testing.assert_array_equal(resumed["optimizer"]["history"][key].numpy(), value.numpy(), err_msg=key)
+    assert resumed["criterion"] == straight["criterion"]

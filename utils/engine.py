@@ -314,7 +314,7 @@ def resolve_resume(cfg, logger):
     path = Path(cfg.run_dir) / f"last_{cfg.bit}.pdckpt"
     if dist.broadcast_object(path.is_file()):
         return path
-    logger.info("--resume auto: no %s yet, starting from epoch 1", path)
+    logger.info("--resume auto: no %s yet, starting from %s 1", path, cfg.unit)
     return None
 
 
@@ -416,8 +416,8 @@ def run_train(cfg, wrap_model=None):
         done, best = load_training_state(resume, model, optimizer, scheduler, criterion)
         start_epoch = done + 1
         keep_epoch_rows(run_dir / "epochs.jsonl", done)  # rows of an epoch whose checkpoint never got written
-        logger.info("resumed from %s after epoch %d (best mAP %.4f at epoch %d)", resume, done, best["map"],
-                    best["epoch"])
+        logger.info("resumed from %s after %s %d (best mAP %.4f at %s %d)", resume, cfg.unit, best_count(cfg, done),
+                    best["map"], cfg.unit, best_count(cfg, best["epoch"]))
         if done >= cfg.rounds:
             logger.info("all %d %ss were already trained; nothing to do (raise %s to train longer)", cfg.rounds,
                         "epoch" if cfg.unit == "epoch" else "block",
