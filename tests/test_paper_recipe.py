@@ -126,7 +126,8 @@ def test_scripts_run_the_paper_recipe(tmp_path):
         subprocess.run([shutil.which("sh"), str(repo / "scripts" / script)], env=env, check=True, timeout=120)
     calls = log.read_text().splitlines()
     assert calls[0] == ("main_single_gpu.py --recipe paper --dataset imagenet --data-path ./datasets/imagenet/ "
-                        "--bit 16 --seed 0 --topK 1000 --output-dir output --run-name {dataset}_{bit}bits_paper --resume auto")
+                        "--bit 16 --seed 0 --topK 1000 --output-dir output --run-name {dataset}_{bit}bits_paper "
+                        "--resume auto")
     assert calls[7] == ("main_single_gpu.py --eval --dataset imagenet --data-path ./datasets/imagenet/ --bit 64 "
                         "--seed 2000 --batch-size 128 --topK 1000 --pretrained "
                         "output/imagenet_64bits_paper/model_best_64.pdparams --output-dir output "
