@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from models import HashNet
 from models.backbones import DEFAULT_BACKBONE, backbone_spec
+from models.pretrained import BATCHNORM_STATISTICS
 from utils import PROJECT_ROOT, checkpoint, dist, fast_encoder, preemption
 from utils.codes import binarize
 from utils.datasets import EpochBatchSampler, ImageList, build_datasets, build_loader
@@ -400,6 +401,10 @@ def run_train(cfg, wrap_model=None):
         dist.seed_everything(cfg.seed, epoch)
         row = train_one_epoch(net, criterion, optimizer, train_batches, epoch, cfg, logger)
         scheduler.step()
+        # BatchNorm's running statistics are each process's own (DataParallel all-reduces gradients, not them; no
+        # SyncBN, as in the authors' code): every rank takes rank 0's, which its checkpoint keeps, so that each
+        # evaluation shard is encoded by the checkpoint's network and a resume continues exactly
+        dist.broadcast_layer(model, suffixes=BATCHNORM_STATISTICS)
         logger.info("Epoch[%03d/%03d] done: loss %.4f, lr %.6f, scale %.4f, %.1f s", epoch, cfg.epoch, row["loss"],
                     row["lr"], row["scale"], row["time"])
         if epoch % cfg.eval_epoch == 0 or epoch == cfg.epoch:
