@@ -4,7 +4,7 @@ Minimal torch ResNet and VGG whose state-dict keys are torchvision's (conv1, bn1
 features.N, classifier.N), randomly initialised with scale-preserving weights and random BatchNorm statistics, saved
 with torch.save, and their eval-mode logits on fixed inputs:
 
-    python tests/torch_reference_backbones.py --out-dir DIR resnet18 resnet50 vgg11_bn
+    python tests/torch_reference_backbones.py --out-dir DIR resnet18 resnet50 vgg11_bn   # or any of the 13
 
 writes DIR/<name>.pth, DIR/input.npy (2 x 3 x 64 x 64) and DIR/<name>_logits.npy.
 """
@@ -15,8 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 
-RESNETS = {"resnet18": (False, (2, 2, 2, 2)), "resnet50": (True, (3, 4, 6, 3))}
-VGGS = {"vgg11_bn": ((64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"), True)}
+RESNETS = {"resnet18": (False, (2, 2, 2, 2)), "resnet34": (False, (3, 4, 6, 3)), "resnet50": (True, (3, 4, 6, 3)),
+           "resnet101": (True, (3, 4, 23, 3)), "resnet152": (True, (3, 8, 36, 3))}
+VGG_CONFIGS = {11: (1, 1, 2, 2, 2), 13: (2, 2, 2, 2, 2), 16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}  # convs per stage
+VGG_LAYERS = {depth: tuple(v for width, n in zip((64, 128, 256, 512, 512), convs) for v in [width] * n + ["M"])
+              for depth, convs in VGG_CONFIGS.items()}
+VGGS = {f"vgg{depth}{suffix}": (VGG_LAYERS[depth], bool(suffix)) for depth in VGG_CONFIGS for suffix in ("", "_bn")}
 INPUT_SIZE = 64
 
 
