@@ -40,6 +40,9 @@ class Backbone:
     paddle_zoo_file: str | None  # paddle.vision's own ImageNet file, when it publishes one
     paddle_zoo_url: str | None = None  # when not PADDLE_ZOO_HOST + paddle_zoo_file
     extra_files: tuple = ()  # other names `--backbone-weights auto` looks for in pretrained/
+    whole: bool = False  # HashNet keeps the whole network under its name, whose forward gives the features
+    own_input: bool = False  # the network turns the uint8 batch into its input itself (CaffeNet: BGR minus the mean)
+    weights_source: str | None = None  # where the weights come from, when not torchvision
 
     @property
     def converted_file(self):
@@ -55,6 +58,11 @@ class Backbone:
 
     def torchvision_url(self, file_name=None):
         return TORCHVISION_HOST + (file_name or self.torchvision_files[0])
+
+    @property
+    def source(self):
+        """Where a user gets the ImageNet weights, for the messages."""
+        return self.weights_source or f"torchvision: {self.torchvision_url()}"
 
     @property
     def paddle_url(self):
@@ -102,6 +110,13 @@ BACKBONES = {b.name: b for b in (
     _vgg(13, True, ("vgg13_bn-abd245e5.pth",)),
     _vgg(16, True, ("vgg16_bn-6c64b313.pth",)),
     _vgg(19, True, ("vgg19_bn-c79401a0.pth",)),
+    # The authors' Caffe network (docs/protocol.md#paper-recipe), the paper recipe's backbone: its weights come from
+    # a .caffemodel, read by models/caffemodel.py
+    Backbone("caffenet", "CaffeNet", "caffenet", "models.caffenet:CaffeNet", (), ("caffenet",), None, 0, "fc8.", 4096,
+             (), None, extra_files=("bvlc_reference_caffenet.caffemodel",), whole=True, own_input=True,
+             weights_source="the BVLC model zoo, http://dl.caffe.berkeleyvision.org/bvlc_reference_caffenet.caffemodel"
+                            ", converted once with `python -m models.caffemodel --convert "
+                            "bvlc_reference_caffenet.caffemodel --out pretrained/caffenet_imagenet.pdparams`"),
 )}
 BACKBONE_NAMES = tuple(BACKBONES)
 

@@ -58,7 +58,10 @@ class HashNet(nn.Layer):
         spec = backbone_spec(backbone)
         self.hash_bit, self.backbone = hash_bit, spec.name
         network = build_network(spec)
-        if pretrained:
+        if pretrained and spec.family == "caffenet":
+            from models.caffemodel import load_caffenet_weights
+            load_caffenet_weights(network, pretrained)  # a .caffemodel or its converted .pdparams (fc8 left out)
+        elif pretrained:
             # the 1000-way ImageNet classifier is replaced by the hash layer
             load_pretrained(network, pretrained, skip=(spec.imagenet_classifier,), backbone=spec.name)
         elif init == "kaiming":
@@ -68,10 +71,11 @@ class HashNet(nn.Layer):
         # the layers up to the global pool, then (AlexNet, VGG) Dropout fc6 ReLU Dropout fc7 ReLU, keeping the
         # network's names (and for the head its indices), so that they are torchvision's
         for name in spec.pooled:
-            setattr(self, name, getattr(network, name))
+            setattr(self, name, network if spec.whole else getattr(network, name))
         if spec.head:
             setattr(self, spec.head, nn.Sequential(*list(getattr(network, spec.head).children())[:spec.head_layers]))
         self.pooled_layers, self.head_layers = spec.pooled, (spec.head,) if spec.head else ()
+        self.own_input = spec.own_input  # CaffeNet: BGR 0-255 minus the mean pixel, made by the network itself
         self.register_buffer("feature_mean", paddle.zeros([spec.feature_dim]), persistable=True)
         self.register_buffer("feature_std", paddle.ones([spec.feature_dim]), persistable=True)
         self.hash_layer = nn.Linear(
@@ -85,7 +89,8 @@ class HashNet(nn.Layer):
     def fc7(self, x):
         """The backbone's features of an image batch, before the standardisation: fc7 after its ReLU (AlexNet,
         VGG), the globally average-pooled last block (ResNet)."""
-        x = normalize_images(x)
+        if not self.own_input:
+            x = normalize_images(x)
         for name in self.pooled_layers:
             x = getattr(self, name)(x)
         x = paddle.flatten(x, 1)

@@ -200,3 +200,56 @@ def test_the_paper_recipe_resumes_bit_for_bit_after_sigkill(paper_run, small_toy
     for key, value in straight["optimizer"]["history"].items():
         np.testing.assert_array_equal(resumed["optimizer"]["history"][key].numpy(), value.numpy(), err_msg=key)
     assert resumed["criterion"] == straight["criterion"]
+
+
+# ----------------------------------------------------------------------------------------------- CaffeNet in HashNet
+def test_hashnet_on_caffenet_takes_the_converted_weights_and_its_own_input(tmp_path):
+    """--backbone caffenet: HashNet keeps the whole CaffeNet (names caffenet.conv1 ...), loads a converted
+    .pdparams into it, feeds it the uint8 batch (CaffeNet makes its own BGR minus mean input, not the ImageNet
+    normalisation) and reads its 4096 fc7 features; the predictor encodes it as the dynamic graph does."""
+    import paddle
+
+    from models import HashNet
+    from models.caffenet import CaffeNet
+    from utils import fast_encoder
+
+    paddle.seed(5)
+    source = CaffeNet()
+    path = tmp_path / "caffenet_imagenet.pdparams"
+    paddle.save(source.state_dict(), str(path))
+    paddle.seed(6)  # another random start: equal outputs can only come from the file
+    model = HashNet(16, pretrained=str(path), backbone="caffenet")
+    model.eval()
+    source.eval()
+    images = np.random.RandomState(0).randint(0, 256, (3, 3, 64, 64)).astype("uint8")
+    with paddle.no_grad():
+        np.testing.assert_array_equal(model.fc7(paddle.to_tensor(images)).numpy(),
+                                      source(paddle.to_tensor(images)).numpy())
+        outputs = model(paddle.to_tensor(images)).numpy()
+    assert model.feature_mean.shape == [4096] and "caffenet.fc7.weight" in model.state_dict()
+    encoder = fast_encoder.model_encoder(model, "inference", 64)
+    assert fast_encoder.encoder_kind(encoder) == "inference"
+    np.testing.assert_allclose(encoder(images), outputs, atol=1e-4 * np.abs(outputs).max())
+
+
+def test_the_paper_recipe_defaults_to_caffenet_and_says_where_its_weights_come_from(tmp_path):
+    import logging
+
+    from utils import engine
+    args = parse_args(["--recipe", "paper", "--bit", "32"])
+    assert (args.backbone, args.backbone_weights) == ("caffenet", "auto")
+    assert parse_args(["--recipe", "paper", "--backbone", "alexnet"]).backbone == "alexnet"  # a documented deviation
+    assert parse_args(["--bit", "32"]).backbone == "alexnet"
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("test_paper_recipe")
+    logger.addHandler(handler)
+    try:
+        assert engine.resolve_backbone_weights(args, logger) is None  # no pretrained/ file in a clone
+    finally:
+        logger.removeHandler(handler)
+    message = records[0].getMessage()
+    assert "no ImageNet CaffeNet weights found" in message and "pretrained/caffenet_imagenet.pdparams" in message
+    assert "http://dl.caffe.berkeleyvision.org/bvlc_reference_caffenet.caffemodel" in message
+    assert "python -m models.caffemodel --convert" in message

@@ -341,6 +341,8 @@ def resolve_recipe(args, given, spelled):
     if args.recipe == "seed":
         args.unit, args.rounds, args.eval_rounds = "epoch", args.epoch, args.eval_epoch
         return args
+    if "backbone" not in given:  # --backbone's default is the seed recipe's AlexNet
+        args.backbone = preset_for(args.dataset, "paper")["backbone"]
     if args.frozen_views:
         raise UsageError(f"{spelled['frozen_views']} is for a frozen backbone (--train-scope hash); the paper recipe "
                          f"trains the whole network")

@@ -47,8 +47,8 @@ def resolve_backbone_weights(cfg, logger):
     logger.warning(
         "WARNING: no ImageNet %s weights found (looked for %s). Training starts from a random backbone and "
         "results will be far from the paper's (docs/protocol.md#reference-numbers). See "
-        "docs/backbones.md#imagenet-weights to get and convert them (torchvision: %s), or pass --backbone-weights "
-        "PATH.", spec.title, ", ".join(spec.candidates), spec.torchvision_url())
+        "docs/backbones.md#imagenet-weights to get and convert them (%s), or pass --backbone-weights "
+        "PATH.", spec.title, ", ".join(spec.candidates), spec.source)
     return None
 
 
