@@ -105,6 +105,11 @@ class Run:
         return str(self.config.get("dataset", "unknown (no config.json)"))
 
     @property
+    def recipe(self):
+        """The run's --recipe from config.json: 'seed' (also for runs from before the flag) or 'paper'."""
+        return str(self.config.get("recipe") or "seed")
+
+    @property
     def backbone(self):
         """The run's --backbone from config.json; runs from before the flag (or without config.json) are AlexNet's."""
         return str(self.config.get("backbone") or DEFAULT_BACKBONE)
@@ -262,6 +267,7 @@ def build_table(runs):
     lines = [_row("", [column_header(r, runs) for r in runs]), "|" + "---|" * (len(runs) + 1)]
     ours = [
         ("dataset", [r.dataset for r in runs]),
+        ("recipe (docs/protocol.md#seed-recipe, #paper-recipe)", [r.recipe for r in runs]),
         ("backbone", [r.backbone for r in runs]),
         ("K of mAP@K · queries / database",
          [f"{r.topk} · {r.final.get('num_query', '?')} / {r.final.get('num_database', '?')}" for r in runs]),
@@ -309,6 +315,8 @@ def build_paper_table(runs):
         rows = [(PAPER_LABEL, [spec["paper"][b] for b in PAPER_BITS])]
         if key == REFERENCE_DATASET:
             rows += [(label, [values[b] for b in PAPER_BITS]) for label, values in REFERENCE_ROWS[1:]]
+        paper_runs = [r for r in trained if r.recipe == "paper"]
+        trained = [r for r in trained if r.recipe == "seed"]  # the rows below are the seed recipe's (the default)
         rows.append(("**this project, final epoch**", [
             _paper_cell([r for r in trained if r.bits == b], lambda r: r.final.get("map")) for b in PAPER_BITS]))
         rows.append(("this project, final epoch, zero-hit queries left out (HashNet's test rule)", [
@@ -317,6 +325,12 @@ def build_paper_table(runs):
         rows.append(("this project, best epoch (query-set selected)", [
             _paper_cell([r for r in trained if r.bits == b and r.best is not None], lambda r: r.best.get("map"))
             for b in PAPER_BITS]))
+        if paper_runs:  # the authors' Caffe recipe, evaluated as the project does and by the authors' own rule
+            rows.append(("**this project, paper recipe, final iteration**", [
+                _paper_cell([r for r in paper_runs if r.bits == b], lambda r: r.final.get("map")) for b in PAPER_BITS]))
+            rows.append(("this project, paper recipe, the authors' evaluation rule (map_paper_rule)", [
+                _paper_cell([r for r in paper_runs if r.bits == b], lambda r: r.final.get("map_paper_rule"))
+                for b in PAPER_BITS]))
         if evaluated:
             rows.append(("this project, `--eval` of a checkpoint", [
                 _paper_cell([r for r in evaluated if r.bits == b], lambda r: r.final.get("map"))
@@ -459,7 +473,8 @@ def build_notes(runs):
 # -------------------------------------------------------------------------------------------------------- figures
 def _group_name(run):
     """What tells a run's line apart in the versus-bits plots: its dataset, and its backbone unless AlexNet."""
-    return run.dataset if run.backbone == DEFAULT_BACKBONE else f"{run.dataset}, {run.backbone}"
+    name = run.dataset if run.backbone == DEFAULT_BACKBONE else f"{run.dataset}, {run.backbone}"
+    return name if run.recipe == "seed" else f"{name}, paper recipe"
 
 
 def _by_dataset(runs):
