@@ -253,3 +253,38 @@ def test_the_paper_recipe_defaults_to_caffenet_and_says_where_its_weights_come_f
     assert "no ImageNet CaffeNet weights found" in message and "pretrained/caffenet_imagenet.pdparams" in message
     assert "http://dl.caffe.berkeleyvision.org/bvlc_reference_caffenet.caffemodel" in message
     assert "python -m models.caffemodel --convert" in message
+
+
+def test_the_paper_recipe_in_two_processes(small_toy, tmp_path):
+    """main_multi_gpu.py --recipe paper under the launcher (2 CPU processes, gloo): each iteration's 2 x 8 images are
+    split 4 + 4 per process, the pairs are built over the gathered halves (utils/pairwise_loss.py, whose equality to
+    one process is tests/test_pairwise_distributed.py), and the run trains every layer and writes one checkpoint."""
+    import json
+
+    from conftest import assert_training_moved, run_cli, toy_args
+    run = tmp_path / "two"
+    args = toy_args(small_toy, run, "--recipe", "paper", "--batch-size", "8", "--bit", "16", "--iterations", "2",
+                    "--snapshot-every", "2", "--eval-every", "2", "--learning-rate", "0.01", "--log_freq", "1")
+    run_cli(["-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", tmp_path / "logs",
+             "main_multi_gpu.py", *args])
+    assert_training_moved(run)
+    log = (run / "log_train_16.txt").read_text()
+    assert "world size 2" in log and "2 iterations of 2 x 8 images (two shuffled streams; 8 per process)" in log
+    rows = [json.loads(line) for line in (run / "epochs.jsonl").read_text().splitlines()]
+    assert [(r["iteration"], r["world_size"]) for r in rows] == [(2, 2)]
+    assert json.loads((run / "metrics.json").read_text())["final"]["num_database"] == 200
+
+
+def test_the_paper_criterion_pairs_over_every_process(monkeypatch):
+    """With several processes the engine's paper criterion builds its pairs over the gathered halves (rank and
+    world size given), and one process builds them over its own batch."""
+    from utils import dist
+    from utils.paper_recipe import PaperCriterion
+    cfg = parse_args(["--recipe", "paper", "--bit", "16"])
+    assert PaperCriterion(cfg).loss.gather is None
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    loss = PaperCriterion(cfg).loss
+    assert (loss.gather, loss.rank, loss.world_size) == (dist.all_gather_cat, 1, 2)
+    assert (loss.sigmoid_param, loss.class_num, loss.l_threshold, loss.continuous_similarity) == (10 / 16, 1.0, 15.0,
+                                                                                                 True)
