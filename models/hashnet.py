@@ -46,9 +46,9 @@ class HashNet(nn.Layer):
     without it a random backbone's common all-positive fc7 offset saturates every code to one sign pattern). They are
     buffers, so checkpoints and exported models carry them.
 
-    BatchNorm layers (ResNet, VGG-BN) use the batch's statistics and update their running ones in train mode, and
-    use the running ones in eval mode, as in the authors' PyTorch code; with several processes each one keeps its own
-    (no SyncBN; docs/backbones.md).
+    BatchNorm layers (ResNet, VGG-BN) use the batch's statistics and update their running ones in train mode, as in
+    the authors' PyTorch training, and use the running ones in eval mode, so that an image's code does not depend on
+    its batch (docs/backbones.md#batchnorm; several processes: the engine shares rank 0's statistics).
     """
 
     def __init__(self, hash_bit, pretrained=None, init="paddle", backbone=DEFAULT_BACKBONE):

@@ -14,13 +14,12 @@ import os
 import time
 from pathlib import Path
 
-from models.backbones import BACKBONE_NAMES, BACKBONES, DEFAULT_BACKBONE
+from models.backbones import BACKBONE_NAMES, DEFAULT_BACKBONE
 from utils import PROJECT_ROOT
 from utils.errors import UsageError
 from utils.run_config import EVAL_KEYS, PATH_KEYS, apply_run_config, resolve_checkpoint
 
 BIT_SEEDS = {16: 0, 32: 2000, 48: 200, 64: 2000}  # the seed's per-bit seeds (docs/protocol.md#seed-recipe)
-BACKBONE_CANDIDATES = BACKBONES[DEFAULT_BACKBONE].candidates  # AlexNet's; every backbone's: models/backbones.py
 
 # docs/protocol.md#seed-recipe: the seed's COCO recipe. The paper's three datasets use it alike and differ in K of
 # mAP@K, the data root and how their upstream lists spell image paths (docs/protocol.md#nus-wide-and-imagenet).
