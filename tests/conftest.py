@@ -79,6 +79,20 @@ def run_cli(args, cwd=REPO, check=True, env=None, timeout=600):
     return proc
 
 
+def stand_in_python(tmp_path):
+    """(environment, log file) for running the scripts/*.sh with a stand-in `python` first on PATH: it records each
+    command it is given in the log instead of running it (`python -c ...`, the presets' lookup, runs for real)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.txt"
+    (bin_dir / "python").write_text(f'#!/bin/sh\nif [ "$1" = "-c" ]; then exec {sys.executable} "$@"; fi\n'
+                                    f'echo "$*" >> {log}\n')
+    (bin_dir / "python").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("DATASET", "DATA_PATH", "TOPK", "RECIPE")}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    return env, log
+
+
 @pytest.fixture(scope="session")
 def toy_root():
     from utils.toy_dataset import ensure_toy_dataset

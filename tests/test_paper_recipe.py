@@ -107,21 +107,13 @@ def test_scripts_run_the_paper_recipe(tmp_path):
     """RECIPE=paper sh scripts/train_single_gpu.sh / test_single_gpu.sh: --recipe paper with the preset's values
     (none of the seed's flags), run folders {dataset}_{bit}bits_paper; a wrong RECIPE stops at once. A stand-in
     `python` records the commands instead of training."""
-    import os
     import shutil
     import subprocess
-    import sys
-    from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[1]
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    log = tmp_path / "calls.txt"
-    (bin_dir / "python").write_text(f'#!/bin/sh\nif [ "$1" = "-c" ]; then exec {sys.executable} "$@"; fi\n'
-                                    f'echo "$*" >> {log}\n')
-    (bin_dir / "python").chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if k not in ("DATASET", "DATA_PATH", "TOPK")}
-    env.update(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", RECIPE="paper", DATASET="imagenet")
+    from conftest import REPO as repo
+    from conftest import stand_in_python
+    env, log = stand_in_python(tmp_path)
+    env.update(RECIPE="paper", DATASET="imagenet")
     for script in ("train_single_gpu.sh", "test_single_gpu.sh"):
         subprocess.run([shutil.which("sh"), str(repo / "scripts" / script)], env=env, check=True, timeout=120)
     calls = log.read_text().splitlines()
