@@ -30,14 +30,14 @@ from utils.failure import run_cli
 from utils.fast_encoder import MODEL_FILES
 from utils.run_config import is_data_key
 
-PRESET_KEYS = ("data_path", "resize_size", "crop_size")
+PRESET_KEYS = ("data_path", "resize_size", "resize_mode", "crop_size")
 META_NAME = "export_meta.json"
 META_FORMAT = 2  # 2: uint8 input, normalised inside the model (1: float32, normalised by the caller)
 
 
 def get_parser():
     parser = entry_parser(__doc__)
-    add_flags(parser, ("--bit", "--pretrained", "--resize-size", "--crop-size"), "model",
+    add_flags(parser, ("--bit", "--pretrained", "--resize-size", "--resize-mode", "--crop-size"), "model",
               help={"--crop-size": "input size of the exported model (default: the run's, else the preset)"})
     add_flags(parser, ("--dataset", "--data-path", "--list-dir"), "database recorded for infer.py",
               help={"--dataset": "database recorded for infer.py, and the preset of the image sizes when there is "
@@ -63,7 +63,7 @@ def database_meta(args):
     return {key: value for key, value in sorted(vars(args).items()) if is_data_key(key)}
 
 
-def export_inference_model(model, save_dir, bit, resize_size, crop_size, source=None, extra=None):
+def export_inference_model(model, save_dir, bit, resize_size, crop_size, source=None, extra=None, resize_mode="short"):
     """The static program of an eval-mode HashNet (utils/fast_encoder.save_program) and its export_meta.json, into
     save_dir; returns the export_meta dict it wrote.
 
@@ -82,7 +82,8 @@ def export_inference_model(model, save_dir, bit, resize_size, crop_size, source=
     try:
         model_file = save_program(model, tmp, crop_size)
         meta = {
-            "format": META_FORMAT, "bit": int(bit), "resize_size": int(resize_size), "crop_size": int(crop_size),
+            "format": META_FORMAT, "bit": int(bit), "resize_size": int(resize_size), "resize_mode": resize_mode,
+            "crop_size": int(crop_size),
             "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
             "input_name": INPUT_NAME, "input_shape": [None, 3, int(crop_size), int(crop_size)], "input_dtype": "uint8",
             "output": "raw hash activation o (n, bit); code = sign(o) with 0 -> +1",
@@ -112,7 +113,7 @@ def run(argv=None):
     database = database_meta(args)
     meta = export_inference_model(model, args.save_inference_dir, args.bit, args.resize_size, args.crop_size,
                                   source=file_fingerprint(args.pretrained),
-                                  extra={"dataset": args.dataset, "database": database})
+                                  extra={"dataset": args.dataset, "database": database}, resize_mode=args.resize_mode)
     retrieval.log(f"exported {args.pretrained} ({args.bit} bits, input [N, 3, {args.crop_size}, {args.crop_size}], "
                   f"resize {args.resize_size}) to {args.save_inference_dir}/{meta['model_file']} + inference.pdiparams "
                   f"+ {META_NAME}")

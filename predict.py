@@ -24,7 +24,7 @@ from utils.config import DATA_FLAGS, MODEL_FLAGS, RETRIEVAL_FLAGS, add_flags, en
 from utils.failure import run_cli
 from utils.run_config import run_folder_of
 
-PRESET_KEYS = ("data_path", "path_prefix", "batch_size", "resize_size", "crop_size")
+PRESET_KEYS = ("data_path", "path_prefix", "batch_size", "resize_size", "resize_mode", "crop_size")
 
 
 def get_parser():
@@ -74,7 +74,7 @@ def build_encoders(args):
     dist.select_device(args.device)
     model = load_model(args.bit, args.pretrained)
     encoder = fast_encoder.model_encoder(model, args.encoder, args.crop_size)
-    transform = build_transform(False, args.resize_size, args.crop_size)
+    transform = build_transform(False, args.resize_size, args.crop_size, resize_mode=args.resize_mode)
 
     @paddle.no_grad()
     def encode_batch(images):

@@ -8,8 +8,8 @@ WEIGHTS_DIR=${WEIGHTS_DIR:-output}
 . scripts/launch_devices.sh
 for pair in 16:0 32:2000 48:200 64:2000; do
   bit=${pair%%:*}; seed=${pair##*:}
-  launch "output/launch_logs/${DATASET}_${bit}bits_eval" \
+  launch "output/launch_logs/${DATASET}_${bit}bits${RUN_SUFFIX}_eval" \
     main_multi_gpu.py $DEVICE_FLAG --eval --dataset "$DATASET" --data-path "$DATA_PATH" --bit "$bit" --seed "$seed" \
-    --batch-size 64 --topK "$TOPK" --pretrained "$WEIGHTS_DIR/${DATASET}_${bit}bits/model_best_${bit}.pdparams" \
-    --output-dir output --run-name "${DATASET}_${bit}bits_eval" "$@"
+    --batch-size 64 --topK "$TOPK" --pretrained "$WEIGHTS_DIR/${DATASET}_${bit}bits${RUN_SUFFIX}/model_best_${bit}.pdparams" \
+    --output-dir output --run-name "${DATASET}_${bit}bits${RUN_SUFFIX}_eval" "$@"
 done

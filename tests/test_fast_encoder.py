@@ -132,3 +132,20 @@ def test_predict_encoders_agree(toy_model, tmp_path):
     assert_same_encoding(fast_raw, toy_model["reference"])
     np.testing.assert_array_equal(fast_codes, dy_codes)
     assert len(fast_codes) == 34 and len(np.unique(fast_codes, axis=0)) > 1
+
+
+def test_auto_falls_back_to_dygraph_when_the_predictor_fails(monkeypatch, capsys):
+    """--encoder auto encodes in the dynamic graph, with one warning, when Paddle Inference cannot take the model;
+    --encoder inference says why and fails."""
+    layer = paddle.nn.Linear(4, 2)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no kernel for this op\nsecond line")
+
+    monkeypatch.setattr(fast_encoder, "layer_predictor", broken)
+    assert fast_encoder.model_encoder(layer, "auto", 64) is layer
+    warning = capsys.readouterr().err
+    assert "--encoder auto: Paddle Inference could not take Linear (RuntimeError: no kernel for this op)" in warning
+    assert "second line" not in warning and fast_encoder.encoder_kind(layer) == "dygraph"
+    with pytest.raises(RuntimeError, match="no kernel"):
+        fast_encoder.model_encoder(layer, "inference", 64)

@@ -20,7 +20,7 @@ converted with ``.numpy()``.
 
 import numpy as np
 
-__all__ = ["binarize", "pack_codes", "pack_labels", "packed_size", "hamming_distances", "topk_search"]
+__all__ = ["binarize", "sign_codes", "pack_codes", "pack_labels", "packed_size", "hamming_distances", "topk_search"]
 
 MAX_BITS = 256
 _BYTE_PLANE_MAX_BITS = 32
@@ -56,16 +56,19 @@ def _to_numpy(x, name):
     return np.asarray(x)
 
 
-def _check_codes(codes, name):
+def _check_codes(codes, name, allow_zero=False):
+    """codes as a 2-D numpy array of ±1 (with allow_zero also 0: sign_codes output), else a ValueError naming them."""
     codes = _to_numpy(codes, name)
     if codes.ndim != 2:
         raise ValueError(f"{name}: expected ±1 codes of shape (n, bits), got shape {codes.shape}")
     if not 1 <= codes.shape[1] <= MAX_BITS:
         raise ValueError(f"{name}: {codes.shape[1]} bits per code; supported are 1..{MAX_BITS}")
-    if codes.size and not np.all((codes == 1) | (codes == -1)):
-        bad = codes[(codes != 1) & (codes != -1)].ravel()[0].item()
-        raise ValueError(f"{name}: codes must contain only -1 and +1 (found {bad!r}); "
-                         "turn raw network outputs into codes with binarize() first")
+    allowed = (codes == 1) | (codes == -1) | ((codes == 0) if allow_zero else False)
+    if codes.size and not np.all(allowed):
+        bad = codes[~allowed].ravel()[0].item()
+        kinds, maker = ("-1, 0 and +1", "sign_codes()") if allow_zero else ("-1 and +1", "binarize()")
+        raise ValueError(f"{name}: codes must contain only {kinds} (found {bad!r}); "
+                         f"turn raw network outputs into codes with {maker} first")
     return codes
 
 
@@ -82,6 +85,15 @@ def binarize(outputs):
     if np.issubdtype(outputs.dtype, np.floating) and np.isnan(outputs).any():
         raise ValueError("binarize: outputs contain NaN; the network diverged (check the learning rate)")
     return np.where(outputs >= 0, 1.0, -1.0).astype(np.float32)
+
+
+def sign_codes(outputs):
+    """float32 sign of raw hash-layer outputs with 0 kept as 0: the authors' np.sign codes, for their evaluation rule
+    (docs/protocol.md#paper-recipe); binarize(sign_codes(o)) == binarize(o)."""
+    outputs = _to_numpy(outputs, "sign_codes: outputs")
+    if np.issubdtype(outputs.dtype, np.floating) and np.isnan(outputs).any():
+        raise ValueError("sign_codes: outputs contain NaN; the network diverged (check the learning rate)")
+    return np.sign(outputs).astype(np.float32)
 
 
 def pack_codes(codes):

@@ -27,7 +27,7 @@ BACKBONE_CANDIDATES = ("pretrained/alexnet_imagenet.pdparams", "pretrained/alexn
 _SEED_RECIPE = dict(
     data_path="./datasets/COCO2014/", batch_size=128, epoch=150, eval_epoch=10, learning_rate=1e-3,
     optimizer="sgd", weight_decay=5e-4, momentum=0.9, alpha=0.1, step_continuation=20, de_step=50,
-    topK=5000, crop_size=224, resize_size=256, backbone_weights="auto", init="paddle",
+    topK=5000, crop_size=224, resize_size=256, resize_mode="short", backbone_weights="auto", init="paddle",
     standardize_features=False, train_scope="all", path_prefix=[], sampling="replicated")
 
 PRESETS = {
@@ -47,17 +47,42 @@ PRESETS = {
     "toy": dict(
         data_path=str(PROJECT_ROOT / "data" / "toy"), batch_size=64, epoch=12, eval_epoch=6, learning_rate=2e-3,
         optimizer="sgd", weight_decay=5e-4, momentum=0.9, alpha=0.1, step_continuation=4, de_step=50,
-        topK=-1, crop_size=64, resize_size=72, backbone_weights="none", init="kaiming",
+        topK=-1, crop_size=64, resize_size=72, resize_mode="short", backbone_weights="none", init="kaiming",
         standardize_features=True, train_scope="hash", path_prefix=[], sampling="sharded"),
 }
+
+# docs/protocol.md#paper-recipe: the authors' Caffe recipe (thuml/HashNet caffe/models/train/<dataset>/solver.prototxt
+# and train_val.prototxt). It counts iterations: --lr-step and --continuation-step are in iterations here, and the
+# loop runs in blocks of --snapshot-every iterations (Caffe's snapshot interval: a checkpoint and a log row each).
+_PAPER_RECIPE = dict(
+    data_path="./datasets/COCO2014/", batch_size=256, iterations=10000, snapshot_every=1000, eval_epoch=2000,
+    learning_rate=5e-5, optimizer="caffe_sgd", weight_decay=5e-4, momentum=0.9, de_step=2000,
+    step_continuation=200, scale_gamma=0.005, scale_power=0.5, sigmoid_param=None, class_num=1.0,
+    loss_threshold=15.0, continuous_similarity=True, topK=5000, crop_size=227, resize_size=256, resize_mode="warp",
+    backbone="caffenet", backbone_weights="auto", init="paddle", standardize_features=False, train_scope="all",
+    path_prefix=[])
+PAPER_PRESETS = {
+    "default": _PAPER_RECIPE,
+    "imagenet": dict(_PAPER_RECIPE, data_path=PRESETS["imagenet"]["data_path"], learning_rate=2e-4, class_num=100.0,
+                     topK=1000, path_prefix=PRESETS["imagenet"]["path_prefix"]),
+    "nuswide_81": dict(_PAPER_RECIPE, data_path=PRESETS["nuswide_81"]["data_path"], class_num=5.0,
+                       path_prefix=PRESETS["nuswide_81"]["path_prefix"]),
+    # The recipe's structure at toy sizes (two streams, iterations, the Caffe solver), to try it in a minute: not a
+    # recipe that learns much from a random backbone.
+    "toy": dict(_PAPER_RECIPE, data_path=PRESETS["toy"]["data_path"], batch_size=32, iterations=60,
+                snapshot_every=20, eval_epoch=60, learning_rate=1e-3, de_step=40, step_continuation=20, topK=-1,
+                crop_size=64, resize_size=72, backbone="alexnet", backbone_weights="none", init="kaiming"),
+}
+RECIPES = ("seed", "paper")
 SEED_MAX = 2 ** 32 - 1
 ENCODERS = ("auto", "dygraph", "inference")  # --encoder (utils/fast_encoder.py)
 PRESET_LABELS = {"default": "COCO", "imagenet": "ImageNet", "nuswide_81": "NUS-WIDE", "toy": "toy"}
 
 
-def preset_for(dataset):
-    """The preset of a dataset name: its own, else the seed's COCO recipe."""
-    return PRESETS.get(dataset, PRESETS["default"])
+def preset_for(dataset, recipe="seed"):
+    """The preset of a dataset name under a recipe (--recipe): its own, else the recipe's COCO values."""
+    presets = PAPER_PRESETS if recipe == "paper" else PRESETS
+    return presets.get(dataset, presets["default"])
 
 
 def metric_name(top_k):
@@ -132,7 +157,11 @@ FLAGS = {
         help="what encodes images for evaluation and retrieval: 'inference' = the network as a static program under "
              "Paddle Inference (oneDNN on the CPU, several times faster there: utils/fast_encoder.py), 'dygraph' = "
              "the dynamic graph; auto = inference on the CPU, dygraph on a GPU")),
-    "--resize-size": (("--resize_size",), dict(type=int, default=None, help="short side the image is resized to")),
+    "--resize-size": (("--resize_size",), dict(type=int, default=None, help="size the image is resized to first "
+                                                                             "(--resize-mode)")),
+    "--resize-mode": ((), dict(default=None, choices=("short", "warp"),
+                               help="short = the short side to --resize-size, aspect kept (seed recipe); warp = "
+                                    "a --resize-size square, aspect not kept (the authors' Caffe data layer)")),
     "--crop-size": (("--crop_size",), dict(type=int, default=None, help="center (eval) or random (train) crop")),
     # the data
     "--dataset": ((), dict(default="coco", help="lists in data/<dataset>/; presets: coco, imagenet, nuswide_81; "
@@ -162,7 +191,7 @@ FLAGS = {
     "--show": ((), dict(action="store_true", help="open each contact sheet (skipped without a display)")),
     "--json": ((), dict(action="store_true", help="print one JSON object per query instead of the table")),
 }
-MODEL_FLAGS = ("--bit", "--pretrained", "--device", "--encoder", "--resize-size", "--crop-size")
+MODEL_FLAGS = ("--bit", "--pretrained", "--device", "--encoder", "--resize-size", "--resize-mode", "--crop-size")
 DATA_FLAGS = ("--dataset", "--data-path", "--path-prefix", "--list-dir", "--batch-size", "--num-workers",
               "--cache-dir")
 RETRIEVAL_FLAGS = ("--img", "--num-results", "--save-path", "--show", "--json")
@@ -233,6 +262,9 @@ def get_parser(description="HashNet (ICCV 2017) in PaddlePaddle"):
     add_flag(g, "--log-path", "--log_path", default=None,
              help="log file name inside the run folder (default log_train_{bit}.txt / log_eval_{bit}.txt)")
     add_flag(g, "--log-freq", "--log_freq", type=int, default=50, help="log a training line every N steps")
+    add_flag(g, "--recipe", default="seed", choices=RECIPES,
+             help="seed = the seed repository's recipe (docs/protocol.md#seed-recipe); paper = the authors' Caffe "
+                  "recipe that produced the paper's Table 1, counted in iterations (docs/protocol.md#paper-recipe)")
     g = add_flags(p, DATA_FLAGS, "data")
     add_flag(g, "--cache", default="all", choices=["all", "eval", "train"],
              help="which caches --cache-dir holds: evaluation (exact, ~150 KB per image at 224 px), training "
@@ -242,20 +274,36 @@ def get_parser(description="HashNet (ICCV 2017) in PaddlePaddle"):
                   "own shuffle (the seed repository's schedule, docs/protocol.md#seed-recipe); 'sharded' = one pass "
                   "over the data split among the processes (half the steps on 2 processes). Identical with one "
                   "process")
-    add_flags(g, ("--crop-size", "--resize-size"))
+    add_flags(g, ("--crop-size", "--resize-size", "--resize-mode"))
     g = p.add_argument_group("optimisation")
-    add_flag(g, "--epochs", "--epoch", type=int, default=None, help="training epochs")
-    add_flag(g, "--eval-every", "--eval_epoch", type=int, default=None, help="evaluate every N epochs and at the end")
+    add_flag(g, "--epochs", "--epoch", type=int, default=None, help="training epochs (seed recipe)")
+    add_flag(g, "--iterations", type=int, default=None, help="training iterations (paper recipe; Caffe's max_iter)")
+    add_flag(g, "--snapshot-every", type=int, default=None,
+             help="paper recipe: iterations per block, each ending in a checkpoint and a log row (Caffe's snapshot)")
+    add_flag(g, "--eval-every", "--eval_epoch", type=int, default=None,
+             help="evaluate every N epochs (seed recipe) or iterations (paper recipe), and at the end")
     add_flag(g, "--learning-rate", "--learning_rate", type=float, default=None,
              help="base lr per 64 images; the run uses lr * batch_size * world_size / 64 (hash layer x10)")
     add_flag(g, "--optimizer", default=None, choices=["sgd", "adam", "adamw"],
              help="sgd = momentum SGD (the seed repository's)")
     add_flag(g, "--weight-decay", "--weight_decay", type=float, default=None)
     add_flag(g, "--momentum", type=float, default=None)
-    add_flag(g, "--lr-step", "--de_step", type=int, default=None, help="halve the lr every N epochs")
-    add_flag(g, "--alpha", type=float, default=None, help="HashNetLoss alpha (docs/protocol.md#loss)")
+    add_flag(g, "--lr-step", "--de_step", type=int, default=None,
+             help="halve the lr every N epochs (seed recipe) or iterations (paper recipe)")
+    add_flag(g, "--alpha", type=float, default=None, help="HashNetLoss alpha (seed recipe; docs/protocol.md#loss)")
     add_flag(g, "--continuation-step", "--step_continuation", type=int, default=None,
-             help="epochs per step of the continuation tanh(scale*o) (docs/protocol.md#continuation)")
+             help="epochs (seed recipe) or iterations (paper recipe) per step of the continuation tanh(scale*o) "
+                  "(docs/protocol.md#continuation)")
+    g = p.add_argument_group("the paper recipe's loss and continuation (docs/protocol.md#paper-recipe)")
+    add_flag(g, "--sigmoid-param", type=float, default=None,
+             help="alpha of the pairwise layer, p = alpha * u1.u2 (default 10 / bits, as the authors' prototxt notes)")
+    add_flag(g, "--class-num", type=float, default=None, help="weight of a similar pair (COCO 1, NUS-WIDE 5, "
+                                                                  "ImageNet 100)")
+    add_flag(g, "--loss-threshold", type=float, default=None, help="above it a pair's loss is linear (l_threshold)")
+    add_flag(g, "--continuous-similarity", type=str2bool, default=None,
+             help="weight each pair's gradient by its label overlap (continous_similarity in the prototxt)")
+    add_flag(g, "--scale-gamma", type=float, default=None, help="ScaleTanH: scale = (1 + gamma * iteration) ** power")
+    add_flag(g, "--scale-power", type=float, default=None, help="ScaleTanH power")
     add_flag(g, "--map-at", "--topK", type=int, default=None, help="K of mAP@K; -1 = the whole database")
     g = p.add_argument_group("backbone")
     add_flag(g, "--backbone-weights", "--backbone_weights", default=None,
@@ -273,6 +321,36 @@ def get_parser(description="HashNet (ICCV 2017) in PaddlePaddle"):
                   "crops + flips drawn like the training transform, epoch e using view (e - 1) %% N + 1 (one more "
                   "backbone pass over the training set per view; docs/training.md)")
     return p
+
+
+def resolve_recipe(args, given, spelled):
+    """The loop's unit and length for --recipe: `rounds` of `unit`s (epochs; or blocks of --snapshot-every
+    iterations), evaluated every `eval_rounds` rounds. A flag of the other recipe is a UsageError naming it."""
+    other = "paper" if args.recipe == "seed" else "seed"
+    wrong = [spelled.get(key, "--" + key) for key in RECIPE_ONLY[other] if key in given]
+    if wrong:
+        raise UsageError(f"{', '.join(wrong)} belongs to --recipe {other}, not --recipe {args.recipe} "
+                         f"(docs/protocol.md#paper-recipe compares the two)")
+    if args.recipe == "seed":
+        args.unit, args.rounds, args.eval_rounds = "epoch", args.epoch, args.eval_epoch
+        return args
+    if args.frozen_views:
+        raise UsageError(f"{spelled['frozen_views']} is for a frozen backbone (--train-scope hash); the paper recipe "
+                         f"trains the whole network")
+    if args.train_scope != "all":
+        raise UsageError(f"--recipe paper trains the whole network as the authors did: {spelled['train_scope']} "
+                         f"must be all, got {args.train_scope}")
+    for key in ("eval_epoch",):
+        if args.eval_epoch % args.snapshot_every:
+            raise UsageError(f"{spelled[key]} {args.eval_epoch} must be a multiple of {spelled['snapshot_every']} "
+                             f"{args.snapshot_every}: evaluations happen at the end of a block")
+    if args.sigmoid_param is None:
+        args.sigmoid_param = 10.0 / args.bit
+    args.epoch = args.alpha = args.sampling = None  # not this recipe's: config.json shows none
+    args.unit = "iteration"
+    args.rounds = -(-args.iterations // args.snapshot_every)
+    args.eval_rounds = args.eval_epoch // args.snapshot_every
+    return args
 
 
 def init_name(value):
@@ -293,7 +371,7 @@ def seed_value(text):
 
 def apply_preset(args, keys=None):
     """Fill the unset flags (all preset keys, or only `keys`) from the dataset's preset."""
-    preset = preset_for(args.dataset)
+    preset = preset_for(args.dataset, getattr(args, "recipe", "seed"))
     for key in preset if keys is None else keys:
         if getattr(args, key, None) is None:
             value = preset[key]
@@ -311,7 +389,11 @@ def check_positive(args, names, spelled=None):
 
 # ------------------------------------------------------------------------------------------------------ resolution
 POSITIVE = ("bit", "batch_size", "epoch", "eval_epoch", "step_continuation", "de_step", "resize_size", "crop_size",
-            "topk")
+            "topk", "iterations", "snapshot_every")
+# flags that belong to one recipe only (docs/protocol.md#paper-recipe): given with the other, a UsageError
+RECIPE_ONLY = {"seed": ("epoch", "alpha", "sampling"),
+               "paper": ("iterations", "snapshot_every", "sigmoid_param", "class_num", "loss_threshold",
+                         "continuous_similarity", "scale_gamma", "scale_power")}
 
 
 def given_flags(parser, argv=None):
@@ -369,7 +451,9 @@ def resolve_flags(parser, argv=None, *, from_run=True, run_config=None, run_keys
     apply_preset(args, preset_keys)
     parse_path_prefix(getattr(args, "path_prefix", None))  # a malformed mapping fails here, before any data is read
     absolute_data_paths(args)
-    check_positive(args, [name for name in POSITIVE if name in args], spelled)
+    one_recipe = {key for keys in RECIPE_ONLY.values() for key in keys}  # unset under the other recipe
+    check_positive(args, [name for name in POSITIVE if name in args
+                          and not (name in one_recipe and getattr(args, name) is None)], spelled)
     if "num_workers" in args:
         if args.num_workers is None and derive_workers:
             from utils.dist import default_num_workers
@@ -398,6 +482,7 @@ def parse_args(argv=None, description=None):
         if "backbone_weights" not in given:
             args.backbone_weights = "none"  # the checkpoint holds every weight: no ImageNet file to look for
     args.metric = metric_name(args.topK)
+    resolve_recipe(args, given, flag_spellings(parser, argv))
     if args.seed is None:
         args.seed = BIT_SEEDS.get(args.bit, 0)
     if args.log_path is None:

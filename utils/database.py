@@ -77,11 +77,11 @@ class Database:
         """0/1 label row of an image named in the dataset's lists, else None."""
         return self._labels_of.get(self._key(path))
 
-    def dataset(self, transform, cache_dir=None, resize_size=None, crop_size=None):
+    def dataset(self, transform, cache_dir=None, resize_size=None, crop_size=None, resize_mode="short"):
         """The database images through `transform`, or from the decoded evaluation cache in cache_dir (built on
         first use; its images equal the transform's, so the codes are the same)."""
         dataset = ImageList(self.root, self.list_path, transform, self.num_classes, path_prefix=self.path_prefix)
         if cache_dir is None:
             return dataset
         from utils import datacache
-        return datacache.cached_eval_dataset(dataset, cache_dir, resize_size, crop_size)
+        return datacache.cached_eval_dataset(dataset, cache_dir, resize_size, crop_size, resize_mode=resize_mode)

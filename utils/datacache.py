@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from utils import dist
 from utils.checkpoint import save_json
-from utils.datasets import ImageList, build_loader, build_transform
+from utils.datasets import ImageList, build_loader, build_transform, resize
 from utils.errors import SetupError
 from utils.fileio import atomic_write
 
@@ -143,15 +143,22 @@ class CachedEvalList(ImageList):
         return np.array(self.images[index]), self.labels[index], np.int64(index)
 
 
-def cached_eval_dataset(dataset, cache_dir, resize_size, crop_size, log=log_to_stderr):
+def view_name(kind, resize_size, resize_mode, crop_size=None):
+    """A cached view's name, part of its files' names and fingerprint: eval256-224, train256, evalwarp256-227."""
+    mode = "" if resize_mode == "short" else resize_mode
+    return f"{kind}{mode}{resize_size}" + ("" if crop_size is None else f"-{crop_size}")
+
+
+def cached_eval_dataset(dataset, cache_dir, resize_size, crop_size, log=log_to_stderr, resize_mode="short"):
     """`dataset` (an ImageList in the evaluation view) served from its evaluation cache, built when needed; `log`
     gets the one line saying what is built, its size and where."""
-    view = f"eval{resize_size}-{crop_size}"
+    view = view_name("eval", resize_size, resize_mode, crop_size)
     files = cache_files(cache_dir, dataset, view)
     shape = (len(dataset), 3, crop_size, crop_size)
 
     def build():
-        loader = _decoding_loader(dataset, build_transform(False, resize_size, crop_size), EVAL_BUILD_BATCH)
+        loader = _decoding_loader(dataset, build_transform(False, resize_size, crop_size, resize_mode=resize_mode),
+                                  EVAL_BUILD_BATCH)
 
         def write(tmp):
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
@@ -189,8 +196,10 @@ class CachedTrainList(ImageList):
         return Image.fromarray(np.asarray(self._pixels[start:start + height * width * 3]).reshape(height, width, 3))
 
 
-def resized_bytes_estimate(dataset, resize_size):
+def resized_bytes_estimate(dataset, resize_size, resize_mode="short"):
     """Bytes of the resized images, from the image headers (no decoding): for the disk-space message."""
+    if resize_mode == "warp":
+        return 3 * resize_size ** 2 * len(dataset)
     total = 0
     for rel in dataset.paths:
         with Image.open(dataset.data_root / rel) as img:
@@ -200,13 +209,13 @@ def resized_bytes_estimate(dataset, resize_size):
     return total
 
 
-def cached_train_dataset(dataset, cache_dir, resize_size, crop_size, log=log_to_stderr):
-    """`dataset` (the training ImageList) served from its training cache of Resize(resize_size) images."""
-    view = f"train{resize_size}"
+def cached_train_dataset(dataset, cache_dir, resize_size, crop_size, log=log_to_stderr, resize_mode="short"):
+    """`dataset` (the training ImageList) served from its training cache of resized images (--resize-mode)."""
+    view = view_name("train", resize_size, resize_mode)
     files = cache_files(cache_dir, dataset, view, data_suffix=".u8", extra=(".offsets.npy",))
 
     def build():
-        loader = _decoding_loader(dataset, T.Compose([T.Resize(resize_size), np.asarray]), 1)
+        loader = _decoding_loader(dataset, T.Compose([resize(resize_size, resize_mode), np.asarray]), 1)
         offsets = np.zeros((len(dataset), 3), dtype=np.int64)
 
         def write_pixels(tmp):
@@ -226,6 +235,6 @@ def cached_train_dataset(dataset, cache_dir, resize_size, crop_size, log=log_to_
         atomic_write(files[2], write_offsets)
         return [files[0], files[2]]
 
-    needed = resized_bytes_estimate(dataset, resize_size) if dist.is_main_process() else 0
+    needed = resized_bytes_estimate(dataset, resize_size, resize_mode) if dist.is_main_process() else 0
     ensure_cache(files, fingerprint(dataset, view), needed, build, log)
     return CachedTrainList(dataset, files[0], files[2], resize_size, crop_size)

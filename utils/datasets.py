@@ -160,12 +160,24 @@ def to_chw_uint8(image):
     return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
 
 
-def build_transform(train, resize_size=256, crop_size=224, resized=False):
+RESIZE_MODES = ("short", "warp")
+
+
+def resize(resize_size, resize_mode="short"):
+    """The first step of every transform: 'short' = the short side to resize_size, aspect ratio kept (the seed's,
+    docs/protocol.md#seed-recipe); 'warp' = resize_size x resize_size, aspect ratio not kept (the authors' Caffe
+    ImageData new_height/new_width, docs/protocol.md#paper-recipe)."""
+    if resize_mode not in RESIZE_MODES:
+        raise UsageError(f"--resize-mode must be one of {', '.join(RESIZE_MODES)}, got {resize_mode!r}")
+    return T.Resize(resize_size if resize_mode == "short" else (resize_size, resize_size))
+
+
+def build_transform(train, resize_size=256, crop_size=224, resized=False, resize_mode="short"):
     """docs/protocol.md#seed-recipe: train Resize RandomCrop RandomHorizontalFlip, eval Resize CenterCrop; uint8 CHW out
-    (the ImageNet mean/std normalisation is the network's first step). resized=True leaves out the Resize, for images
-    stored already resized (utils/datacache.py)."""
+    (the normalisation is the network's first step). resized=True leaves out the Resize, for images stored already
+    resized (utils/datacache.py); resize_mode: see resize()."""
     crop = [T.RandomCrop(crop_size), T.RandomHorizontalFlip()] if train else [T.CenterCrop(crop_size)]
-    return T.Compose([*([] if resized else [T.Resize(resize_size)]), *crop, to_chw_uint8])
+    return T.Compose([*([] if resized else [resize(resize_size, resize_mode)]), *crop, to_chw_uint8])
 
 
 class EpochBatchSampler:
@@ -279,13 +291,14 @@ def dataset_lists(name, list_dir=None):
     return lists
 
 
-def build_datasets(name, data_root, resize_size, crop_size, seed=0, list_dir=None, path_prefix=None):
+def build_datasets(name, data_root, resize_size, crop_size, seed=0, list_dir=None, path_prefix=None,
+                   resize_mode="short"):
     """{'train', 'test', 'database'} ImageList datasets; the number of classes comes from the train list."""
     lists = dataset_lists(name, list_dir)
-    train = ImageList(data_root, lists["train"], build_transform(True, resize_size, crop_size), seed=seed,
-                      path_prefix=path_prefix)
+    train = ImageList(data_root, lists["train"], build_transform(True, resize_size, crop_size, resize_mode=resize_mode),
+                      seed=seed, path_prefix=path_prefix)
     num_classes = train.labels.shape[1]
-    eval_tf = build_transform(False, resize_size, crop_size)
+    eval_tf = build_transform(False, resize_size, crop_size, resize_mode=resize_mode)
     return {
         "train": train,
         "test": ImageList(data_root, lists["test"], eval_tf, num_classes, seed, path_prefix),

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from models import HashNet
 from utils import PROJECT_ROOT, checkpoint, dist, fast_encoder, preemption
-from utils.codes import binarize
+from utils.codes import binarize, sign_codes
 from utils.config import BACKBONE_CANDIDATES
 from utils.datasets import EpochBatchSampler, ImageList, build_datasets, build_loader
 from utils.failure import run_or_end_process
@@ -22,7 +22,7 @@ from utils.logger import AverageMeter, append_jsonl, keep_epoch_rows, setup_logg
 from utils.loss import HashNetLoss, continuation_scale
 from utils.metrics import CalcTopMap, retrieval_metrics
 from utils.plots import save_metric_plots
-from utils.sampling import TrainBatchSampler, describe
+from utils.sampling import TrainBatchSampler, TwoStreamBatchSampler, describe
 
 
 # ----------------------------------------------------------------------------------------------------------- build
@@ -64,7 +64,7 @@ def build_data(cfg, logger=None):
         dist.barrier()
     path_prefix = getattr(cfg, "path_prefix", None)
     datasets = build_datasets(cfg.dataset, cfg.data_path, cfg.resize_size, cfg.crop_size, cfg.seed, cfg.list_dir,
-                              path_prefix)
+                              path_prefix, cfg.resize_mode)
     # the training images with the eval transform: for the fc7 statistics of the from-scratch recipe
     datasets["train_eval"] = ImageList(cfg.data_path, datasets["train"].list_path, datasets["test"].transform,
                                        path_prefix=path_prefix)
@@ -74,15 +74,20 @@ def build_data(cfg, logger=None):
         if cfg.cache in ("all", "eval"):  # train_eval is read once per run: caching it would cost what it saves
             for split in ("test", "database"):
                 datasets[split] = datacache.cached_eval_dataset(datasets[split], cfg.cache_dir, cfg.resize_size,
-                                                                cfg.crop_size, log)
+                                                                cfg.crop_size, log, cfg.resize_mode)
         if cfg.cache in ("all", "train") and not cfg.eval:
             datasets["train"] = datacache.cached_train_dataset(datasets["train"], cfg.cache_dir, cfg.resize_size,
-                                                               cfg.crop_size, log)
+                                                               cfg.crop_size, log, cfg.resize_mode)
     loaders = {split: encoding_loader(ds, cfg) for split, ds in datasets.items() if split != "train"}
-    # the training workers live for the whole run (the epoch travels with each index: EpochBatchSampler)
-    sampler = TrainBatchSampler(datasets["train"], cfg.batch_size, cfg.seed, cfg.sampling)
-    loaders["train"] = build_loader(datasets["train"], cfg.num_workers, persistent=True,
-                                    batch_sampler=EpochBatchSampler(sampler, datasets["train"]),
+    # the training workers live for the whole run (the epoch travels with each index: EpochBatchSampler; the paper
+    # recipe's sampler keys each draw itself)
+    if cfg.recipe == "paper":
+        sampler = TwoStreamBatchSampler(len(datasets["train"]), cfg.batch_size, cfg.iterations, cfg.snapshot_every,
+                                        cfg.seed)
+    else:
+        sampler = EpochBatchSampler(TrainBatchSampler(datasets["train"], cfg.batch_size, cfg.seed, cfg.sampling),
+                                    datasets["train"])
+    loaders["train"] = build_loader(datasets["train"], cfg.num_workers, persistent=True, batch_sampler=sampler,
                                     image_bytes=3 * cfg.crop_size ** 2)
     return datasets, loaders
 
@@ -95,9 +100,24 @@ def encoding_loader(dataset, cfg):
                         image_bytes=3 * cfg.crop_size ** 2)
 
 
+def build_criterion(cfg, num_train, num_classes):
+    """The seed recipe's HashNetLoss (memory bank of the training set), or the paper recipe's ScaleTanH +
+    PairwiseLoss (utils/paper_recipe.py)."""
+    if cfg.recipe == "paper":
+        from utils.paper_recipe import PaperCriterion
+        return PaperCriterion(cfg)
+    criterion = HashNetLoss(cfg.bit, num_train, cfg.alpha, num_classes)
+    if dist.get_world_size() > 1:
+        criterion.gather = dist.all_gather_cat
+    return criterion
+
+
 def build_optimizer(cfg, model):
     """docs/protocol.md#seed-recipe: lr = base * batch_size * world_size / 64, halved every de_step epochs (StepDecay,
-    per epoch)."""
+    per epoch). The paper recipe: Caffe's solver (utils/paper_recipe.build_solver)."""
+    if cfg.recipe == "paper":
+        from utils.paper_recipe import build_solver
+        return build_solver(cfg, model)
     lr = cfg.learning_rate * cfg.batch_size * dist.get_world_size() / 64
     scheduler = paddle.optimizer.lr.StepDecay(learning_rate=lr, step_size=cfg.de_step, gamma=0.5)
     params = [p for p in model.parameters() if not p.stop_gradient]
@@ -112,21 +132,35 @@ def build_optimizer(cfg, model):
 
 
 # ----------------------------------------------------------------------------------------------------- train/eval
+def round_name(cfg, epoch):
+    """How logs name a round of the loop: 'Epoch[003/150]', or in the paper recipe, whose rounds are blocks of
+    --snapshot-every iterations, 'Iteration[03000/10000]' (the block's last iteration)."""
+    if cfg.unit == "epoch":
+        return f"Epoch[{epoch:03d}/{cfg.rounds:03d}]"
+    return f"Iteration[{min(epoch * cfg.snapshot_every, cfg.iterations):05d}/{cfg.iterations:05d}]"
+
+
+def best_count(cfg, epoch):
+    """A round as the unit counts it: the epoch, or the last iteration of a paper-recipe block."""
+    return epoch if cfg.unit == "epoch" else min(epoch * cfg.snapshot_every, cfg.iterations)
+
+
 def train_one_epoch(model, criterion, optimizer, loader, epoch, cfg, logger):
-    """One epoch of this rank's batches (--sampling); returns {'loss' (mean over ranks), 'lr', 'scale', 'steps',
-    ...}.
+    """One round of this rank's batches: an epoch (--sampling), or in the paper recipe one block of --snapshot-every
+    iterations (utils/sampling.TwoStreamBatchSampler). Returns {'loss' (mean over ranks), 'lr', 'scale', 'steps', ...}.
 
     `loader` yields (inputs, labels, index) batches of `model`'s inputs: the training images (a DataLoader), or with a
     frozen backbone their cached features for the hash layer alone (utils/frozen.FeatureLoader).
     """
     # the from-scratch recipe trains only the hash layer on fixed features: no dropout in the frozen backbone
     model.train() if cfg.train_scope == "all" else model.eval()
-    criterion.scale = continuation_scale(epoch, cfg.step_continuation)
+    if cfg.unit == "epoch":  # the paper recipe's continuation advances per iteration, inside the criterion
+        criterion.scale = continuation_scale(epoch, cfg.step_continuation)
     loader.batch_sampler.set_epoch(epoch)  # shuffle keyed by (seed, epoch), and the rank when replicated
     loader.dataset.set_epoch(epoch)
     lr = optimizer.get_lr()
     meter, start, num_steps = AverageMeter(), time.time(), len(loader)
-    bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epoch}", disable=not dist.is_main_process(), leave=False)
+    bar = tqdm(loader, desc=round_name(cfg, epoch), disable=not dist.is_main_process(), leave=False)
     for step, (images, labels, index) in enumerate(bar, 1):
         loss = criterion(model(images), labels, index)
         loss.backward()
@@ -137,11 +171,14 @@ def train_one_epoch(model, criterion, optimizer, loader, epoch, cfg, logger):
         if step % cfg.log_freq == 0 or step == num_steps:
             # every rank reaches the same steps (replicated: the same set; sharded: padded to equal length), so this
             # collective is safe
-            logger.info("Epoch[%03d/%03d], Step[%04d/%04d], Loss: %.4f, lr: %.6f, scale: %.4f",
-                        epoch, cfg.epoch, step, num_steps, dist.all_reduce_mean(meter.avg), lr, criterion.scale)
-    return {"epoch": epoch, "loss": dist.all_reduce_mean(meter.avg), "lr": lr, "scale": criterion.scale,
-            "steps": num_steps, "sampling": cfg.sampling, "world_size": dist.get_world_size(),
-            "time": time.time() - start}
+            logger.info("%s, Step[%04d/%04d], Loss: %.4f, lr: %.6g, scale: %.4f", round_name(cfg, epoch), step,
+                        num_steps, dist.all_reduce_mean(meter.avg), optimizer.get_lr(), criterion.scale)
+    row = {"epoch": epoch, "loss": dist.all_reduce_mean(meter.avg), "lr": lr, "scale": criterion.scale,
+           "steps": num_steps, "sampling": cfg.sampling, "world_size": dist.get_world_size(),
+           "time": time.time() - start}
+    if cfg.unit == "iteration":  # a block: its last iteration, and the lr it ended with (Caffe's lr steps inside)
+        row.update(iteration=min(epoch * cfg.snapshot_every, cfg.iterations), lr=optimizer.get_lr())
+    return row
 
 
 @paddle.no_grad()
@@ -166,37 +203,41 @@ def predict_outputs(fn, loader, desc="encode"):
     return out[first], lab[first]
 
 
-def encode(model, loader, desc="encode", encoder=None):
-    """±1 codes (sign, 0 -> +1) and labels of every item of the loader's dataset, in dataset order; `encoder` stands
-    for the eval-mode model when given (fast_encoder.model_encoder)."""
+def encode(model, loader, desc="encode", encoder=None, keep_zero=False):
+    """±1 codes (sign, 0 -> +1; with keep_zero the sign with 0 kept, for the paper rule) and labels of every item of
+    the loader's dataset, in dataset order; `encoder` stands for the eval-mode model when given
+    (fast_encoder.model_encoder)."""
     model.eval()
     outputs, labels = predict_outputs(encoder or model, loader, desc)
-    return binarize(outputs), labels
+    return (sign_codes if keep_zero else binarize)(outputs), labels
 
 
 def evaluate(model, loaders, cfg, encode_split=None, return_codes=False, logger=None):
     """Encode queries and database; mAP@K and the paper-style metrics, computed once on rank 0 and shared; with
     return_codes, (metrics, the database's ±1 codes).
 
-    encode_split(split, desc) -> (codes, labels) of loaders[split]'s dataset; by default the model encodes its
+    encode_split(split, desc) -> (codes, labels) of loaders[split]'s dataset, the codes ±1 or with 0 kept
+    (codes.sign_codes: the paper rule ranks with them, docs/protocol.md#paper-recipe); by default the model encodes its
     images (--encoder: on the CPU a Paddle Inference predictor of the current weights, made afresh for each
     evaluation); a frozen backbone's run passes utils/frozen.EvalFeatures, which runs the backbone once per run.
     """
     start = time.time()
-    encoder = None
+    encoder, encoded_by = None, fast_encoder.resolve_encoder(cfg.encoder)  # frozen: what ran the backbone
     if encode_split is None:
         encoder = fast_encoder.model_encoder(model, cfg.encoder, cfg.crop_size)
+        encoded_by = fast_encoder.encoder_kind(encoder)
 
         def encode_split(split, desc):
-            return encode(model, loaders[split], desc, encoder)
+            return encode(model, loaders[split], desc, encoder, keep_zero=True)
     setup_time = time.time() - start
-    query_codes, query_labels = encode_split("test", "encode queries")
-    db_codes, db_labels = encode_split("database", "encode database")
+    query_signs, query_labels = encode_split("test", "encode queries")  # ±1, or with 0 kept (the paper rule's)
+    db_signs, db_labels = encode_split("database", "encode database")
+    query_codes, db_codes = binarize(query_signs), binarize(db_signs)
     encoder = None  # a predictor holds its own copy of the weights: free it before training goes on
     metrics = None
     if dist.is_main_process():
         topk = len(db_codes) if cfg.topK < 0 else cfg.topK
-        metrics = retrieval_metrics(db_codes, query_codes, db_labels, query_labels, topk=topk)
+        metrics = retrieval_metrics(db_signs, query_signs, db_labels, query_labels, topk=topk)
         rng = np.random.default_rng(cfg.seed)
         random_db, random_query = (binarize(rng.standard_normal((n, cfg.bit))) for n in (len(db_codes),
                                                                                           len(query_codes)))
@@ -205,7 +246,7 @@ def evaluate(model, loaders, cfg, encode_split=None, return_codes=False, logger=
         metrics.update(topk=topk, num_train=len(loaders["train"].dataset), num_query=len(query_codes),
                        num_database=len(db_codes),
                        distinct_query_codes=int(len(np.unique(query_codes, axis=0))), eval_time=time.time() - start,
-                       encoder=fast_encoder.resolve_encoder(cfg.encoder), encoder_setup_time=setup_time)
+                       encoder=encoded_by, encoder_setup_time=setup_time)
         if logger:
             logger.info("evaluation: %.1f s, encoded by %s (%.1f s of it to make the encoder)", metrics["eval_time"],
                         metrics["encoder"], setup_time)
@@ -273,20 +314,21 @@ def resolve_resume(cfg, logger):
     path = Path(cfg.run_dir) / f"last_{cfg.bit}.pdckpt"
     if dist.broadcast_object(path.is_file()):
         return path
-    logger.info("--resume auto: no %s yet, starting from epoch 1", path)
+    logger.info("--resume auto: no %s yet, starting from %s 1", path, cfg.unit)
     return None
 
 
 def stop_message(cfg, done):
     """The last line of a run stopped by SIGTERM: from which epoch, and how, it continues."""
     last = Path(cfg.run_dir) / f"last_{cfg.bit}.pdckpt"
-    if done >= cfg.epoch:
-        return f"stopped by SIGTERM after the last epoch ({done}); {last} is complete"
+    unit = "epoch" if cfg.unit == "epoch" else "block"  # a block: --snapshot-every iterations
+    if done >= cfg.rounds:
+        return f"stopped by SIGTERM after the last {unit} ({done}); {last} is complete"
     how = ("rerun the same command (--resume auto)" if cfg.resume == "auto"
            else f"rerun with --resume {last} (or --resume auto)")
     if done == 0:
-        return f"stopped by SIGTERM during epoch 1, before any checkpoint: {how} starts again from epoch 1"
-    return f"stopped by SIGTERM during epoch {done + 1}: {last} holds epoch {done}; {how} to continue from epoch " \
+        return f"stopped by SIGTERM during {unit} 1, before any checkpoint: {how} starts again from {unit} 1"
+    return f"stopped by SIGTERM during {unit} {done + 1}: {last} holds {unit} {done}; {how} to continue from {unit} " \
            f"{done + 1}"
 
 
@@ -300,7 +342,7 @@ def save_retrieval_codes(cfg, codes, checkpoint_path):
     from utils.fileio import file_fingerprint
     database = Database(cfg.dataset, cfg.data_path, cfg.list_dir, getattr(cfg, "path_prefix", None))
     identity = retrieval.cache_identity(cfg.bit, file_fingerprint(checkpoint_path), database, cfg.resize_size,
-                                        cfg.crop_size)
+                                        cfg.crop_size, cfg.resize_mode)
     retrieval.save_codes(Path(cfg.run_dir) / "retrieval", codes, identity)
 
 
@@ -354,15 +396,18 @@ def run_train(cfg, wrap_model=None):
         checkpoint.load_model_weights(model, cfg.pretrained)
     datasets, loaders = build_data(cfg, logger)
     num_classes = datasets["train"].labels.shape[1]
-    criterion = HashNetLoss(cfg.bit, len(datasets["train"]), cfg.alpha, num_classes)
-    if dist.get_world_size() > 1:
-        criterion.gather = dist.all_gather_cat
+    criterion = build_criterion(cfg, len(datasets["train"]), num_classes)
     optimizer, scheduler = build_optimizer(cfg, model)
     logger.info("data: %d train, %d query, %d database images, %d classes", len(datasets["train"]),
                 len(datasets["test"]), len(datasets["database"]), num_classes)
     cfg.world_size, cfg.steps_per_epoch = dist.get_world_size(), len(loaders["train"])
-    logger.info("%s", describe(cfg.sampling, len(datasets["train"]), cfg.batch_size, cfg.world_size,
-                               cfg.steps_per_epoch))
+    if cfg.recipe == "paper":
+        logger.info("paper recipe: %d iterations of 2 x %d images (two shuffled streams; %d per process), in blocks "
+                    "of %d iterations", cfg.iterations, cfg.batch_size, 2 * cfg.batch_size // cfg.world_size,
+                    cfg.snapshot_every)
+    else:
+        logger.info("%s", describe(cfg.sampling, len(datasets["train"]), cfg.batch_size, cfg.world_size,
+                                   cfg.steps_per_epoch))
     checkpoint.save_json(vars(cfg), run_dir / "config.json")  # again, now with the steps per epoch
 
     start_epoch, best = 1, {"map": -1.0, "epoch": 0}
@@ -371,13 +416,15 @@ def run_train(cfg, wrap_model=None):
         done, best = load_training_state(resume, model, optimizer, scheduler, criterion)
         start_epoch = done + 1
         keep_epoch_rows(run_dir / "epochs.jsonl", done)  # rows of an epoch whose checkpoint never got written
-        logger.info("resumed from %s after epoch %d (best mAP %.4f at epoch %d)", resume, done, best["map"],
-                    best["epoch"])
-        if done >= cfg.epoch:
-            logger.info("all %d epochs were already trained; nothing to do (raise --epoch to train longer)", cfg.epoch)
+        logger.info("resumed from %s after %s %d (best mAP %.4f at %s %d)", resume, cfg.unit, best_count(cfg, done),
+                    best["map"], cfg.unit, best_count(cfg, best["epoch"]))
+        if done >= cfg.rounds:
+            logger.info("all %d %ss were already trained; nothing to do (raise %s to train longer)", cfg.rounds,
+                        "epoch" if cfg.unit == "epoch" else "block",
+                        "--epochs" if cfg.unit == "epoch" else "--iterations")
     fit = not resume and cfg.standardize_features and not cfg.pretrained
     train_batches, encode_split, trained = loaders["train"], None, model
-    if cfg.train_scope == "hash" and start_epoch <= cfg.epoch:  # a frozen backbone runs once, the hash layer trains
+    if cfg.train_scope == "hash" and start_epoch <= cfg.rounds:  # a frozen backbone runs once, the hash layer trains
         train_batches, encode_split = frozen_backbone_sources(model, datasets, cfg, logger, fit)
         trained = model.hash_layer
     elif fit:
@@ -388,13 +435,13 @@ def run_train(cfg, wrap_model=None):
     # SIGTERM (preemption) stops the run at once, saying from which epoch the last checkpoint continues
     guard = preemption.SigtermGuard(lambda done: logger.error("%s", stop_message(cfg, done)), done=start_epoch - 1)
     guard.install()
-    for epoch in range(start_epoch, cfg.epoch + 1):
+    for epoch in range(start_epoch, cfg.rounds + 1):
         dist.seed_everything(cfg.seed, epoch)
         row = train_one_epoch(net, criterion, optimizer, train_batches, epoch, cfg, logger)
         scheduler.step()
-        logger.info("Epoch[%03d/%03d] done: loss %.4f, lr %.6f, scale %.4f, %.1f s", epoch, cfg.epoch, row["loss"],
+        logger.info("%s done: loss %.4f, lr %.6g, scale %.4f, %.1f s", round_name(cfg, epoch), row["loss"],
                     row["lr"], row["scale"], row["time"])
-        if epoch % cfg.eval_epoch == 0 or epoch == cfg.epoch:
+        if epoch % cfg.eval_rounds == 0 or epoch == cfg.rounds:
             final, db_codes = evaluate(model, loaders, cfg, encode_split, return_codes=True, logger=logger)
             row.update(map=final["map"], map_random_codes=final["map_random_codes"])
             if final["map"] > best["map"]:
@@ -402,21 +449,25 @@ def run_train(cfg, wrap_model=None):
                 best_path = checkpoint.save(model.state_dict(), run_dir / f"model_best_{cfg.bit}.pdparams")
                 checkpoint.save(optimizer.state_dict(), run_dir / f"model_best_{cfg.bit}.pdopt")
                 save_retrieval_codes(cfg, db_codes, best_path)
-            logger.info("Epoch[%03d/%03d] mAP@%d: %.4f (best %.4f at epoch %d; random codes %.4f)", epoch,
-                        cfg.epoch, final["topk"], final["map"], best["map"], best["epoch"],
+            logger.info("%s mAP@%d: %.4f (best %.4f at %s %d; random codes %.4f)", round_name(cfg, epoch),
+                        final["topk"], final["map"], best["map"], cfg.unit, best_count(cfg, best["epoch"]),
                         final["map_random_codes"])
-            checkpoint.save_json({"final_epoch": epoch, "final": final, "best_epoch": best["epoch"],
-                                  "best": best.get("metrics"), "selection": "best epoch chosen on the query set"},
-                                 run_dir / "metrics.json")
+            record = {"final_epoch": epoch, "final": final, "best_epoch": best["epoch"], "best": best.get("metrics"),
+                      "selection": "best epoch chosen on the query set"}
+            if cfg.unit == "iteration":  # the rounds are blocks: say which iterations they end
+                record.update(final_iteration=best_count(cfg, epoch), best_iteration=best_count(cfg, best["epoch"]),
+                              selection="best block chosen on the query set")
+            checkpoint.save_json(record, run_dir / "metrics.json")
         with guard.deferred():  # the epoch's row and checkpoint are written whole before a SIGTERM acts
             append_jsonl(run_dir / "epochs.jsonl", row)
             save_training_state(last_path, model, optimizer, scheduler, criterion, epoch, best, cfg)
             guard.done = epoch
     guard.uninstall()
     if final is not None:
-        logger.info("finished: final epoch %d mAP@%d %.4f; best epoch %d mAP %.4f (best is chosen on the query set, "
-                    "so it is optimistic; the final epoch's number is the unselected one)", cfg.epoch, final["topk"],
-                    final["map"], best["epoch"], best["map"])
+        logger.info("finished: final %s %d mAP@%d %.4f; best %s %d mAP %.4f (best is chosen on the query set, so it "
+                    "is optimistic; the final %s's number is the unselected one)", cfg.unit,
+                    best_count(cfg, cfg.rounds), final["topk"], final["map"], cfg.unit, best_count(cfg, best["epoch"]),
+                    best["map"], cfg.unit)
         write_plots(run_dir, logger)
     dist.barrier()
     return {"final": final, "best": best, "run_dir": str(run_dir)}

@@ -147,11 +147,29 @@ def method_encoder(method, choice, crop_size):
 
 def model_encoder(model, choice, crop_size):
     """What encodes for eval-mode `model` under --encoder `choice`: the model itself (dygraph), or a Predictor of its
-    current weights on the current device (`crop_size`: the input's height and width)."""
+    current weights on the current device (`crop_size`: the input's height and width).
+
+    With --encoder auto a model Paddle Inference cannot take (a conversion or predictor failure) is encoded by the
+    dynamic graph instead, with one warning line on stderr: the same codes, only slower. --encoder inference fails.
+    """
     import paddle
     model.eval()
     if resolve_encoder(choice) == "dygraph":
         return model
     device = paddle.get_device()
     gpu_id = int(device.split(":")[1]) if device.startswith("gpu:") else 0
-    return layer_predictor(model, crop_size, use_gpu=device.startswith("gpu"), gpu_id=gpu_id)
+    try:
+        return layer_predictor(model, crop_size, use_gpu=device.startswith("gpu"), gpu_id=gpu_id)
+    except Exception as err:  # noqa: BLE001 (any failure of the conversion or the predictor: the dygraph path works)
+        if choice != "auto":
+            raise
+        import sys
+        print(f"warning: --encoder auto: Paddle Inference could not take {type(model).__name__} "
+              f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); encoding in the dynamic graph "
+              f"(the same codes, slower)", file=sys.stderr, flush=True)
+        return model
+
+
+def encoder_kind(encoder):
+    """'inference' for a Predictor, else 'dygraph': what model_encoder actually gave."""
+    return "inference" if isinstance(encoder, Predictor) else "dygraph"

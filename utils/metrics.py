@@ -1,5 +1,6 @@
 """Retrieval metrics of Hamming ranking (pure numpy; docs/protocol.md#metric): mAP@K (``CalcTopMap`` and the plain
-loop it must match), the closed-form tie-aware AP and the paper-style ``retrieval_metrics``.
+loop it must match), the closed-form tie-aware AP, the authors' Caffe rule (``map_paper_rule``) and the paper-style
+``retrieval_metrics``.
 
 Codes are packed and ranked by utils.codes. mAP looks labels (packed with ``pack_labels``) up only for the
 top-K candidates. ``retrieval_metrics`` needs the relevance of every database item and gets it from per-class
@@ -22,12 +23,13 @@ from utils.codes import (
     _check_topk,
     _stable_topk_rows,
     _to_numpy,
+    binarize,
     hamming_distances,
     pack_codes,
     pack_labels,
 )
 
-__all__ = ["CalcTopMap", "CalcTopMap_reference", "retrieval_metrics", "tie_aware_average_precision"]
+__all__ = ["CalcTopMap", "CalcTopMap_reference", "map_paper_rule", "retrieval_metrics", "tie_aware_average_precision"]
 
 # Below this many query x database pairs a second worker costs more than it saves.
 _PARALLEL_MIN_PAIRS = 20_000_000
@@ -48,9 +50,9 @@ def _check_labels(labels, name, rows, rows_name):
     return labels
 
 
-def _check_retrieval_inputs(rB, qB, retrievalL, queryL, topk, caller):
-    rB = _check_codes(rB, f"{caller}: rB (database codes)")
-    qB = _check_codes(qB, f"{caller}: qB (query codes)")
+def _check_retrieval_inputs(rB, qB, retrievalL, queryL, topk, caller, allow_zero=False):
+    rB = _check_codes(rB, f"{caller}: rB (database codes)", allow_zero)
+    qB = _check_codes(qB, f"{caller}: qB (query codes)", allow_zero)
     if rB.shape[1] != qB.shape[1]:
         raise ValueError(f"{caller}: rB has {rB.shape[1]} bits per code but qB has {qB.shape[1]}; "
                          "database and query codes must come from the same model")
@@ -312,12 +314,78 @@ def _hypergeometric_pmf(x, valid, n, r, draws):
     return pmf / pmf.sum(axis=1, keepdims=True)
 
 
+# ---------------------------------------------------------------------------------------------- the authors' rule
+def _level_histogram(dist, rel_all, levels):
+    """Per row, the items and the relevant items at each distance level: two (rows, levels) int64 matrices."""
+    rows = dist.shape[0]
+    # one bincount histograms (row, level, relevant) for the whole chunk
+    key = np.add(dist, np.arange(rows, dtype=np.intp)[:, None] * levels, dtype=np.intp)
+    key <<= 1
+    np.bitwise_or(key, rel_all, out=key)
+    hist = np.bincount(key.ravel(), minlength=rows * levels * 2).reshape(rows, levels, 2)
+    return hist.sum(axis=2), hist[:, :, 1]
+
+
+def _inner_product_ap(q_signs, db_signs, rel_all, k):
+    """AP@k of inner-product ranking (ties in database order) and its tie-aware expectation, per query row.
+
+    Codes in {-1, 0, +1}: bits - q.d, in 0..2 bits, orders the database as -q.d does.
+    """
+    bits = q_signs.shape[1]
+    # small integers: the float32 product is exact
+    dist = np.rint(bits - q_signs.astype(np.float32) @ db_signs.astype(np.float32).T).astype(np.uint16)
+    index, _ = _stable_topk_rows(dist, k, 2 * bits)
+    ap, _ = _average_precision(np.take_along_axis(rel_all, index, axis=1))
+    level_n, level_r = _level_histogram(dist, rel_all, 2 * bits + 1)
+    return ap, _tie_aware_ap_rows(level_n, level_r, k)
+
+
+def _has_relevant(retrievalL, queryL):
+    """Per query: does any database item share a label with it (a class of the query occurs in the database)?"""
+    return (queryL > 0) @ (retrievalL > 0).any(axis=0) > 0
+
+
+def _paper_rule_mean(ap, has_relevant):
+    """The authors' mean: over the queries with a relevant item in the database (0.0 when there is none)."""
+    return float(ap[has_relevant].mean()) if has_relevant.any() else 0.0
+
+
+def map_paper_rule(rB, qB, retrievalL, queryL, topk, tie_aware=False, num_workers=None, progress=None):
+    """mAP@topk by the rule of the authors' Caffe evaluation (docs/protocol.md#paper-recipe).
+
+    rB, qB: codes in {-1, 0, +1}, the sign of the outputs with 0 kept (codes.sign_codes; ±1 codes work as they are).
+    Database ranked by inner product with the query, ties in database order; relevant = shares >= 1 label;
+    AP = sum over the top K of precision@i * rel_i / (relevant items in the top K), 0 when there is none; the mean
+    leaves out the queries with no relevant item in the whole database (0.0 when every query is left out).
+    tie_aware: the expectation over all orders of equal inner products instead of database order (their
+    np.argsort's tie order is unspecified).
+    """
+    caller = "map_paper_rule"
+    rB, qB, retrievalL, queryL, topk = _check_retrieval_inputs(rB, qB, retrievalL, queryL, topk, caller,
+                                                               allow_zero=True)
+    db_bitmaps, q_classes = _class_bitmaps(retrievalL), _class_lists(queryL)
+    nq, n = qB.shape[0], rB.shape[0]
+    k = min(topk, n)
+    ap = np.zeros(nq)
+
+    def chunk(start, stop):
+        rel_all = _relevance_all(db_bitmaps, q_classes[start:stop], n)
+        stable, ties = _inner_product_ap(qB[start:stop], rB, rel_all, k)
+        ap[start:stop] = ties if tie_aware else stable
+
+    pairs = nq * n
+    _run_chunks(chunk, _chunks(nq, n), _default_workers(num_workers, pairs),
+                _show_progress(progress, pairs), f"mAP@{topk} (paper rule)")
+    return _paper_rule_mean(ap, _has_relevant(retrievalL, queryL))
+
+
 def retrieval_metrics(rB, qB, retrievalL, queryL, topk=5000,
                       pn_points=(100, 500, 1000, 2000, 3000, 4000, 5000), radius=2,
                       num_workers=None, progress=None):
     """Paper-style retrieval metrics of Hamming ranking; JSON-serialisable dict.
 
-    Same inputs and ranking as CalcTopMap (stable: ties in database order; relevant = shares a label).
+    Same inputs and ranking as CalcTopMap (stable: ties in database order; relevant = shares a label), except that the
+    codes may also hold 0 (codes.sign_codes): the Hamming metrics count a 0 as +1 (binarize), the paper rule keeps it.
     Keys:
     - ``map``: mAP@topk = CalcTopMap (queries without a relevant item in their top K count 0).
     - ``map_nonzero``: mean AP over only the queries with >= 1 relevant item in their top K (the rule of
@@ -335,10 +403,17 @@ def retrieval_metrics(rB, qB, retrievalL, queryL, topk=5000,
       retrieved; per-query precision and recall, then the mean over queries (macro average, the way
       hashing papers compute their Hamming-radius PR curves). A query with nothing retrieved counts
       precision 0; a query without any relevant item in the database counts recall 0.
+    - ``map_paper_rule``: map_paper_rule (inner-product ranking of the codes with their zeros, ties in database
+      order, queries without a relevant item in the database left out); ``map_paper_rule_tie_aware``: its expectation
+      over the orders of equal inner products; ``paper_rule_queries``: the queries counted. Without zeros the ranking
+      is the Hamming ranking, so these are ``map`` and ``map_tie_aware`` over those queries.
     Also ``topk``, ``bits``, ``num_query``, ``num_database``.
     """
     caller = "retrieval_metrics"
-    rB, qB, retrievalL, queryL, topk = _check_retrieval_inputs(rB, qB, retrievalL, queryL, topk, caller)
+    signs_db, signs_q, retrievalL, queryL, topk = _check_retrieval_inputs(rB, qB, retrievalL, queryL, topk, caller,
+                                                                          allow_zero=True)
+    rB, qB = binarize(signs_db), binarize(signs_q)
+    has_zero = not (np.all(signs_db != 0) and np.all(signs_q != 0))
     if isinstance(radius, (bool, np.bool_)) or not isinstance(radius, (int, np.integer)) or radius < 0:
         raise ValueError(f"{caller}: radius must be a non-negative integer, got {radius!r}")
     radius = int(radius)
@@ -355,27 +430,24 @@ def retrieval_metrics(rB, qB, retrievalL, queryL, topk=5000,
     ap = np.zeros(nq)
     found = np.zeros(nq, dtype=np.int64)
     ap_ties = np.zeros(nq)
+    ap_paper, ap_paper_ties = (np.zeros(nq), np.zeros(nq)) if has_zero else (ap, ap_ties)
     hits_at = np.zeros((nq, len(pn_points)), dtype=np.int64)
     level_n = np.zeros((nq, levels), dtype=np.int64)
     level_r = np.zeros((nq, levels), dtype=np.int64)
     points = np.array([min(p, n) for p in pn_points])
 
     def chunk(start, stop):
-        rows = stop - start
         dist = hamming_distances(q[:, start:stop], db)
         index, _ = _stable_topk_rows(dist, ranked, bits)
         rel_all = _relevance_all(db_bitmaps, q_classes[start:stop], n)
         rel_top = np.take_along_axis(rel_all, index, axis=1)
         ap[start:stop], found[start:stop] = _average_precision(rel_top[:, :k])
         hits_at[start:stop] = np.cumsum(rel_top, axis=1)[:, points - 1]
-        # one bincount histograms (query, distance, relevant) for the whole chunk
-        key = np.add(dist, np.arange(rows, dtype=np.intp)[:, None] * levels, dtype=np.intp)
-        key <<= 1
-        np.bitwise_or(key, rel_all, out=key)
-        hist = np.bincount(key.ravel(), minlength=rows * levels * 2).reshape(rows, levels, 2)
-        level_n[start:stop] = hist.sum(axis=2)
-        level_r[start:stop] = hist[:, :, 1]
+        level_n[start:stop], level_r[start:stop] = _level_histogram(dist, rel_all, levels)
         ap_ties[start:stop] = _tie_aware_ap_rows(level_n[start:stop], level_r[start:stop], k)
+        if has_zero:
+            ap_paper[start:stop], ap_paper_ties[start:stop] = _inner_product_ap(signs_q[start:stop], signs_db,
+                                                                                rel_all, k)
 
     pairs = nq * n
     _run_chunks(chunk, _chunks(nq, n), _default_workers(num_workers, pairs),
@@ -388,11 +460,15 @@ def retrieval_metrics(rB, qB, retrievalL, queryL, topk=5000,
     recall = np.divide(within_r, total_r[:, None], out=np.zeros(within_n.shape), where=total_r[:, None] > 0)
     r = min(radius, bits)
     nonzero = found > 0
+    has_relevant = total_r > 0
     return {
         "map": float(ap.mean()),
         "map_nonzero": float(ap[nonzero].mean()) if nonzero.any() else 0.0,
         "nonzero_queries": int(nonzero.sum()),
         "map_tie_aware": float(ap_ties.mean()),
+        "map_paper_rule": _paper_rule_mean(ap_paper, has_relevant),
+        "map_paper_rule_tie_aware": _paper_rule_mean(ap_paper_ties, has_relevant),
+        "paper_rule_queries": int(has_relevant.sum()),
         f"precision_radius{radius}": float(precision[:, r].mean()),
         f"radius{radius}_empty_fraction": float((within_n[:, r] == 0).mean()),
         "precision_at_n": {int(p): float((hits_at[:, j] / points[j]).mean()) for j, p in enumerate(pn_points)},

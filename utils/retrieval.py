@@ -99,8 +99,8 @@ def cache_paths(save_path, bit):
     return save_path / f"database_code_{bit}.npy", save_path / f"database_code_{bit}.json"
 
 
-def cache_identity(bit, checkpoint_fingerprint, database, resize_size, crop_size):
-    return {
+def cache_identity(bit, checkpoint_fingerprint, database, resize_size, crop_size, resize_mode="short"):
+    identity = {
         "format": CACHE_FORMAT, "bit": int(bit), "num_items": len(database),
         "checkpoint": checkpoint_fingerprint,
         "database_list": {"path": str(Path(database.list_path).resolve()), "sha256": sha256_of(database.list_path)},
@@ -108,6 +108,9 @@ def cache_identity(bit, checkpoint_fingerprint, database, resize_size, crop_size
         "preprocess": {"resize_size": int(resize_size), "crop_size": int(crop_size),
                        "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
     }
+    if resize_mode != "short":  # recorded only when not the default, so the caches of earlier runs stay valid
+        identity["preprocess"]["resize_mode"] = resize_mode
+    return identity
 
 
 def cache_mismatch(saved, wanted):
@@ -267,10 +270,11 @@ def load_database(args, bit, transform, encode_database, checkpoint_fingerprint,
     """(Database of args.dataset / data_path / list_dir, its ±1 codes from the cache in args.save_path or encoded
     once): what predict.py, infer.py and the search page (serve.py) search."""
     database = Database(args.dataset, args.data_path, args.list_dir, getattr(args, "path_prefix", None))
-    identity = cache_identity(bit, checkpoint_fingerprint, database, resize_size, crop_size)
+    resize_mode = getattr(args, "resize_mode", "short")
+    identity = cache_identity(bit, checkpoint_fingerprint, database, resize_size, crop_size, resize_mode)
     cache_dir = getattr(args, "cache_dir", None)  # the decoded evaluation cache (utils/datacache.py), when enabled
     codes = database_codes(args.save_path, identity, lambda: encode_database(
-        database.dataset(transform, cache_dir, resize_size, crop_size)))
+        database.dataset(transform, cache_dir, resize_size, crop_size, resize_mode)))
     return database, codes
 
 

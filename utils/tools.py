@@ -1,9 +1,15 @@
 """The seed repository's import names: re-exports of utils.codes (binary codes, Hamming search) and utils.metrics."""
 
-from utils.codes import binarize, hamming_distances, pack_codes, pack_labels, packed_size, topk_search
-from utils.metrics import CalcTopMap, CalcTopMap_reference, retrieval_metrics, tie_aware_average_precision
+from utils.codes import binarize, hamming_distances, pack_codes, pack_labels, packed_size, sign_codes, topk_search
+from utils.metrics import (
+    CalcTopMap,
+    CalcTopMap_reference,
+    map_paper_rule,
+    retrieval_metrics,
+    tie_aware_average_precision,
+)
 
 __all__ = [
-    "binarize", "pack_codes", "pack_labels", "packed_size", "hamming_distances", "topk_search",
-    "CalcTopMap", "CalcTopMap_reference", "retrieval_metrics", "tie_aware_average_precision",
+    "binarize", "sign_codes", "pack_codes", "pack_labels", "packed_size", "hamming_distances", "topk_search",
+    "CalcTopMap", "CalcTopMap_reference", "map_paper_rule", "retrieval_metrics", "tie_aware_average_precision",
 ]

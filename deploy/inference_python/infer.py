@@ -75,7 +75,8 @@ class HashInference:
                              f"from utils/datasets.py's {IMAGENET_MEAN}/{IMAGENET_STD}; re-export the model")
         self.bit = int(self.meta["bit"])
         self.resize_size, self.crop_size = int(self.meta["resize_size"]), int(self.meta["crop_size"])
-        self.transform = build_transform(False, self.resize_size, self.crop_size)
+        self.resize_mode = self.meta.get("resize_mode", "short")  # exports before --resize-mode: the short side
+        self.transform = build_transform(False, self.resize_size, self.crop_size, resize_mode=self.resize_mode)
 
         if use_gpu and not paddle.device.is_compiled_with_cuda():
             raise SetupError("--use_gpu needs a CUDA build of Paddle (paddlepaddle-gpu); this one is CPU-only")
@@ -165,6 +166,7 @@ def run(argv=None, out=None):
             return retrieval.encode_dataset(engine.run, dataset, args.batch_size, args.num_workers)
 
         # the cache is keyed by the source checkpoint: the exported model's codes equal the dynamic graph's
+        args.resize_mode = engine.resize_mode
         return retrieval.run_retrieval(args, paths, engine.bit, engine.transform, engine.run, encode_database,
                                        source, engine.resize_size, engine.crop_size, out=out)
     codes = engine.postprocess(engine.encode_paths(paths, args.batch_size))
