@@ -37,7 +37,8 @@ META_FORMAT = 2  # 2: uint8 input, normalised inside the model (1: float32, norm
 
 def get_parser():
     parser = entry_parser(__doc__)
-    add_flags(parser, ("--bit", "--pretrained", "--resize-size", "--resize-mode", "--crop-size"), "model",
+    add_flags(parser, ("--bit", "--backbone", "--pretrained", "--resize-size", "--resize-mode", "--crop-size"),
+              "model",
               help={"--crop-size": "input size of the exported model (default: the run's, else the preset)"})
     add_flags(parser, ("--dataset", "--data-path", "--list-dir"), "database recorded for infer.py",
               help={"--dataset": "database recorded for infer.py, and the preset of the image sizes when there is "
@@ -109,12 +110,14 @@ def run(argv=None):
     from utils import dist, retrieval
     from utils.fileio import file_fingerprint
     dist.select_device("cpu")  # exporting needs no accelerator, and the program is device independent
-    model = load_model(args.bit, args.pretrained)
+    model = load_model(args.bit, args.pretrained, args.backbone)
     database = database_meta(args)
     meta = export_inference_model(model, args.save_inference_dir, args.bit, args.resize_size, args.crop_size,
                                   source=file_fingerprint(args.pretrained),
-                                  extra={"dataset": args.dataset, "database": database}, resize_mode=args.resize_mode)
-    retrieval.log(f"exported {args.pretrained} ({args.bit} bits, input [N, 3, {args.crop_size}, {args.crop_size}], "
+                                  extra={"dataset": args.dataset, "database": database, "backbone": args.backbone},
+                                  resize_mode=args.resize_mode)
+    retrieval.log(f"exported {args.pretrained} ({args.backbone}, {args.bit} bits, input [N, 3, {args.crop_size}, "
+                  f"{args.crop_size}], "
                   f"resize {args.resize_size}) to {args.save_inference_dir}/{meta['model_file']} + inference.pdiparams "
                   f"+ {META_NAME}")
     if database is None:

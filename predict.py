@@ -50,11 +50,11 @@ def parse_args(argv=None):
     return resolve_args(get_parser(), argv)
 
 
-def load_model(bit, checkpoint_path):
-    """HashNet with the checkpoint's weights, in eval mode (bit-width mismatch is a ValueError)."""
+def load_model(bit, checkpoint_path, backbone="alexnet"):
+    """HashNet on `backbone` with the checkpoint's weights, in eval mode (bit-width mismatch is a ValueError)."""
     from utils import checkpoint, engine
     # the backbone weights come from the checkpoint, so no ImageNet file is looked for
-    cfg = SimpleNamespace(bit=bit, backbone_weights="none", init="paddle", train_scope="all")
+    cfg = SimpleNamespace(bit=bit, backbone=backbone, backbone_weights="none", init="paddle", train_scope="all")
     model = engine.build_model(cfg, logging.getLogger("predict"))
     checkpoint.load_model_weights(model, checkpoint_path)
     model.eval()
@@ -72,7 +72,7 @@ def build_encoders(args):
     from utils.datasets import build_loader, build_transform
 
     dist.select_device(args.device)
-    model = load_model(args.bit, args.pretrained)
+    model = load_model(args.bit, args.pretrained, args.backbone)
     encoder = fast_encoder.model_encoder(model, args.encoder, args.crop_size)
     transform = build_transform(False, args.resize_size, args.crop_size, resize_mode=args.resize_mode)
 

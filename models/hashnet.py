@@ -1,5 +1,5 @@
-"""HashNet (docs/protocol.md#network): AlexNet features and fc6/fc7, then a new hash layer; outputs the raw hash
-activation o.
+"""HashNet (docs/protocol.md#network): a backbone's features (AlexNet's fc7 by default; the others of
+models/backbones.py, docs/protocol.md#other-backbones), then a new hash layer; outputs the raw hash activation o.
 
 The input is a uint8 image batch (N, 3, H, W) as the data pipeline hands it over; the conversion to float and the
 ImageNet normalisation (docs/protocol.md#seed-recipe) are the network's first operation, so they run on the device in
@@ -10,11 +10,11 @@ continuation tanh(scale * o) lives in the loss (utils/loss.py); the binary code 
 import paddle
 import paddle.nn as nn
 
-from models.alexnet import AlexNet, init_kaiming_
+from models.alexnet import init_kaiming_
+from models.backbones import DEFAULT_BACKBONE, backbone_spec, build_network
 from models.pretrained import load_pretrained
 from utils.errors import UsageError
 
-FEATURE_DIM = 4096
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
@@ -33,40 +33,53 @@ def normalize_images(x):
 
 
 class HashNet(nn.Layer):
-    """`HashNet(hash_bit, pretrained=path)`; parameter names follow torchvision's AlexNet (features.N,
-    classifier.{1,4}), so ImageNet weights load by name.
+    """`HashNet(hash_bit, pretrained=path, backbone="alexnet")`; the backbone's parameter names are torchvision's
+    (AlexNet: features.N, classifier.{1,4}; ResNet: conv1, bn1, layer1..4; VGG: features.N, classifier.{0,3}), so
+    ImageNet weights load by name.
 
-    `pretrained`: a local ImageNet AlexNet file (torchvision .pth or Paddle .pdparams) for the backbone, or None for
+    `pretrained`: a local ImageNet weights file of that backbone (torchvision .pth or Paddle .pdparams) or None for
     a randomly initialised backbone (`init`: "paddle", the layers' own default initialisation, or "kaiming";
     "torchvision" is the older name of "paddle").
 
-    `feature_mean` / `feature_std` standardise fc7 before the hash layer. They are the identity (0 / 1) unless a
-    from-scratch recipe sets them from training-set statistics (docs/protocol.md#training-from-scratch: without it a
-    random backbone's common all-positive fc7 offset saturates every code to one sign pattern). They are buffers, so
-    checkpoints and exported models carry them.
+    `feature_mean` / `feature_std` standardise the features (fc7) before the hash layer. They are the identity (0 / 1)
+    unless a from-scratch recipe sets them from training-set statistics (docs/protocol.md#training-from-scratch:
+    without it a random backbone's common all-positive fc7 offset saturates every code to one sign pattern). They are
+    buffers, so checkpoints and exported models carry them.
+
+    BatchNorm layers (ResNet, VGG-BN) use the batch's statistics and update their running ones in train mode, as in
+    the authors' PyTorch training, and use the running ones in eval mode, so that an image's code does not depend on
+    its batch (docs/backbones.md#batchnorm; several processes: the engine shares rank 0's statistics).
     """
 
-    def __init__(self, hash_bit, pretrained=None, init="paddle"):
+    def __init__(self, hash_bit, pretrained=None, init="paddle", backbone=DEFAULT_BACKBONE):
         super().__init__()
         if hash_bit < 1:
             raise UsageError(f"--bit must be a positive number of bits, got {hash_bit}")
-        self.hash_bit = hash_bit
-        backbone = AlexNet()
-        if pretrained:
-            # the 1000-way ImageNet classifier (classifier.6) is replaced by the hash layer
-            load_pretrained(backbone, pretrained, skip=("classifier.6.",))
+        spec = backbone_spec(backbone)
+        self.hash_bit, self.backbone = hash_bit, spec.name
+        network = build_network(spec)
+        if pretrained and spec.family == "caffenet":
+            from models.caffemodel import load_caffenet_weights
+            load_caffenet_weights(network, pretrained)  # a .caffemodel or its converted .pdparams (fc8 left out)
+        elif pretrained:
+            # the 1000-way ImageNet classifier is replaced by the hash layer
+            load_pretrained(network, pretrained, skip=(spec.imagenet_classifier,), backbone=spec.name)
         elif init == "kaiming":
-            init_kaiming_(backbone)
+            init_kaiming_(network)
         elif init not in ("paddle", "torchvision"):
             raise UsageError(f"--init must be 'paddle' or 'kaiming', got {init!r}")
-        self.features = backbone.features
-        self.avgpool = backbone.avgpool
-        # Dropout fc6 ReLU Dropout fc7 ReLU, keeping the indices (and so the names) of torchvision's classifier.
-        self.classifier = nn.Sequential(*list(backbone.classifier.children())[:6])
-        self.register_buffer("feature_mean", paddle.zeros([FEATURE_DIM]), persistable=True)
-        self.register_buffer("feature_std", paddle.ones([FEATURE_DIM]), persistable=True)
+        # the layers up to the global pool, then (AlexNet, VGG) Dropout fc6 ReLU Dropout fc7 ReLU, keeping the
+        # network's names (and for the head its indices), so that they are torchvision's
+        for name in spec.pooled:
+            setattr(self, name, network if spec.whole else getattr(network, name))
+        if spec.head:
+            setattr(self, spec.head, nn.Sequential(*list(getattr(network, spec.head).children())[:spec.head_layers]))
+        self.pooled_layers, self.head_layers = spec.pooled, (spec.head,) if spec.head else ()
+        self.own_input = spec.own_input  # CaffeNet: BGR 0-255 minus the mean pixel, made by the network itself
+        self.register_buffer("feature_mean", paddle.zeros([spec.feature_dim]), persistable=True)
+        self.register_buffer("feature_std", paddle.ones([spec.feature_dim]), persistable=True)
         self.hash_layer = nn.Linear(
-            FEATURE_DIM, hash_bit,
+            spec.feature_dim, hash_bit,
             weight_attr=paddle.ParamAttr(learning_rate=10.0, initializer=nn.initializer.Normal(0.0, 0.01)),
             bias_attr=paddle.ParamAttr(learning_rate=10.0, initializer=nn.initializer.Constant(0.0)))
 
@@ -74,9 +87,16 @@ class HashNet(nn.Layer):
         return [p for name, p in self.named_parameters() if not name.startswith("hash_layer.")]
 
     def fc7(self, x):
-        """fc7 (after its ReLU) of an image batch, before the standardisation."""
-        x = self.avgpool(self.features(normalize_images(x)))
-        return self.classifier(paddle.flatten(x, 1))
+        """The backbone's features of an image batch, before the standardisation: fc7 after its ReLU (AlexNet,
+        VGG), the globally average-pooled last block (ResNet)."""
+        if not self.own_input:
+            x = normalize_images(x)
+        for name in self.pooled_layers:
+            x = getattr(self, name)(x)
+        x = paddle.flatten(x, 1)
+        for name in self.head_layers:
+            x = getattr(self, name)(x)
+        return x
 
     def standardize(self, fc7):
         """fc7 -> the hash layer's input (the identity unless a from-scratch recipe fitted the statistics)."""

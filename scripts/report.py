@@ -22,6 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `python scripts/report.py` from anywhere
 
+from models.backbones import DEFAULT_BACKBONE  # noqa: E402  (imports no Paddle)
 from utils.plots import (  # noqa: E402
     PR_RADIUS,
     atomic_write_bytes,
@@ -102,6 +103,16 @@ class Run:
     def dataset(self):
         """The run's dataset from config.json (a placeholder when the run has none)."""
         return str(self.config.get("dataset", "unknown (no config.json)"))
+
+    @property
+    def recipe(self):
+        """The run's --recipe from config.json: 'seed' (also for runs from before the flag) or 'paper'."""
+        return str(self.config.get("recipe") or "seed")
+
+    @property
+    def backbone(self):
+        """The run's --backbone from config.json; runs from before the flag (or without config.json) are AlexNet's."""
+        return str(self.config.get("backbone") or DEFAULT_BACKBONE)
 
     @property
     def topk(self):
@@ -256,6 +267,8 @@ def build_table(runs):
     lines = [_row("", [column_header(r, runs) for r in runs]), "|" + "---|" * (len(runs) + 1)]
     ours = [
         ("dataset", [r.dataset for r in runs]),
+        ("recipe (docs/protocol.md#seed-recipe, #paper-recipe)", [r.recipe for r in runs]),
+        ("backbone", [r.backbone for r in runs]),
         ("K of mAP@K · queries / database",
          [f"{r.topk} · {r.final.get('num_query', '?')} / {r.final.get('num_database', '?')}" for r in runs]),
         ("**mAP@K, final epoch** (no selection: the honest number)", [final_cell(r) for r in runs]),
@@ -285,7 +298,8 @@ def _paper_cell(runs, value_of):
     for r in sorted(runs, key=lambda r: r.name):
         value = value_of(r)
         if value is not None:
-            values.append(fmt(value) + (" †" if r.protocol_mismatch() else ""))
+            other = f" [{r.backbone}]" if r.backbone != DEFAULT_BACKBONE else ""  # the paper's numbers are AlexNet's
+            values.append(fmt(value) + other + (" †" if r.protocol_mismatch() else ""))
     return " / ".join(values) if values else "—"
 
 
@@ -301,6 +315,8 @@ def build_paper_table(runs):
         rows = [(PAPER_LABEL, [spec["paper"][b] for b in PAPER_BITS])]
         if key == REFERENCE_DATASET:
             rows += [(label, [values[b] for b in PAPER_BITS]) for label, values in REFERENCE_ROWS[1:]]
+        paper_runs = [r for r in trained if r.recipe == "paper"]
+        trained = [r for r in trained if r.recipe == "seed"]  # the rows below are the seed recipe's (the default)
         rows.append(("**this project, final epoch**", [
             _paper_cell([r for r in trained if r.bits == b], lambda r: r.final.get("map")) for b in PAPER_BITS]))
         rows.append(("this project, final epoch, zero-hit queries left out (HashNet's test rule)", [
@@ -309,6 +325,12 @@ def build_paper_table(runs):
         rows.append(("this project, best epoch (query-set selected)", [
             _paper_cell([r for r in trained if r.bits == b and r.best is not None], lambda r: r.best.get("map"))
             for b in PAPER_BITS]))
+        if paper_runs:  # the authors' Caffe recipe, evaluated as the project does and by the authors' own rule
+            rows.append(("**this project, paper recipe, final iteration**", [
+                _paper_cell([r for r in paper_runs if r.bits == b], lambda r: r.final.get("map")) for b in PAPER_BITS]))
+            rows.append(("this project, paper recipe, the authors' evaluation rule (map_paper_rule)", [
+                _paper_cell([r for r in paper_runs if r.bits == b], lambda r: r.final.get("map_paper_rule"))
+                for b in PAPER_BITS]))
         if evaluated:
             rows.append(("this project, `--eval` of a checkpoint", [
                 _paper_cell([r for r in evaluated if r.bits == b], lambda r: r.final.get("map"))
@@ -438,6 +460,8 @@ def build_notes(runs):
                        or (r.final.get("num_database") or 0) < REFERENCE_DATABASE_MIN)]
         notes += [f"- `{r.path}` is on dataset `{r.dataset}`: the paper has no number for it." for r in runs
                   if r.protocol is None]
+        notes += [f"- `{r.path}` trains on {r.backbone}: the reference rows are AlexNet's (docs/backbones.md), so its "
+                  f"cells in Table 1 carry [{r.backbone}]." for r in runs if r.backbone != DEFAULT_BACKBONE]
     else:
         datasets = ", ".join(sorted({f"`{r.dataset}`" for r in runs}))
         notes.append(f"The reference numbers (docs/protocol.md#reference-numbers: HashNet paper and the seed "
@@ -447,12 +471,18 @@ def build_notes(runs):
 
 
 # -------------------------------------------------------------------------------------------------------- figures
+def _group_name(run):
+    """What tells a run's line apart in the versus-bits plots: its dataset, and its backbone unless AlexNet."""
+    name = run.dataset if run.backbone == DEFAULT_BACKBONE else f"{run.dataset}, {run.backbone}"
+    return name if run.recipe == "seed" else f"{name}, paper recipe"
+
+
 def _by_dataset(runs):
-    """Runs with a known bit width grouped by dataset (one line per dataset in the versus-bits plots)."""
+    """Runs with a known bit width grouped by dataset and backbone (one line per group in the versus-bits plots)."""
     groups = {}
     for r in runs:
         if r.bits is not None:
-            groups.setdefault(r.dataset, []).append(r)
+            groups.setdefault(_group_name(r), []).append(r)
     return groups
 
 
@@ -476,9 +506,12 @@ def _versus_bits_plot(runs, key, ylabel, title, path, with_reference=False):
             ax.plot(bits, [float(values[b]) for b in bits], color=color, linestyle=":", marker=marker,
                     label=f"reference: {label}" + (" (coco)" if len(groups) > 1 else ""))
     if with_reference:  # the paper's line of every other dataset of Table 1, in that dataset's colour
-        for i, dataset in enumerate(sorted(groups)):
+        drawn = set()
+        for i, (name, group) in enumerate(sorted(groups.items())):
+            dataset = group[0].dataset
             spec = PAPER_DATASETS.get(dataset)
-            if spec is not None and dataset != REFERENCE_DATASET:
+            if spec is not None and dataset != REFERENCE_DATASET and dataset not in drawn:
+                drawn.add(dataset)
                 ax.plot(PAPER_BITS, [float(spec["paper"][b]) for b in PAPER_BITS], color=f"C{i}", linestyle=":",
                         marker="x", label=f"reference: HashNet paper ({dataset}, mAP@{spec['topk']})")
     all_bits = sorted({r.bits for r in runs if r.bits is not None})
@@ -501,6 +534,8 @@ def _run_label(run, runs):
     label = f"{run.bits} bits"
     if mixed:
         label += f" {run.dataset}"
+    if len({r.backbone for r in runs}) > 1:
+        label += f" {run.backbone}"
     return f"{label} ({run.name})" if same_bits else label
 
 

@@ -1,6 +1,6 @@
-"""The paper recipe's solver (utils/caffe_sgd.py) against a NumPy loop of Caffe's SGD update (docs/protocol.md#paper-
-recipe): per-blob multipliers (the hash layer's ParamAttr x10 counted once), momentum across learning-rate drops, an
-unused parameter, and a resume from a saved state equal to the straight run."""
+"""The paper recipe's solver (utils/caffe_sgd.py) against a NumPy loop of Caffe's SGD update
+(docs/protocol.md#paper-recipe): per-blob multipliers (the hash layer's ParamAttr x10 counted once), momentum across
+learning-rate drops, an unused parameter, and a resume from a saved state equal to the straight run."""
 import numpy as np
 import paddle
 import pytest

@@ -109,3 +109,21 @@ def test_resume_in_two_processes_continues_exactly(runs, small_toy, tmp_path):
     best_resumed = paddle.load(str(run / "model_best_64.pdparams"))
     for key, value in paddle.load(str(runs / "two" / "model_best_64.pdparams")).items():
         np.testing.assert_array_equal(best_resumed[key].numpy(), value.numpy(), err_msg=key)
+
+
+def test_a_whole_resnet18_in_two_processes_is_evaluated_as_its_checkpoint(small_toy, tmp_path):
+    """BatchNorm's running statistics are each process's own (no SyncBN): the engine gives every rank rank 0's after
+    each epoch, so the database codes the run's evaluation kept (both ranks' shards) are the checkpoint's codes."""
+    run = tmp_path / "resnet18"
+    launch(small_toy, run, "--backbone", "resnet18", "--epoch", "1", "--bit", "16", "--crop-size", "32",
+           "--resize-size", "36", "--train-scope", "all", "--standardize-features", "false", "--encoder", "dygraph",
+           "--batch-size", "16", "--learning-rate", "0.01")
+    # 4 steps: the BatchNorm scales (all 1 at the start, so of norm sqrt(channels)) move by ~1e-6 of their size; a
+    # larger lr saturates the codes, which then hide the statistics this test is about
+    assert_training_moved(run, min_change=1e-7)
+    state = paddle.load(str(run / "last_16.pdckpt"))["model"]
+    assert np.abs(state["bn1._mean"].numpy()).max() > 0  # the statistics followed the batches (they start at 0)
+    kept = np.load(run / "retrieval" / "database_code_16.npy")
+    recomputed = np.where(load(run, 0)["db_raw"] >= 0, 1, -1)  # the checkpoint's network on both ranks
+    assert kept.shape == recomputed.shape == (200, 16)
+    np.testing.assert_array_equal(kept, recomputed)

@@ -107,21 +107,13 @@ def test_scripts_run_the_paper_recipe(tmp_path):
     """RECIPE=paper sh scripts/train_single_gpu.sh / test_single_gpu.sh: --recipe paper with the preset's values
     (none of the seed's flags), run folders {dataset}_{bit}bits_paper; a wrong RECIPE stops at once. A stand-in
     `python` records the commands instead of training."""
-    import os
     import shutil
     import subprocess
-    import sys
-    from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[1]
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    log = tmp_path / "calls.txt"
-    (bin_dir / "python").write_text(f'#!/bin/sh\nif [ "$1" = "-c" ]; then exec {sys.executable} "$@"; fi\n'
-                                    f'echo "$*" >> {log}\n')
-    (bin_dir / "python").chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if k not in ("DATASET", "DATA_PATH", "TOPK")}
-    env.update(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", RECIPE="paper", DATASET="imagenet")
+    from conftest import REPO as repo
+    from conftest import stand_in_python
+    env, log = stand_in_python(tmp_path)
+    env.update(RECIPE="paper", DATASET="imagenet")
     for script in ("train_single_gpu.sh", "test_single_gpu.sh"):
         subprocess.run([shutil.which("sh"), str(repo / "scripts" / script)], env=env, check=True, timeout=120)
     calls = log.read_text().splitlines()
@@ -200,3 +192,91 @@ def test_the_paper_recipe_resumes_bit_for_bit_after_sigkill(paper_run, small_toy
     for key, value in straight["optimizer"]["history"].items():
         np.testing.assert_array_equal(resumed["optimizer"]["history"][key].numpy(), value.numpy(), err_msg=key)
     assert resumed["criterion"] == straight["criterion"]
+
+
+# ----------------------------------------------------------------------------------------------- CaffeNet in HashNet
+def test_hashnet_on_caffenet_takes_the_converted_weights_and_its_own_input(tmp_path):
+    """--backbone caffenet: HashNet keeps the whole CaffeNet (names caffenet.conv1 ...), loads a converted
+    .pdparams into it, feeds it the uint8 batch (CaffeNet makes its own BGR minus mean input, not the ImageNet
+    normalisation) and reads its 4096 fc7 features; the predictor encodes it as the dynamic graph does."""
+    import paddle
+
+    from models import HashNet
+    from models.caffenet import CaffeNet
+    from utils import fast_encoder
+
+    paddle.seed(5)
+    source = CaffeNet()
+    path = tmp_path / "caffenet_imagenet.pdparams"
+    paddle.save(source.state_dict(), str(path))
+    paddle.seed(6)  # another random start: equal outputs can only come from the file
+    model = HashNet(16, pretrained=str(path), backbone="caffenet")
+    model.eval()
+    source.eval()
+    images = np.random.RandomState(0).randint(0, 256, (3, 3, 64, 64)).astype("uint8")
+    with paddle.no_grad():
+        np.testing.assert_array_equal(model.fc7(paddle.to_tensor(images)).numpy(),
+                                      source(paddle.to_tensor(images)).numpy())
+        outputs = model(paddle.to_tensor(images)).numpy()
+    assert model.feature_mean.shape == [4096] and "caffenet.fc7.weight" in model.state_dict()
+    encoder = fast_encoder.model_encoder(model, "inference", 64)
+    assert fast_encoder.encoder_kind(encoder) == "inference"
+    np.testing.assert_allclose(encoder(images), outputs, atol=1e-4 * np.abs(outputs).max())
+
+
+def test_the_paper_recipe_defaults_to_caffenet_and_says_where_its_weights_come_from(tmp_path):
+    import logging
+
+    from utils import engine
+    args = parse_args(["--recipe", "paper", "--bit", "32"])
+    assert (args.backbone, args.backbone_weights) == ("caffenet", "auto")
+    assert parse_args(["--recipe", "paper", "--backbone", "alexnet"]).backbone == "alexnet"  # a documented deviation
+    assert parse_args(["--bit", "32"]).backbone == "alexnet"
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("test_paper_recipe")
+    logger.addHandler(handler)
+    try:
+        assert engine.resolve_backbone_weights(args, logger) is None  # no pretrained/ file in a clone
+    finally:
+        logger.removeHandler(handler)
+    message = records[0].getMessage()
+    assert "no ImageNet CaffeNet weights found" in message and "pretrained/caffenet_imagenet.pdparams" in message
+    assert "http://dl.caffe.berkeleyvision.org/bvlc_reference_caffenet.caffemodel" in message
+    assert "python -m models.caffemodel --convert" in message
+
+
+def test_the_paper_recipe_in_two_processes(small_toy, tmp_path):
+    """main_multi_gpu.py --recipe paper under the launcher (2 CPU processes, gloo): each iteration's 2 x 8 images are
+    split 4 + 4 per process, the pairs are built over the gathered halves (utils/pairwise_loss.py, whose equality to
+    one process is tests/test_pairwise_distributed.py), and the run trains every layer and writes one checkpoint."""
+    import json
+
+    from conftest import assert_training_moved, run_cli, toy_args
+    run = tmp_path / "two"
+    args = toy_args(small_toy, run, "--recipe", "paper", "--batch-size", "8", "--bit", "16", "--iterations", "2",
+                    "--snapshot-every", "2", "--eval-every", "2", "--learning-rate", "0.01", "--log_freq", "1")
+    run_cli(["-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", tmp_path / "logs",
+             "main_multi_gpu.py", *args])
+    assert_training_moved(run)
+    log = (run / "log_train_16.txt").read_text()
+    assert "world size 2" in log and "2 iterations of 2 x 8 images (two shuffled streams; 8 per process)" in log
+    rows = [json.loads(line) for line in (run / "epochs.jsonl").read_text().splitlines()]
+    assert [(r["iteration"], r["world_size"]) for r in rows] == [(2, 2)]
+    assert json.loads((run / "metrics.json").read_text())["final"]["num_database"] == 200
+
+
+def test_the_paper_criterion_pairs_over_every_process(monkeypatch):
+    """With several processes the engine's paper criterion builds its pairs over the gathered halves (rank and
+    world size given), and one process builds them over its own batch."""
+    from utils import dist
+    from utils.paper_recipe import PaperCriterion
+    cfg = parse_args(["--recipe", "paper", "--bit", "16"])
+    assert PaperCriterion(cfg).loss.gather is None
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    loss = PaperCriterion(cfg).loss
+    assert (loss.gather, loss.rank, loss.world_size) == (dist.all_gather_cat, 1, 2)
+    assert (loss.sigmoid_param, loss.class_num, loss.l_threshold, loss.continuous_similarity) == (10 / 16, 1.0, 15.0,
+                                                                                                 True)

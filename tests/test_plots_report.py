@@ -381,3 +381,23 @@ def test_report_table_1_shows_missing_datasets_as_such(tmp_path):
     assert "- MS-COCO (mAP@5000): no run (paper: 10,000 / 5,000 / over 100,000)" in text
     assert "| reference: HashNet paper (ICCV 2017, Table 1) | 0.6623 |" in table_lines(text)
     assert not [row for row in rows if "†" in row]
+
+
+def test_report_shows_paper_recipe_runs_beside_the_seed_recipe(tmp_path):
+    """A --recipe paper run gets its own Table 1 rows (the project's metric and the authors' evaluation rule) and a
+    recipe cell in the per-run table; the seed recipe's rows keep only seed-recipe runs."""
+    runs = tmp_path / "output"
+    make_protocol_run(runs, "coco_48bits", 48, "coco", 0.70, 5000, 10000, 112217)
+    paper = make_protocol_run(runs, "coco_48bits_paper", 48, "coco", 0.72, 5000, 10000, 112217)
+    config = json.loads((paper / "config.json").read_text())
+    (paper / "config.json").write_text(json.dumps(dict(config, recipe="paper", backbone="caffenet")))
+    metrics = json.loads((paper / "metrics.json").read_text())
+    metrics["final"]["map_paper_rule"] = 0.7312
+    (paper / "metrics.json").write_text(json.dumps(metrics))
+    text = report.main(["--runs", str(runs), "--out", str(tmp_path / "r")]).read_text()
+    rows = paper_table_lines(text)
+    assert "|  | **this project, final epoch** | — | — | 0.7000 | — |" in rows
+    assert "|  | **this project, paper recipe, final iteration** | — | — | 0.7200 [caffenet] | — |" in rows
+    assert ("|  | this project, paper recipe, the authors' evaluation rule (map_paper_rule) | — | — | "
+            "0.7312 [caffenet] | — |") in rows
+    assert "| recipe (docs/protocol.md#seed-recipe, #paper-recipe) | seed | paper |" in text

@@ -242,18 +242,11 @@ def test_imagenet_run_records_metric_mapping_and_protocol(tmp_path):
 def test_scripts_take_the_dataset(tmp_path):
     """DATASET=imagenet / nuswide_81 in the single-GPU scripts: the preset's data root and K, run folders named
     after the dataset; COCO stays the default. A stand-in `python` records the commands instead of training."""
-    import os
     import shutil
     import subprocess
-    import sys
 
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    log = tmp_path / "calls.txt"
-    (bin_dir / "python").write_text(f'#!/bin/sh\nif [ "$1" = "-c" ]; then exec {sys.executable} "$@"; fi\n'
-                                    f'echo "$*" >> {log}\n')
-    (bin_dir / "python").chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    from conftest import stand_in_python
+    env, log = stand_in_python(tmp_path)
     for script, dataset in (("train_single_gpu.sh", "imagenet"), ("test_single_gpu.sh", "nuswide_81"),
                             ("train_single_gpu.sh", None)):
         run_env = {k: v for k, v in env.items() if k not in ("DATASET", "DATA_PATH", "TOPK")}

@@ -41,6 +41,11 @@ def hash_bits_of(model_state, path):
     return int(model_state["hash_layer.weight"].shape[1])
 
 
+def _some(names, shown=8):
+    """A list of names for a message: the first `shown`, then how many more."""
+    return str(names) if len(names) <= shown else f"{names[:shown]} and {len(names) - shown} more"
+
+
 def load_model_weights(model, path):
     """Load HashNet weights (a model_best_*.pdparams or a last_*.pdckpt) after checking the bit width."""
     state = load(path, "checkpoint (--pretrained)")
@@ -55,6 +60,10 @@ def load_model_weights(model, path):
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise UsageError(f"{path} does not fit HashNet: missing keys {missing}, unexpected keys {unexpected}")
+        backbone = getattr(model, "backbone", None)
+        hint = (f" (this model's backbone is {backbone}: was the checkpoint trained with another --backbone? its run "
+                f"folder's config.json says which)" if backbone else "")
+        raise UsageError(f"{path} does not fit HashNet: missing keys {_some(missing)}, unexpected keys "
+                         f"{_some(unexpected)}{hint}")
     model.set_state_dict(state)
     return model

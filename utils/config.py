@@ -14,13 +14,12 @@ import os
 import time
 from pathlib import Path
 
+from models.backbones import BACKBONE_NAMES, DEFAULT_BACKBONE
 from utils import PROJECT_ROOT
 from utils.errors import UsageError
 from utils.run_config import EVAL_KEYS, PATH_KEYS, apply_run_config, resolve_checkpoint
 
 BIT_SEEDS = {16: 0, 32: 2000, 48: 200, 64: 2000}  # the seed's per-bit seeds (docs/protocol.md#seed-recipe)
-BACKBONE_CANDIDATES = ("pretrained/alexnet_imagenet.pdparams", "pretrained/alexnet-owt-7be5be79.pth",
-                       "pretrained/alexnet-owt-4df8aa71.pth", "pretrained/alexnet.pdparams")
 
 # docs/protocol.md#seed-recipe: the seed's COCO recipe. The paper's three datasets use it alike and differ in K of
 # mAP@K, the data root and how their upstream lists spell image paths (docs/protocol.md#nus-wide-and-imagenet).
@@ -149,6 +148,10 @@ def add_flag(parser, name, *aliases, **kwargs):
 FLAGS = {
     # the model
     "--bit": ((), dict(type=int, default=64, help="hash code length (default: the trained run's, else 64)")),
+    "--backbone": ((), dict(
+        default=DEFAULT_BACKBONE, type=str.lower, choices=BACKBONE_NAMES,
+        help="the network under the hash layer (models/backbones.py, docs/backbones.md): AlexNet (the seed's), or "
+             "the ResNets and VGGs of the authors' PyTorch code (default: the trained run's, else alexnet)")),
     "--pretrained": ((), dict(default=None, help="HashNet checkpoint: model_best_{bit}.pdparams, last_{bit}.pdckpt, "
                                                  "or the run folder holding one")),
     "--device": ((), dict(default="auto", help="auto | cpu | gpu | gpu:N")),
@@ -191,7 +194,8 @@ FLAGS = {
     "--show": ((), dict(action="store_true", help="open each contact sheet (skipped without a display)")),
     "--json": ((), dict(action="store_true", help="print one JSON object per query instead of the table")),
 }
-MODEL_FLAGS = ("--bit", "--pretrained", "--device", "--encoder", "--resize-size", "--resize-mode", "--crop-size")
+MODEL_FLAGS = ("--bit", "--backbone", "--pretrained", "--device", "--encoder", "--resize-size", "--resize-mode",
+               "--crop-size")
 DATA_FLAGS = ("--dataset", "--data-path", "--path-prefix", "--list-dir", "--batch-size", "--num-workers",
               "--cache-dir")
 RETRIEVAL_FLAGS = ("--img", "--num-results", "--save-path", "--show", "--json")
@@ -305,9 +309,11 @@ def get_parser(description="HashNet (ICCV 2017) in PaddlePaddle"):
     add_flag(g, "--scale-gamma", type=float, default=None, help="ScaleTanH: scale = (1 + gamma * iteration) ** power")
     add_flag(g, "--scale-power", type=float, default=None, help="ScaleTanH power")
     add_flag(g, "--map-at", "--topK", type=int, default=None, help="K of mAP@K; -1 = the whole database")
-    g = p.add_argument_group("backbone")
+    g = add_flags(p, ("--backbone",), "backbone", help={"--backbone": FLAGS["--backbone"][1]["help"].replace(
+        "the trained run's, else ", "")})
     add_flag(g, "--backbone-weights", "--backbone_weights", default=None,
-             help="ImageNet AlexNet (.pth or .pdparams); 'auto' looks in pretrained/, 'none' = random init")
+             help="ImageNet weights of the backbone (.pth or .pdparams); 'auto' looks in pretrained/ by the "
+                  "backbone's file names (docs/backbones.md), 'none' = random init")
     add_flag(g, "--init", default=None, type=init_name, choices=["paddle", "kaiming"],
              help="init of a random backbone: Paddle's default initialisation, or Kaiming normal ('torchvision' is "
                   "read as 'paddle')")
@@ -334,6 +340,8 @@ def resolve_recipe(args, given, spelled):
     if args.recipe == "seed":
         args.unit, args.rounds, args.eval_rounds = "epoch", args.epoch, args.eval_epoch
         return args
+    if "backbone" not in given:  # --backbone's default is the seed recipe's AlexNet
+        args.backbone = preset_for(args.dataset, "paper")["backbone"]
     if args.frozen_views:
         raise UsageError(f"{spelled['frozen_views']} is for a frozen backbone (--train-scope hash); the paper recipe "
                          f"trains the whole network")

@@ -112,13 +112,15 @@ def broadcast_object(obj, src=0):
     return holder[0]
 
 
-def broadcast_layer(layer, src=0):
+def broadcast_layer(layer, src=0, suffixes=None):
     """Every rank takes rank src's parameters and buffers of `layer`, in place (what DataParallel does to the layer it
-    wraps: the ranks build their models from different seeds)."""
+    wraps: the ranks build their models from different seeds); only those whose names end with one of `suffixes` when
+    given."""
     if get_world_size() == 1:
         return
-    for tensor in layer.state_dict().values():
-        dist.broadcast(tensor, src=src)
+    for name, tensor in layer.state_dict().items():
+        if suffixes is None or name.endswith(tuple(suffixes)):
+            dist.broadcast(tensor, src=src)
 
 
 def barrier():

@@ -13,9 +13,10 @@ from paddle.io import DistributedBatchSampler
 from tqdm import tqdm
 
 from models import HashNet
+from models.backbones import DEFAULT_BACKBONE, backbone_spec
+from models.pretrained import BATCHNORM_STATISTICS
 from utils import PROJECT_ROOT, checkpoint, dist, fast_encoder, preemption
 from utils.codes import binarize, sign_codes
-from utils.config import BACKBONE_CANDIDATES
 from utils.datasets import EpochBatchSampler, ImageList, build_datasets, build_loader
 from utils.failure import run_or_end_process
 from utils.logger import AverageMeter, append_jsonl, keep_epoch_rows, setup_logger
@@ -26,28 +27,36 @@ from utils.sampling import TrainBatchSampler, TwoStreamBatchSampler, describe
 
 
 # ----------------------------------------------------------------------------------------------------------- build
+def backbone_of(cfg):
+    """cfg's --backbone; a configuration written before there was a choice (an old run's config.json) is AlexNet's."""
+    return getattr(cfg, "backbone", None) or DEFAULT_BACKBONE
+
+
 def resolve_backbone_weights(cfg, logger):
-    """Path of the ImageNet AlexNet to start from, or None for a random backbone (with a warning on real data)."""
+    """Path of the backbone's ImageNet weights to start from, or None for a random backbone (with a warning on real
+    data)."""
     choice = cfg.backbone_weights
     if choice == "none":
         return None
     if choice != "auto":
         return choice  # a wrong path is reported by the loader, with where the file comes from
-    for candidate in BACKBONE_CANDIDATES:
+    spec = backbone_spec(backbone_of(cfg))
+    for candidate in spec.candidates:
         if (PROJECT_ROOT / candidate).is_file():
             return str(PROJECT_ROOT / candidate)
     logger.warning(
-        "WARNING: no ImageNet AlexNet weights found (looked for %s). Training starts from a random backbone and "
+        "WARNING: no ImageNet %s weights found (looked for %s). Training starts from a random backbone and "
         "results will be far from the paper's (docs/protocol.md#reference-numbers). See "
-        "docs/training.md#imagenet-pretrained-alexnet to get and convert them, or pass --backbone-weights PATH.",
-        ", ".join(BACKBONE_CANDIDATES))
+        "docs/backbones.md#imagenet-weights to get and convert them (%s), or pass --backbone-weights "
+        "PATH.", spec.title, ", ".join(spec.candidates), spec.source)
     return None
 
 
 def build_model(cfg, logger):
     # unique_name.guard: parameter (and so optimizer-state) names do not depend on what else this process built
     with paddle.utils.unique_name.guard():
-        model = HashNet(cfg.bit, pretrained=resolve_backbone_weights(cfg, logger), init=cfg.init)
+        model = HashNet(cfg.bit, pretrained=resolve_backbone_weights(cfg, logger), init=cfg.init,
+                        backbone=backbone_of(cfg))
     if cfg.train_scope == "hash":
         for param in model.backbone_parameters():
             param.stop_gradient = True
@@ -439,6 +448,10 @@ def run_train(cfg, wrap_model=None):
         dist.seed_everything(cfg.seed, epoch)
         row = train_one_epoch(net, criterion, optimizer, train_batches, epoch, cfg, logger)
         scheduler.step()
+        # BatchNorm's running statistics are each process's own (DataParallel all-reduces gradients, not them; no
+        # SyncBN, as in the authors' code): every rank takes rank 0's, which its checkpoint keeps, so that each
+        # evaluation shard is encoded by the checkpoint's network and a resume continues exactly
+        dist.broadcast_layer(model, suffixes=BATCHNORM_STATISTICS)
         logger.info("%s done: loss %.4f, lr %.6g, scale %.4f, %.1f s", round_name(cfg, epoch), row["loss"],
                     row["lr"], row["scale"], row["time"])
         if epoch % cfg.eval_rounds == 0 or epoch == cfg.rounds:

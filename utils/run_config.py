@@ -16,7 +16,7 @@ from utils.errors import MissingFileError, UsageError
 
 # What a trained model needs to be used as it was trained. Overriding a MODEL key contradicts training (warned);
 # overriding a data key searches or evaluates another database (said in a note).
-MODEL_KEYS = ("bit", "resize_size", "resize_mode", "crop_size")
+MODEL_KEYS = ("bit", "backbone", "resize_size", "resize_mode", "crop_size")  # no "backbone": an AlexNet run
 EVAL_KEYS = ("topK",)  # --eval also reports the run's mAP@K
 PATH_KEYS = ("data_path", "list_dir")  # stored absolute; old relative ones are resolved by _training_cwd
 
