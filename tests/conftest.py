@@ -47,12 +47,18 @@ def pytest_runtest_makereport(item, call):
                            f"{', '.join(ALLOWED_SKIP_REASONS)})")
 
 
-# The files that train (a minute or more each), slowest first: pytest-xdist (pytest.ini: 2 workers, whole files) hands
-# out files in collection order, so starting these first leaves the short files to fill in at the end, instead of one
-# worker still training while the other is idle. Tests within a file keep their order.
-SLOW_FILES_FIRST = ("test_distributed.py", "test_datacache.py", "test_engine.py", "test_export_infer.py",
-                    "test_resume_auto.py", "test_entry_scripts.py", "test_failures.py", "test_sampling.py",
-                    "test_multinode.py", "test_launcher.py")
+# The slow files (a subprocess training run or a model encoding images in this process), slowest first, as measured
+# with --durations: pytest-xdist (pytest.ini: 2 workers, whole files) hands out files in collection order, so starting
+# these first leaves the short files to fill in at the end, and the two workers finish close together instead of one
+# still training while the other is idle. The files not named here follow in name order; tests within a file keep
+# their order.
+SLOW_FILES_FIRST = ("test_frozen.py", "test_distributed.py", "test_datacache.py", "test_run_config.py",
+                    "test_predict.py", "test_fast_encoder.py", "test_engine.py", "test_paper_recipe.py",
+                    "test_backbones.py", "test_multinode.py", "test_failures.py", "test_resume_auto.py",
+                    "test_entry_scripts.py", "test_sampling.py", "test_alexnet.py", "test_serve.py",
+                    "test_export_infer.py", "test_user_errors.py", "test_upstream_lists.py", "test_quiet_start.py",
+                    "test_launcher.py", "test_cpu_threads.py", "test_bench_cpu.py", "test_pairwise_distributed.py",
+                    "test_caffenet.py")
 
 
 def pytest_collection_modifyitems(items):
@@ -108,6 +114,19 @@ def small_toy(toy_root, tmp_path_factory):
         (out / f"{split}.txt").write_text("\n".join(lines) + "\n")
     (out / "classes.txt").write_text((toy_root / "classes.txt").read_text())
     return {"list_dir": out, "data_path": toy_root}
+
+
+@pytest.fixture(scope="session")
+def eval_toy(small_toy, tmp_path_factory):
+    """small_toy with fewer evaluation images: its 128 training images, 16 queries and 48 database images, for the
+    tests that encode the query and database sets several times in this process (every image is a forward pass, and
+    an equality of codes or mAPs needs no more of them)."""
+    out = tmp_path_factory.mktemp("eval_toy")
+    for split, n in (("train", 128), ("test", 16), ("database", 48)):
+        lines = (small_toy["list_dir"] / f"{split}.txt").read_text().splitlines()[:n]
+        (out / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    (out / "classes.txt").write_text((small_toy["list_dir"] / "classes.txt").read_text())
+    return {"list_dir": out, "data_path": small_toy["data_path"]}
 
 
 def toy_args(small_toy, run_dir, *extra):

@@ -3,6 +3,7 @@ what the distributed tests check: the training indices each rank saw per epoch, 
 and the gathered encoding of the database. Written to <run_dir>/rank<r>.npz (a test artefact, so every rank writes).
 With SNAPSHOT_AFTER_EPOCH=E, rank 0 also copies the run folder as it is when epoch E+1 starts (what a run stopped
 after epoch E leaves: its checkpoint, rows, best model, log) to <run_dir>_after_epoch<E>, for the resume tests.
+RECORD_RANKS=0 skips the recording (a test that only wants the snapshot, without encoding the database again).
 
     python -m paddle.distributed.launch --nproc_per_node 2 tests/dist_worker.py <main_single_gpu flags>
     python tests/dist_worker.py <flags>          # world size 1
@@ -54,6 +55,8 @@ if __name__ == "__main__":
     engine.train_one_epoch = tracking_train_one_epoch
     cfg = parse_args()
     main_multi_gpu.main(cfg)  # the real entry: a launcher's child is one worker, a bare start one process on CPU
+    if os.environ.get("RECORD_RANKS", "1") == "0":
+        sys.exit(0)
     # encode the database again with the final weights, through the same sharded + gathered path
     logger = engine.setup_logger()
     model = engine.build_model(cfg, logger)

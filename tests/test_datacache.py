@@ -134,14 +134,14 @@ def test_cache_without_room_is_a_clear_error(small_list, tmp_path, monkeypatch):
         datacache.cached_eval_dataset(dataset, tmp_path / "cache", 72, 64)
 
 
-def test_codes_and_map_identical_with_and_without_the_eval_cache(small_toy, tmp_path):
+def test_codes_and_map_identical_with_and_without_the_eval_cache(eval_toy, tmp_path):
     from models import HashNet
     from utils import engine
     from utils.config import parse_args
     results, model = [], None
     for extra in ([], ["--cache_dir", str(tmp_path / "cache"), "--cache", "eval"]):
-        cfg = parse_args(["--dataset", "toy", "--list-dir", str(small_toy["list_dir"]), "--data-path",
-                          str(small_toy["data_path"]), "--bit", "16", "--num_workers", "1", "--output-dir",
+        cfg = parse_args(["--dataset", "toy", "--list-dir", str(eval_toy["list_dir"]), "--data-path",
+                          str(eval_toy["data_path"]), "--bit", "16", "--num_workers", "1", "--output-dir",
                           str(tmp_path), *extra])
         datasets, loaders = engine.build_data(cfg)
         if model is None:  # one model for both paths (train_eval, which fits the standardisation, is never cached)

@@ -14,13 +14,14 @@ VIEWS = 2
 
 
 @pytest.fixture(scope="module")
-def frozen_setup(small_toy, tmp_path_factory):
-    """The toy recipe's model (random backbone, fc7 standardised) and its training features with VIEWS views."""
+def frozen_setup(eval_toy, tmp_path_factory):
+    """The toy recipe's model (random backbone, fc7 standardised) and its training features with VIEWS views, on the
+    128 training images of small_toy and fewer evaluation images (eval_toy: the full model encodes them 6 times)."""
     from models import HashNet
     from utils import engine, frozen
     from utils.config import parse_args
-    cfg = parse_args(["--dataset", "toy", "--list-dir", str(small_toy["list_dir"]), "--data-path",
-                      str(small_toy["data_path"]), "--bit", "16", "--batch-size", "32", "--num_workers", "0",
+    cfg = parse_args(["--dataset", "toy", "--list-dir", str(eval_toy["list_dir"]), "--data-path",
+                      str(eval_toy["data_path"]), "--bit", "16", "--batch-size", "32", "--num_workers", "0",
                       "--output-dir", str(tmp_path_factory.mktemp("frozen")), "--frozen-views", str(VIEWS),
                       "--encoder", "dygraph"])  # the image path in the same kernels (the fast path: test_fast_encoder)
     datasets, loaders = engine.build_data(cfg)
@@ -120,15 +121,18 @@ def test_negative_views_are_refused(tmp_path):
 
 
 def test_a_run_with_views_resumes_exactly(small_toy, tmp_path):
-    """Two epochs with two cached views, against one epoch then --resume: the resumed run recomputes the views from
-    the checkpoint's backbone and standardisation and ends with the same weights, bank and mAP."""
-    flags = ("--eval_epoch", "1", "--bit", "16", "--frozen-views", str(VIEWS))
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    run_cli(["main_single_gpu.py", *toy_args(small_toy, straight, "--epoch", "2", *flags)])
+    """Two epochs with two cached views, against the same run's folder as it was after epoch 1 (what a run stopped
+    there leaves: tests/dist_worker.py's snapshot) resumed with --resume auto: the resumed run recomputes the views
+    from the checkpoint's backbone and standardisation and ends with the same weights, bank and mAP."""
+    args = ("--epoch", "2", "--eval_epoch", "1", "--bit", "16", "--frozen-views", str(VIEWS))
+    straight, resumed = tmp_path / "straight", tmp_path / "straight_after_epoch1"
+    # the real entry in one process (main_multi_gpu.main on a machine without a GPU: the single-process engine)
+    run_cli(["tests/dist_worker.py", *toy_args(small_toy, straight, *args)],
+            env={"SNAPSHOT_AFTER_EPOCH": "1", "RECORD_RANKS": "0"})
     assert_training_moved(straight)
-    run_cli(["main_single_gpu.py", *toy_args(small_toy, resumed, "--epoch", "1", *flags)])
     shutil.copy(resumed / "last_16.pdckpt", tmp_path / "after_one.pdckpt")
-    run_cli(["main_single_gpu.py", *toy_args(small_toy, resumed, "--epoch", "2", *flags), "--resume", "auto"])
+    run_cli(["tests/dist_worker.py", *toy_args(small_toy, resumed, *args), "--resume", "auto"],
+            env={"RECORD_RANKS": "0"})
     assert_training_moved(resumed)
     a, b = paddle.load(str(straight / "last_16.pdckpt")), paddle.load(str(resumed / "last_16.pdckpt"))
     assert b["epoch"] == 2 and paddle.load(str(tmp_path / "after_one.pdckpt"))["epoch"] == 1

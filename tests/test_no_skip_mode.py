@@ -17,7 +17,10 @@ def test_require_all_turns_skips_into_failures_except_allowed_reasons(tmp_path):
         "    pytest.skip('this Paddle has CUDA: --use_gpu is valid here')\n")
     command = [sys.executable, "-m", "pytest", "-q", "-p", "conftest", "-c", os.devnull, "--rootdir", str(tmp_path),
                "-p", "no:cacheprovider", str(tmp_path / "test_skips.py")]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "tests"), str(REPO)]))
+    # no plugin autoloading: the hook under test is conftest's (-p conftest), and other installed plugins (hypothesis)
+    # would only slow both starts down
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "tests"), str(REPO)]),
+               PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
     env.pop("HASHNET_REQUIRE_ALL", None)
     plain = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert plain.returncode == 0 and "3 skipped" in plain.stdout, plain.stdout
