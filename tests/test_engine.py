@@ -151,7 +151,7 @@ def test_hash_layer_learns_at_ten_times_the_backbone_rate():
     with paddle.utils.unique_name.guard():
         from models import HashNet
         model = HashNet(8, init="kaiming")
-    cfg = SimpleNamespace(learning_rate=0.5, batch_size=64, de_step=50, optimizer="sgd", momentum=0.9,
+    cfg = SimpleNamespace(recipe="seed", learning_rate=0.5, batch_size=64, de_step=50, optimizer="sgd", momentum=0.9,
                           weight_decay=0.0)
     optimizer, _ = build_optimizer(cfg, model)
     model.eval()  # no dropout: the gradient is a plain function of the input
