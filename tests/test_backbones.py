@@ -146,8 +146,8 @@ def test_the_engine_trains_batchnorm_only_when_the_backbone_trains():
     for scope in ("all", "hash"):
         paddle.seed(0)
         cfg = SimpleNamespace(bit=16, backbone="resnet18", backbone_weights="none", init="kaiming", train_scope=scope,
-                              step_continuation=1, epoch=1, log_freq=10, sampling="sharded", learning_rate=1e-3,
-                              batch_size=4, de_step=10, optimizer="sgd", momentum=0.9, weight_decay=5e-4)
+                              recipe="seed", unit="epoch", rounds=1, step_continuation=1, epoch=1, log_freq=10,
+                              sampling="sharded", learning_rate=1e-3, batch_size=4, de_step=10, optimizer="sgd", momentum=0.9, weight_decay=5e-4)
         model = engine.build_model(cfg, logging.getLogger("bn"))
         optimizer, _ = engine.build_optimizer(cfg, model)
         before = {name: p.numpy().copy() for name, p in model.named_parameters()}
@@ -164,7 +164,8 @@ def test_every_backbone_builds_with_its_feature_size():
         with paddle.LazyGuard():
             model = HashNet(8, backbone=name)
         assert model.feature_mean.shape == [BACKBONES[name].feature_dim] and model.hash_layer.weight.shape[1] == 8
-    assert len(BACKBONE_NAMES) == 14 and BACKBONE_NAMES[0] == "alexnet"
+    # the 14 of the authors' PyTorch code, then the paper recipe's CaffeNet (tests/test_paper_recipe.py)
+    assert len(BACKBONE_NAMES) == 15 and BACKBONE_NAMES[0] == "alexnet" and BACKBONE_NAMES[-1] == "caffenet"
     with pytest.raises(ValueError, match="--backbone 'resnet20' is not one of alexnet, resnet18, "):
         HashNet(8, backbone="resnet20")
 
