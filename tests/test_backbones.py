@@ -147,7 +147,8 @@ def test_the_engine_trains_batchnorm_only_when_the_backbone_trains():
         paddle.seed(0)
         cfg = SimpleNamespace(bit=16, backbone="resnet18", backbone_weights="none", init="kaiming", train_scope=scope,
                               recipe="seed", unit="epoch", rounds=1, step_continuation=1, epoch=1, log_freq=10,
-                              sampling="sharded", learning_rate=1e-3, batch_size=4, de_step=10, optimizer="sgd", momentum=0.9, weight_decay=5e-4)
+                              sampling="sharded", learning_rate=1e-3, batch_size=4, de_step=10, optimizer="sgd",
+                              momentum=0.9, weight_decay=5e-4)
         model = engine.build_model(cfg, logging.getLogger("bn"))
         optimizer, _ = engine.build_optimizer(cfg, model)
         before = {name: p.numpy().copy() for name, p in model.named_parameters()}
