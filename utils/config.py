@@ -348,10 +348,9 @@ def resolve_recipe(args, given, spelled):
     if args.train_scope != "all":
         raise UsageError(f"--recipe paper trains the whole network as the authors did: {spelled['train_scope']} "
                          f"must be all, got {args.train_scope}")
-    for key in ("eval_epoch",):
-        if args.eval_epoch % args.snapshot_every:
-            raise UsageError(f"{spelled[key]} {args.eval_epoch} must be a multiple of {spelled['snapshot_every']} "
-                             f"{args.snapshot_every}: evaluations happen at the end of a block")
+    if args.eval_epoch % args.snapshot_every:
+        raise UsageError(f"{spelled['eval_epoch']} {args.eval_epoch} must be a multiple of {spelled['snapshot_every']} "
+                         f"{args.snapshot_every}: evaluations happen at the end of a block")
     if args.sigmoid_param is None:
         args.sigmoid_param = 10.0 / args.bit
     args.epoch = args.alpha = args.sampling = None  # not this recipe's: config.json shows none

@@ -141,17 +141,17 @@ def build_optimizer(cfg, model):
 
 
 # ----------------------------------------------------------------------------------------------------- train/eval
+def in_units(cfg, epoch):
+    """A round as the recipe's unit counts it: the epoch, or the last iteration of a paper-recipe block."""
+    return epoch if cfg.unit == "epoch" else min(epoch * cfg.snapshot_every, cfg.iterations)
+
+
 def round_name(cfg, epoch):
     """How logs name a round of the loop: 'Epoch[003/150]', or in the paper recipe, whose rounds are blocks of
     --snapshot-every iterations, 'Iteration[03000/10000]' (the block's last iteration)."""
     if cfg.unit == "epoch":
         return f"Epoch[{epoch:03d}/{cfg.rounds:03d}]"
-    return f"Iteration[{min(epoch * cfg.snapshot_every, cfg.iterations):05d}/{cfg.iterations:05d}]"
-
-
-def best_count(cfg, epoch):
-    """A round as the unit counts it: the epoch, or the last iteration of a paper-recipe block."""
-    return epoch if cfg.unit == "epoch" else min(epoch * cfg.snapshot_every, cfg.iterations)
+    return f"Iteration[{in_units(cfg, epoch):05d}/{cfg.iterations:05d}]"
 
 
 def train_one_epoch(model, criterion, optimizer, loader, epoch, cfg, logger):
@@ -186,7 +186,7 @@ def train_one_epoch(model, criterion, optimizer, loader, epoch, cfg, logger):
            "steps": num_steps, "sampling": cfg.sampling, "world_size": dist.get_world_size(),
            "time": time.time() - start}
     if cfg.unit == "iteration":  # a block: its last iteration, and the lr it ended with (Caffe's lr steps inside)
-        row.update(iteration=min(epoch * cfg.snapshot_every, cfg.iterations), lr=optimizer.get_lr())
+        row.update(iteration=in_units(cfg, epoch), lr=optimizer.get_lr())
     return row
 
 
@@ -425,8 +425,8 @@ def run_train(cfg, wrap_model=None):
         done, best = load_training_state(resume, model, optimizer, scheduler, criterion)
         start_epoch = done + 1
         keep_epoch_rows(run_dir / "epochs.jsonl", done)  # rows of an epoch whose checkpoint never got written
-        logger.info("resumed from %s after %s %d (best mAP %.4f at %s %d)", resume, cfg.unit, best_count(cfg, done),
-                    best["map"], cfg.unit, best_count(cfg, best["epoch"]))
+        logger.info("resumed from %s after %s %d (best mAP %.4f at %s %d)", resume, cfg.unit, in_units(cfg, done),
+                    best["map"], cfg.unit, in_units(cfg, best["epoch"]))
         if done >= cfg.rounds:
             logger.info("all %d %ss were already trained; nothing to do (raise %s to train longer)", cfg.rounds,
                         "epoch" if cfg.unit == "epoch" else "block",
@@ -463,12 +463,12 @@ def run_train(cfg, wrap_model=None):
                 checkpoint.save(optimizer.state_dict(), run_dir / f"model_best_{cfg.bit}.pdopt")
                 save_retrieval_codes(cfg, db_codes, best_path)
             logger.info("%s mAP@%d: %.4f (best %.4f at %s %d; random codes %.4f)", round_name(cfg, epoch),
-                        final["topk"], final["map"], best["map"], cfg.unit, best_count(cfg, best["epoch"]),
+                        final["topk"], final["map"], best["map"], cfg.unit, in_units(cfg, best["epoch"]),
                         final["map_random_codes"])
             record = {"final_epoch": epoch, "final": final, "best_epoch": best["epoch"], "best": best.get("metrics"),
                       "selection": "best epoch chosen on the query set"}
             if cfg.unit == "iteration":  # the rounds are blocks: say which iterations they end
-                record.update(final_iteration=best_count(cfg, epoch), best_iteration=best_count(cfg, best["epoch"]),
+                record.update(final_iteration=in_units(cfg, epoch), best_iteration=in_units(cfg, best["epoch"]),
                               selection="best block chosen on the query set")
             checkpoint.save_json(record, run_dir / "metrics.json")
         with guard.deferred():  # the epoch's row and checkpoint are written whole before a SIGTERM acts
@@ -479,7 +479,7 @@ def run_train(cfg, wrap_model=None):
     if final is not None:
         logger.info("finished: final %s %d mAP@%d %.4f; best %s %d mAP %.4f (best is chosen on the query set, so it "
                     "is optimistic; the final %s's number is the unselected one)", cfg.unit,
-                    best_count(cfg, cfg.rounds), final["topk"], final["map"], cfg.unit, best_count(cfg, best["epoch"]),
+                    in_units(cfg, cfg.rounds), final["topk"], final["map"], cfg.unit, in_units(cfg, best["epoch"]),
                     best["map"], cfg.unit)
         write_plots(run_dir, logger)
     dist.barrier()
