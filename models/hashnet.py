@@ -86,6 +86,12 @@ class HashNet(nn.Layer):
     def backbone_parameters(self):
         return [p for name, p in self.named_parameters() if not name.startswith("hash_layer.")]
 
+    def backbone_state_names(self):
+        """The state dict's entries of the backbone (its parameters and BatchNorm statistics): all but the hash layer
+        and the fc7 standardisation, which is what a frozen-backbone run changes (utils/checkpoint.py)."""
+        return [name for name in self.state_dict()
+                if not name.startswith("hash_layer.") and name not in ("feature_mean", "feature_std")]
+
     def fc7(self, x):
         """The backbone's features of an image batch, before the standardisation: fc7 after its ReLU (AlexNet,
         VGG), the globally average-pooled last block (ResNet)."""

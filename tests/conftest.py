@@ -168,11 +168,11 @@ def gradient_change(initial, final):
 def assert_training_moved(run_dir, checkpoint_name=None, min_change=1e-4):
     """A test on a run that learned nothing is void: every trained parameter of the run's last checkpoint moved by
     gradients (not only by weight decay), and every frozen one is bit-for-bit where it started."""
-    import paddle
+    from utils.checkpoint import load_model_state
     run_dir = Path(run_dir)
     config = json.loads((run_dir / "config.json").read_text())
-    state = paddle.load(str(run_dir / (checkpoint_name or f"last_{config['bit']}.pdckpt")))
-    final = {name: value.numpy() for name, value in state.get("model", state).items()}
+    state = load_model_state(run_dir / (checkpoint_name or f"last_{config['bit']}.pdckpt"))
+    final = {name: value.numpy() for name, value in state.items()}
     initial, trained = initial_parameters(run_dir)
     assert trained, f"{run_dir}: no parameter is trained"
     still = {name: gradient_change(initial[name], final[name]) for name in sorted(trained)}

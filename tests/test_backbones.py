@@ -22,6 +22,7 @@ from models import HashNet
 from models.backbones import BACKBONE_NAMES, BACKBONES, build_network
 from models.pretrained import backbone_state_from_file, convert_to_pdparams, load_pretrained
 from test_plots_report import make_run, paper_table_lines, report, table_lines
+from utils.checkpoint import load_model_state
 
 TORCH_HELPER = Path(__file__).with_name("torch_reference_backbones.py")
 TORCH_SKIP_REASON = "torch is not installed (pip install torch, CPU) - needed to write/read a .pth"
@@ -185,7 +186,7 @@ def test_the_run_records_its_backbone_and_every_entry_point_reads_it(resnet_run,
     from utils.config import parse_args
     config = json.loads((resnet_run / "config.json").read_text())
     assert (config["backbone"], config["crop_size"]) == ("resnet18", 32)
-    state = paddle.load(str(resnet_run / "last_16.pdckpt"))["model"]
+    state = load_model_state(resnet_run / "last_16.pdckpt")
     assert state["hash_layer.weight"].shape == [512, 16] and "layer4.1.conv2.weight" in state
     image = str(Path(small_toy["data_path"]) / "images" / "000001.png")
     assert predict.parse_args(["--pretrained", str(resnet_run), "--img", image]).backbone == "resnet18"

@@ -7,6 +7,7 @@ import paddle
 import pytest
 
 from conftest import assert_training_moved, run_cli, toy_args
+from utils.checkpoint import load_model_state
 
 # evaluated every epoch, the lr halved after epoch 1: a resume at epoch 1 crosses an lr step. Two cached views of the
 # frozen backbone (utils/frozen.py): each epoch trains on the training crops an image-path epoch would, so the two
@@ -106,8 +107,8 @@ def test_resume_in_two_processes_continues_exactly(runs, small_toy, tmp_path):
     assert [r["map"] for r in rows[0]] == [r["map"] for r in rows[1]]
     # the resumed part holds a new best epoch, and it writes the same best checkpoint
     assert resumed["best"]["epoch"] == straight["best"]["epoch"] == 2
-    best_resumed = paddle.load(str(run / "model_best_64.pdparams"))
-    for key, value in paddle.load(str(runs / "two" / "model_best_64.pdparams")).items():
+    best_resumed = load_model_state(run / "model_best_64.pdparams")
+    for key, value in load_model_state(runs / "two" / "model_best_64.pdparams").items():
         np.testing.assert_array_equal(best_resumed[key].numpy(), value.numpy(), err_msg=key)
 
 

@@ -122,7 +122,8 @@ def test_resume_continues_exactly(two_epochs, resumed):
 
 
 def params_of(path):
-    return {k: v.numpy() for k, v in paddle.load(str(path)).items()}
+    from utils.checkpoint import load_model_state
+    return {k: v.numpy() for k, v in load_model_state(path).items()}
 
 
 def test_resume_keeps_the_best_so_far(resumed, small_toy, tmp_path):

@@ -32,8 +32,8 @@ def frozen_setup(eval_toy, tmp_path_factory):
     model.eval()
     logger = logging.getLogger("test_frozen")
 
-    def outputs_of(fn, dataset, desc):  # what the engine hands utils/frozen.py
-        return engine.predict_outputs(fn, engine.encoding_loader(dataset, cfg), desc)
+    def outputs_of(dataset, desc):  # what the engine hands utils/frozen.py
+        return engine.predict_outputs(model.fc7, engine.encoding_loader(dataset, cfg), desc)
 
     train = frozen.training_loader(model, datasets, cfg, logger, outputs_of,
                                    fit=lambda fc7: engine.fit_feature_standardization(model, None, logger, fc7))

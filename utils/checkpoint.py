@@ -1,4 +1,11 @@
-"""Checkpoints written atomically (temp file + rename): a crash mid-write never leaves a broken file."""
+"""Checkpoints written atomically (temp file + rename): a crash mid-write never leaves a broken file.
+
+A run with a frozen backbone (--train-scope hash, the toy preset) writes the backbone's weights once, into
+frozen_backbone_{bit}.pdparams in its run folder, and its checkpoints hold only what the run changes (the hash layer,
+the fc7 standardisation) with a `frozen_backbone` entry naming that file and its sha256: about 1 MB each instead of
+230 MB (AlexNet), twice per epoch. Every reader goes through `load_model_state`, which puts the two back together
+from the checkpoint's folder, so a run folder stays complete on its own (copy or move it whole).
+"""
 import json
 from pathlib import Path
 
@@ -6,7 +13,9 @@ import paddle
 
 from utils.dist import is_main_process
 from utils.errors import MissingFileError, UsageError
-from utils.fileio import atomic_write
+from utils.fileio import atomic_write, sha256_of
+
+FROZEN_BACKBONE = "frozen_backbone"  # the entry of a checkpoint whose backbone is in a file of its own
 
 
 def save(obj, path):
@@ -46,11 +55,57 @@ def _some(names, shown=8):
     return str(names) if len(names) <= shown else f"{names[:shown]} and {len(names) - shown} more"
 
 
+def save_frozen_backbone(model, path, reuse=None):
+    """Write the backbone's entries of `model` (HashNet.backbone_state_names) to `path` on rank 0 and return the
+    reference a checkpoint carries to it ({"file": its name, "sha256"}). `reuse`, the reference of the checkpoint a
+    run resumes from, keeps the file when it is that one, unchanged (the earlier checkpoints name it)."""
+    path = Path(path)
+    if reuse and reuse["file"] == path.name and path.is_file() and sha256_of(path) == reuse["sha256"]:
+        return reuse
+    names = set(model.backbone_state_names())
+    save({name: value for name, value in model.state_dict().items() if name in names}, path)
+    return {"file": path.name, "sha256": sha256_of(path) if is_main_process() else None}
+
+
+def model_entries(model, frozen=None):
+    """A checkpoint's model part: {"model": the state dict}; with `frozen` (save_frozen_backbone's reference), the
+    state dict without the backbone's entries, and the reference."""
+    state = model.state_dict()
+    if frozen is None:
+        return {"model": state}
+    names = set(model.backbone_state_names())
+    return {"model": {name: value for name, value in state.items() if name not in names}, FROZEN_BACKBONE: frozen}
+
+
+def split_entries(state):
+    """{"model": ..., and the frozen-backbone reference if any} of a loaded checkpoint: a last_*.pdckpt, a
+    model_best_*.pdparams of a frozen-backbone run (both dicts with "model"), or a plain state dict."""
+    return state if isinstance(state.get("model"), dict) else {"model": state}
+
+
+def load_model_state(path, what="checkpoint (--pretrained)"):
+    """The whole model state dict of a checkpoint file, the frozen backbone's entries read from the file the
+    checkpoint names (in its folder) and checked against its sha256."""
+    path = Path(path)
+    entries = split_entries(load(path, what))
+    reference = entries.get(FROZEN_BACKBONE)
+    if not reference:
+        return entries["model"]
+    backbone = path.parent / reference["file"]
+    if not backbone.is_file():
+        raise MissingFileError(f"{path} holds the weights a frozen-backbone run trained, not its backbone, which is in "
+                               f"{backbone} (written once per run): not found. Copy the run folder whole, or that "
+                               f"file next to the checkpoint")
+    if sha256_of(backbone) != reference["sha256"]:
+        raise UsageError(f"{backbone} is not the backbone {path} was trained with (sha256 {reference['sha256'][:12]} "
+                         f"recorded, {sha256_of(backbone)[:12]} found): a later run in the same folder wrote another "
+                         f"one; use that run's checkpoints, or retrain")
+    return {**load(backbone, "frozen backbone"), **entries["model"]}
+
+
 def load_model_weights(model, path):
     """Load HashNet weights (a model_best_*.pdparams or a last_*.pdckpt) after checking the bit width."""
-    state = load(path, "checkpoint (--pretrained)")
-    if "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
+    state = load_model_state(path)
     bits = hash_bits_of(state, path)
     if bits != model.hash_bit:
         shape = list(state["hash_layer.weight"].shape)

@@ -4,6 +4,7 @@ Single-device training is the world-size-1 case of the same code: data always go
 DistributedBatchSampler (utils/sampling.py for the training set), and the multi-GPU entry only adds
 `init_parallel_env` and `DataParallel`.
 """
+import functools
 import time
 from pathlib import Path
 
@@ -271,9 +272,13 @@ def frozen_backbone_sources(model, datasets, cfg, logger, fit):
     # wraps only the hash layer here
     dist.broadcast_layer(model)
 
-    def outputs_of(fn, dataset, desc):  # fn over every item, in dataset order on every rank (--encoder)
-        return predict_outputs(fast_encoder.method_encoder(fn, cfg.encoder, cfg.crop_size),
-                               encoding_loader(dataset, cfg), desc)
+    @functools.cache  # made at the first pass and kept: the backbone's weights do not change during the run
+    def fc7_encoder():
+        model.eval()
+        return fast_encoder.method_encoder(model.fc7, cfg.encoder, cfg.crop_size)
+
+    def outputs_of(dataset, desc):  # fc7 of every item, in dataset order on every rank (--encoder)
+        return predict_outputs(fc7_encoder(), encoding_loader(dataset, cfg), desc)
 
     fit_on = (lambda fc7: fit_feature_standardization(model, None, logger, fc7)) if fit else None
     return (frozen.training_loader(model, datasets, cfg, logger, outputs_of, fit_on),
@@ -294,16 +299,18 @@ def fit_feature_standardization(model, loader, logger, fc7=None):
 
 
 # ------------------------------------------------------------------------------------------------------ checkpoint
-def save_training_state(path, model, optimizer, scheduler, criterion, epoch, best, cfg):
-    """Everything a resumed run needs. The random state is not stored as such: every epoch reseeds paddle, numpy
-    and python from (seed + rank, epoch) and augmentation from (seed, epoch, index), so seed and epoch determine it."""
-    checkpoint.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+def save_training_state(path, model, optimizer, scheduler, criterion, epoch, best, cfg, frozen=None):
+    """Everything a resumed run needs (`frozen`: the frozen backbone's file reference, utils/checkpoint.py). The
+    random state is not stored as such: every epoch reseeds paddle, numpy and python from (seed + rank, epoch) and
+    augmentation from (seed, epoch, index), so seed and epoch determine it."""
+    checkpoint.save({**checkpoint.model_entries(model, frozen), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "criterion": criterion.state_dict(), "epoch": epoch,
                      "best": best, "bit": cfg.bit, "config": vars(cfg)}, path)
 
 
 def load_training_state(path, model, optimizer, scheduler, criterion):
-    """Restore everything save_training_state wrote; returns (epoch finished, best-so-far dict)."""
+    """Restore everything save_training_state wrote; returns (epoch finished, best-so-far dict, the frozen
+    backbone's file reference or None)."""
     path = Path(path)
     if path.is_dir():
         path = path / f"last_{model.hash_bit}.pdckpt"
@@ -312,7 +319,7 @@ def load_training_state(path, model, optimizer, scheduler, criterion):
     optimizer.set_state_dict(state["optimizer"])
     scheduler.set_state_dict(state["scheduler"])
     criterion.set_state_dict(state["criterion"])
-    return int(state["epoch"]), state["best"]
+    return int(state["epoch"]), state["best"], state.get(checkpoint.FROZEN_BACKBONE)
 
 
 def resolve_resume(cfg, logger):
@@ -419,10 +426,10 @@ def run_train(cfg, wrap_model=None):
                                    cfg.steps_per_epoch))
     checkpoint.save_json(vars(cfg), run_dir / "config.json")  # again, now with the steps per epoch
 
-    start_epoch, best = 1, {"map": -1.0, "epoch": 0}
+    start_epoch, best, frozen = 1, {"map": -1.0, "epoch": 0}, None
     resume = resolve_resume(cfg, logger)
     if resume:
-        done, best = load_training_state(resume, model, optimizer, scheduler, criterion)
+        done, best, frozen = load_training_state(resume, model, optimizer, scheduler, criterion)
         start_epoch = done + 1
         keep_epoch_rows(run_dir / "epochs.jsonl", done)  # rows of an epoch whose checkpoint never got written
         logger.info("resumed from %s after %s %d (best mAP %.4f at %s %d)", resume, cfg.unit, in_units(cfg, done),
@@ -436,6 +443,8 @@ def run_train(cfg, wrap_model=None):
     if cfg.train_scope == "hash" and start_epoch <= cfg.rounds:  # a frozen backbone runs once, the hash layer trains
         train_batches, encode_split = frozen_backbone_sources(model, datasets, cfg, logger, fit)
         trained = model.hash_layer
+        # written once; the checkpoints then hold only what the run changes (utils/checkpoint.py)
+        frozen = checkpoint.save_frozen_backbone(model, run_dir / f"frozen_backbone_{cfg.bit}.pdparams", frozen)
     elif fit:
         fit_feature_standardization(model, loaders["train_eval"], logger)
     net = wrap_model(trained) if wrap_model else trained
@@ -459,7 +468,9 @@ def run_train(cfg, wrap_model=None):
             row.update(map=final["map"], map_random_codes=final["map_random_codes"])
             if final["map"] > best["map"]:
                 best = {"map": final["map"], "epoch": epoch, "metrics": final}
-                best_path = checkpoint.save(model.state_dict(), run_dir / f"model_best_{cfg.bit}.pdparams")
+                weights = checkpoint.model_entries(model, frozen)
+                best_path = checkpoint.save(weights if frozen else weights["model"],
+                                            run_dir / f"model_best_{cfg.bit}.pdparams")
                 checkpoint.save(optimizer.state_dict(), run_dir / f"model_best_{cfg.bit}.pdopt")
                 save_retrieval_codes(cfg, db_codes, best_path)
             logger.info("%s mAP@%d: %.4f (best %.4f at %s %d; random codes %.4f)", round_name(cfg, epoch),
@@ -473,7 +484,7 @@ def run_train(cfg, wrap_model=None):
             checkpoint.save_json(record, run_dir / "metrics.json")
         with guard.deferred():  # the epoch's row and checkpoint are written whole before a SIGTERM acts
             append_jsonl(run_dir / "epochs.jsonl", row)
-            save_training_state(last_path, model, optimizer, scheduler, criterion, epoch, best, cfg)
+            save_training_state(last_path, model, optimizer, scheduler, criterion, epoch, best, cfg, frozen)
             guard.done = epoch
     guard.uninstall()
     if final is not None:

@@ -10,7 +10,8 @@ PIR on Paddle 3.x, inference.pdmodel on Paddle 2.6 or with FLAGS_enable_pir_api=
 inference.pdiparams), `create_predictor` (the Config) and `Predictor` (numpy uint8 in, numpy outputs out).
 `layer_predictor` ties them together for a layer in memory: its current weights go through a temporary folder that
 is removed once the predictor has loaded it. A predictor holds a copy of the weights it was made from, so the
-training evaluation makes a new one each time (about a second for HashNet; the log says how long).
+evaluation of a network that trains makes a new one each time (about a second for HashNet; the log says how long),
+and a frozen backbone's run makes one for the whole run (utils/engine.frozen_backbone_sources).
 """
 import copy
 import shutil

@@ -38,7 +38,9 @@ A resumed run recomputes the features with the checkpoint's backbone and standar
 so it continues bit for bit.
 
 This module sits below the engine, which hands it (engine.frozen_backbone_sources) the standardisation's fit and
-`outputs_of(fn, dataset, desc) -> (outputs, labels)`: fn over every item of a dataset, in dataset order on every rank.
+`outputs_of(dataset, desc) -> (fc7, labels)`: the backbone over every item of a dataset, in dataset order on every
+rank. Only fc7 is ever asked of the backbone (the standardisation is applied here), so the engine makes one encoder
+of it per run: on the CPU one Paddle Inference predictor serves the training set and every evaluation.
 """
 import time
 
@@ -86,12 +88,12 @@ class FeatureLoader:
             yield self.dataset.batch(indices)
 
 
-def fc7_of(model, dataset, outputs_of, desc, epoch=None):
+def fc7_of(dataset, outputs_of, desc, epoch=None):
     """fc7 (before the standardisation) of every item of `dataset`, in dataset order on every rank; `epoch` picks the
     random crops of a training dataset."""
     if epoch is not None:
         dataset.set_epoch(epoch)
-    return outputs_of(model.fc7, dataset, desc)[0]
+    return outputs_of(dataset, desc)[0]
 
 
 @paddle.no_grad()
@@ -106,13 +108,13 @@ def training_loader(model, datasets, cfg, logger, outputs_of, fit=None):
     start, num_views = time.time(), cfg.frozen_views
     center = None
     if num_views == 0 or fit:
-        center = fc7_of(model, datasets["train_eval"], outputs_of, "fc7 of the training images")
+        center = fc7_of(datasets["train_eval"], outputs_of, "fc7 of the training images")
     if fit:
         fit(center)
     if num_views == 0:
         views = standardized(model, center)[None]
     else:
-        views = np.stack([standardized(model, fc7_of(model, datasets["train"], outputs_of,
+        views = np.stack([standardized(model, fc7_of(datasets["train"], outputs_of,
                                                      f"fc7 of training view {k}/{num_views}", epoch=k))
                           for k in range(1, num_views + 1)])
     what = "the evaluation view" if num_views == 0 else f"{num_views} random view(s)"
@@ -142,8 +144,9 @@ class EvalFeatures:
     def encode(self, split, desc):
         if split not in self.features:
             start = time.time()
-            self.model.eval()
-            self.features[split] = self.outputs_of(self.model.extract_features, self.datasets[split], desc)
+            self.model.eval()  # no dropout (the dynamic-graph encoder runs the layer as it is)
+            fc7, labels = self.outputs_of(self.datasets[split], desc)
+            self.features[split] = standardized(self.model, fc7), labels
             self.logger.info("frozen backbone: features of the %d %s images computed once, %.1f s; evaluations apply "
                              "only the hash layer to them", len(self.features[split][0]),
                              {"test": "query"}.get(split, split), time.time() - start)
