@@ -3,6 +3,7 @@ what the distributed tests check: the training indices each rank saw per epoch, 
 and the gathered encoding of the database. Written to <run_dir>/rank<r>.npz (a test artefact, so every rank writes).
 With SNAPSHOT_AFTER_EPOCH=E, rank 0 also copies the run folder as it is when epoch E+1 starts (what a run stopped
 after epoch E leaves: its checkpoint, rows, best model, log) to <run_dir>_after_epoch<E>, for the resume tests.
+With STALL_AFTER_STEP=E:S, epoch E stops for 300 s once its step S is done (and logged), for the signal tests.
 RECORD_RANKS=0 skips the recording (a test that only wants the snapshot, without encoding the database again).
 
     python -m paddle.distributed.launch --nproc_per_node 2 tests/dist_worker.py <main_single_gpu flags>
@@ -11,6 +12,7 @@ RECORD_RANKS=0 skips the recording (a test that only wants the snapshot, without
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +44,42 @@ engine_epoch = [0]
 original_train_one_epoch = engine.train_one_epoch
 
 
+def snapshot_copy(src, dst):
+    """The frozen backbone's file is never written again in place (an atomic write makes a new file), so the
+    snapshot may share it: a hard link instead of a 230 MB copy. The rest is appended to or replaced: copies."""
+    if Path(src).name.startswith("frozen_backbone_"):
+        return os.link(src, dst)
+    return shutil.copy2(src, dst)
+
+
+class StalledLoader:
+    """The epoch's loader, stopping for `seconds` before the batch after step `step` (that step logged): a signal a
+    test sends on seeing the step's log line then lands inside the epoch however fast its steps are."""
+
+    def __init__(self, loader, step, seconds=300):
+        self.loader, self.step, self.seconds = loader, step, seconds
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for index, batch in enumerate(self.loader):
+            if index == self.step:
+                time.sleep(self.seconds)
+            yield batch
+
+
 def tracking_train_one_epoch(model, criterion, optimizer, loader, epoch, cfg, logger):
     engine_epoch[0] = epoch
     snapshot = int(os.environ.get("SNAPSHOT_AFTER_EPOCH", "0"))
     if snapshot and epoch == snapshot + 1 and dist.is_main_process():
-        shutil.copytree(cfg.run_dir, f"{cfg.run_dir}_after_epoch{snapshot}")
+        shutil.copytree(cfg.run_dir, f"{cfg.run_dir}_after_epoch{snapshot}", copy_function=snapshot_copy)
+    stall_epoch, _, stall_step = os.environ.get("STALL_AFTER_STEP", "0:0").partition(":")
+    if epoch == int(stall_epoch):
+        loader = StalledLoader(loader, int(stall_step))
     return original_train_one_epoch(model, criterion, optimizer, loader, epoch, cfg, logger)
 
 

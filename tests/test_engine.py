@@ -1,5 +1,6 @@
 """The training engine end to end through main_single_gpu.py: outputs, exact resume, evaluation, errors."""
 import json
+import re
 import shutil
 from types import SimpleNamespace
 
@@ -37,10 +38,11 @@ def resumed(small_toy, tmp_path_factory):
     run = base / "one_plus_one"
     run_cli(["main_single_gpu.py", *toy_args(small_toy, run, "--epoch", "1", *TRAIN)])
     shutil.copytree(run, base / "after_one")
+    backbone_inode = (run / "frozen_backbone_16.pdparams").stat().st_ino
     run_cli(["main_single_gpu.py", *toy_args(small_toy, run, "--epoch", "2", *TRAIN), "--resume",
              run / "last_16.pdckpt"])
     assert_training_moved(run)
-    return {"run": run, "after_one": base / "after_one"}
+    return {"run": run, "after_one": base / "after_one", "backbone_inode": backbone_inode}
 
 
 def test_training_learns(two_epochs):
@@ -94,8 +96,39 @@ def test_last_checkpoint_holds_everything_to_resume(two_epochs):
     assert np.abs(bank).max() <= 1.0  # tanh outputs
     rows = [json.loads(line) for line in (two_epochs / "epochs.jsonl").read_text().splitlines()]
     assert state["best"]["map"] == pytest.approx(max(r["map"] for r in rows))
-    best = paddle.load(str(two_epochs / "model_best_16.pdparams"))
-    assert set(best) == set(state["model"])
+
+
+def test_a_frozen_backbone_is_written_once_and_the_checkpoints_name_it(two_epochs):
+    """--train-scope hash: the backbone's weights in a file of their own; both checkpoints hold the hash layer and
+    the standardisation with that file's name and sha256, and read back whole."""
+    from models.alexnet import expected_backbone_shapes
+    from utils.checkpoint import load_model_state
+    from utils.fileio import sha256_of
+    backbone = two_epochs / "frozen_backbone_16.pdparams"
+    last, best = (paddle.load(str(two_epochs / name)) for name in ("last_16.pdckpt", "model_best_16.pdparams"))
+    changed = {"hash_layer.weight", "hash_layer.bias", "feature_mean", "feature_std"}
+    assert set(last["model"]) == set(best["model"]) == changed
+    assert last["frozen_backbone"] == best["frozen_backbone"] == {"file": backbone.name, "sha256": sha256_of(backbone)}
+    alexnet = {name for name in expected_backbone_shapes() if not name.startswith("classifier.6.")}  # no fc8
+    assert set(paddle.load(str(backbone))) == alexnet
+    whole = load_model_state(two_epochs / "model_best_16.pdparams")
+    assert set(whole) == alexnet | changed
+    np.testing.assert_array_equal(whole["hash_layer.weight"].numpy(), best["model"]["hash_layer.weight"].numpy())
+    assert (two_epochs / "model_best_16.pdparams").stat().st_size < 1e6 < 2e8 < backbone.stat().st_size
+
+
+def test_a_checkpoint_apart_from_its_frozen_backbone_is_refused_naming_the_file(two_epochs, tmp_path):
+    from utils.checkpoint import load_model_state
+    alone, backbone = tmp_path / "model_best_16.pdparams", tmp_path / "frozen_backbone_16.pdparams"
+    shutil.copy(two_epochs / alone.name, alone)
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            f"{alone} holds the weights a frozen-backbone run trained, not its backbone, which is in {backbone} "
+            f"(written once per run): not found. Copy the run folder whole")):
+        load_model_state(alone)
+    paddle.save({"features.0.weight": paddle.zeros([1])}, str(backbone))
+    with pytest.raises(ValueError, match=re.escape(f"{backbone} is not the backbone {alone} was trained with (sha256 ")
+                       + r"[0-9a-f]{12} recorded, [0-9a-f]{12} found\)"):
+        load_model_state(alone)
 
 
 def test_resume_continues_exactly(two_epochs, resumed):
@@ -119,6 +152,8 @@ def test_resume_continues_exactly(two_epochs, resumed):
     best_a, best_b = params_of(run / "model_best_16.pdparams"), params_of(two_epochs / "model_best_16.pdparams")
     for key in best_b:
         np.testing.assert_array_equal(best_a[key], best_b[key], err_msg=key)
+    # the resumed run kept the frozen backbone's file (the checkpoints before it name it) rather than rewrite it
+    assert (run / "frozen_backbone_16.pdparams").stat().st_ino == resumed["backbone_inode"]
 
 
 def params_of(path):

@@ -179,10 +179,11 @@ def test_the_paper_recipe_resumes_bit_for_bit_after_sigkill(paper_run, small_toy
     import paddle
 
     from conftest import run_cli
-    from test_resume_auto import start_and_signal
+    from test_resume_auto import stalled, start_and_signal
     run = tmp_path / "killed"
-    code, _, _ = start_and_signal(paper_command(small_toy, run), run / "log_train_16.txt",
-                                  "Iteration[00004/00004], Step[0001", signal.SIGKILL)
+    args, env = stalled(paper_command(small_toy, run), epoch=2, step=1)  # block 2, its first iteration logged
+    code, _, _ = start_and_signal(args, run / "log_train_16.txt", "Iteration[00004/00004], Step[0001",
+                                  signal.SIGKILL, env)
     assert code == -signal.SIGKILL and paddle.load(str(run / "last_16.pdckpt"))["epoch"] == 1
     proc = run_cli(paper_command(small_toy, run))
     assert "after iteration 2 " in proc.stdout

@@ -20,10 +20,18 @@ def command(small_toy, run, epochs):
                                             "--log_freq", "1", "--resume", "auto")]
 
 
-def start_and_signal(args, log_path, marker, sig, timeout=600):
+def stalled(args, epoch, step):
+    """(command, environment): the training command's flags through tests/dist_worker.py (the real entry), which
+    stops for minutes once step `step` of epoch `epoch` is logged, so that a signal sent on seeing that line lands
+    inside the epoch (a toy epoch on the frozen backbone's features takes milliseconds)."""
+    return ["tests/dist_worker.py", *args[1:]], {"STALL_AFTER_STEP": f"{epoch}:{step}", "RECORD_RANKS": "0"}
+
+
+def start_and_signal(args, log_path, marker, sig, env=None, timeout=600):
     """Start `python args`, send `sig` once the log shows `marker`; returns (returncode, output, seconds to exit)."""
     proc = subprocess.Popen([sys.executable, *map(str, args)], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                            stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
     deadline = time.time() + timeout
     try:
         while not (log_path.is_file() and marker in log_path.read_text()):
@@ -57,8 +65,8 @@ def straight(small_toy, tmp_path_factory):
 
 def test_sigkill_mid_epoch_then_the_same_command_continues_exactly(straight, small_toy, tmp_path):
     run = tmp_path / "killed"
-    code, _, _ = start_and_signal(command(small_toy, run, 2), run / "log_train_64.txt", "Epoch[002/002], Step[0002",
-                                  signal.SIGKILL)
+    args, env = stalled(command(small_toy, run, 2), epoch=2, step=2)
+    code, _, _ = start_and_signal(args, run / "log_train_64.txt", "Epoch[002/002], Step[0002", signal.SIGKILL, env)
     assert code == -signal.SIGKILL
     after_one = paddle.load(str(run / "last_64.pdckpt"))
     assert after_one["epoch"] == 1
@@ -83,8 +91,9 @@ def test_a_finished_run_rerun_does_nothing(straight, small_toy):
 
 def test_sigterm_exits_promptly_saying_where_a_resume_continues(small_toy, tmp_path):
     run = tmp_path / "terminated"
-    code, output, seconds = start_and_signal(command(small_toy, run, 2), run / "log_train_64.txt",
-                                             "Epoch[002/002], Step[0001", signal.SIGTERM)
+    args, env = stalled(command(small_toy, run, 2), epoch=2, step=1)
+    code, output, seconds = start_and_signal(args, run / "log_train_64.txt", "Epoch[002/002], Step[0001",
+                                             signal.SIGTERM, env)
     assert code == 128 + signal.SIGTERM
     assert seconds < 60, seconds
     assert last_line(output).endswith(
