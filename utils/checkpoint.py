@@ -55,39 +55,46 @@ def _some(names, shown=8):
     return str(names) if len(names) <= shown else f"{names[:shown]} and {len(names) - shown} more"
 
 
+def _backbone_and_rest(model):
+    """(the backbone's entries, the others) of the model's state dict (HashNet.backbone_state_names)."""
+    names, state = set(model.backbone_state_names()), model.state_dict()
+    return ({name: value for name, value in state.items() if name in names},
+            {name: value for name, value in state.items() if name not in names})
+
+
 def save_frozen_backbone(model, path, reuse=None):
-    """Write the backbone's entries of `model` (HashNet.backbone_state_names) to `path` on rank 0 and return the
-    reference a checkpoint carries to it ({"file": its name, "sha256"}). `reuse`, the reference of the checkpoint a
-    run resumes from, keeps the file when it is that one, unchanged (the earlier checkpoints name it)."""
+    """Write the backbone's entries of `model` to `path` on rank 0 and return the reference a checkpoint carries to
+    it ({"file": its name, "sha256"}). `reuse`, the reference of the checkpoint a run resumes from, keeps the file
+    when it is that one, unchanged (the earlier checkpoints name it)."""
     path = Path(path)
     if reuse and reuse["file"] == path.name and path.is_file() and sha256_of(path) == reuse["sha256"]:
         return reuse
-    names = set(model.backbone_state_names())
-    save({name: value for name, value in model.state_dict().items() if name in names}, path)
+    save(_backbone_and_rest(model)[0], path)
     return {"file": path.name, "sha256": sha256_of(path) if is_main_process() else None}
 
 
 def model_entries(model, frozen=None):
     """A checkpoint's model part: {"model": the state dict}; with `frozen` (save_frozen_backbone's reference), the
     state dict without the backbone's entries, and the reference."""
-    state = model.state_dict()
     if frozen is None:
-        return {"model": state}
-    names = set(model.backbone_state_names())
-    return {"model": {name: value for name, value in state.items() if name not in names}, FROZEN_BACKBONE: frozen}
+        return {"model": model.state_dict()}
+    return {"model": _backbone_and_rest(model)[1], FROZEN_BACKBONE: frozen}
 
 
-def split_entries(state):
-    """{"model": ..., and the frozen-backbone reference if any} of a loaded checkpoint: a last_*.pdckpt, a
-    model_best_*.pdparams of a frozen-backbone run (both dicts with "model"), or a plain state dict."""
-    return state if isinstance(state.get("model"), dict) else {"model": state}
+def save_weights(model, path, frozen=None):
+    """A model_best_*.pdparams: the plain state dict (what --pretrained and the seed's files hold), or with a frozen
+    backbone model_entries (what the run changes and the backbone's reference)."""
+    entries = model_entries(model, frozen)
+    return save(entries if frozen else entries["model"], path)
 
 
 def load_model_state(path, what="checkpoint (--pretrained)"):
-    """The whole model state dict of a checkpoint file, the frozen backbone's entries read from the file the
-    checkpoint names (in its folder) and checked against its sha256."""
+    """The whole model state dict of a checkpoint file (a plain state dict, or a dict with "model": a last_*.pdckpt,
+    a frozen-backbone run's model_best), the frozen backbone's entries read from the file the checkpoint names (in its
+    folder) and checked against its sha256."""
     path = Path(path)
-    entries = split_entries(load(path, what))
+    state = load(path, what)
+    entries = state if isinstance(state.get("model"), dict) else {"model": state}
     reference = entries.get(FROZEN_BACKBONE)
     if not reference:
         return entries["model"]
@@ -96,10 +103,11 @@ def load_model_state(path, what="checkpoint (--pretrained)"):
         raise MissingFileError(f"{path} holds the weights a frozen-backbone run trained, not its backbone, which is in "
                                f"{backbone} (written once per run): not found. Copy the run folder whole, or that "
                                f"file next to the checkpoint")
-    if sha256_of(backbone) != reference["sha256"]:
+    found = sha256_of(backbone)
+    if found != reference["sha256"]:
         raise UsageError(f"{backbone} is not the backbone {path} was trained with (sha256 {reference['sha256'][:12]} "
-                         f"recorded, {sha256_of(backbone)[:12]} found): a later run in the same folder wrote another "
-                         f"one; use that run's checkpoints, or retrain")
+                         f"recorded, {found[:12]} found): a later run in the same folder wrote another one; use that "
+                         f"run's checkpoints, or retrain")
     return {**load(backbone, "frozen backbone"), **entries["model"]}
 
 

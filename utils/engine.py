@@ -468,9 +468,7 @@ def run_train(cfg, wrap_model=None):
             row.update(map=final["map"], map_random_codes=final["map_random_codes"])
             if final["map"] > best["map"]:
                 best = {"map": final["map"], "epoch": epoch, "metrics": final}
-                weights = checkpoint.model_entries(model, frozen)
-                best_path = checkpoint.save(weights if frozen else weights["model"],
-                                            run_dir / f"model_best_{cfg.bit}.pdparams")
+                best_path = checkpoint.save_weights(model, run_dir / f"model_best_{cfg.bit}.pdparams", frozen)
                 checkpoint.save(optimizer.state_dict(), run_dir / f"model_best_{cfg.bit}.pdopt")
                 save_retrieval_codes(cfg, db_codes, best_path)
             logger.info("%s mAP@%d: %.4f (best %.4f at %s %d; random codes %.4f)", round_name(cfg, epoch),
