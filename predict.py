@@ -52,11 +52,9 @@ def parse_args(argv=None):
 
 def load_model(bit, checkpoint_path, backbone="alexnet"):
     """HashNet on `backbone` with the checkpoint's weights, in eval mode (bit-width mismatch is a ValueError)."""
-    from utils import checkpoint, engine
-    # the backbone weights come from the checkpoint, so no ImageNet file is looked for
-    cfg = SimpleNamespace(bit=bit, backbone=backbone, backbone_weights="none", init="paddle", train_scope="all")
-    model = engine.build_model(cfg, logging.getLogger("predict"))
-    checkpoint.load_model_weights(model, checkpoint_path)
+    from utils import engine
+    cfg = SimpleNamespace(bit=bit, backbone=backbone, train_scope="all")  # every weight comes from the checkpoint
+    model = engine.build_model(cfg, logging.getLogger("predict"), weights=checkpoint_path)
     model.eval()
     return model
 

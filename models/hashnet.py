@@ -39,7 +39,8 @@ class HashNet(nn.Layer):
 
     `pretrained`: a local ImageNet weights file of that backbone (torchvision .pth or Paddle .pdparams) or None for
     a randomly initialised backbone (`init`: "paddle", the layers' own default initialisation, or "kaiming";
-    "torchvision" is the older name of "paddle").
+    "torchvision" is the older name of "paddle"; "none" fills the backbone with zeros instead of drawing 61 M random
+    values, for a model whose every weight a checkpoint is about to replace: utils/engine.build_model).
 
     `feature_mean` / `feature_std` standardise the features (fc7) before the hash layer. They are the identity (0 / 1)
     unless a from-scratch recipe sets them from training-set statistics (docs/protocol.md#training-from-scratch:
@@ -57,7 +58,15 @@ class HashNet(nn.Layer):
             raise UsageError(f"--bit must be a positive number of bits, got {hash_bit}")
         spec = backbone_spec(backbone)
         self.hash_bit, self.backbone = hash_bit, spec.name
-        network = build_network(spec)
+        if init == "none":
+            # the global initializer replaces the layers' default ones (Xavier, Kaiming): a second less per build
+            nn.initializer.set_global_initializer(nn.initializer.Constant(0.0), nn.initializer.Constant(0.0))
+            try:
+                network = build_network(spec)
+            finally:
+                nn.initializer.set_global_initializer(None)
+        else:
+            network = build_network(spec)
         if pretrained and spec.family == "caffenet":
             from models.caffemodel import load_caffenet_weights
             load_caffenet_weights(network, pretrained)  # a .caffemodel or its converted .pdparams (fc8 left out)
@@ -66,7 +75,7 @@ class HashNet(nn.Layer):
             load_pretrained(network, pretrained, skip=(spec.imagenet_classifier,), backbone=spec.name)
         elif init == "kaiming":
             init_kaiming_(network)
-        elif init not in ("paddle", "torchvision"):
+        elif init not in ("paddle", "torchvision", "none"):
             raise UsageError(f"--init must be 'paddle' or 'kaiming', got {init!r}")
         # the layers up to the global pool, then (AlexNet, VGG) Dropout fc6 ReLU Dropout fc7 ReLU, keeping the
         # network's names (and for the head its indices), so that they are torchvision's

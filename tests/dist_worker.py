@@ -45,10 +45,10 @@ original_train_one_epoch, original_build_model = engine.train_one_epoch, engine.
 built = []
 
 
-def remembering_build_model(cfg, logger):
+def remembering_build_model(cfg, logger, *args, **kwargs):
     """The engine's model, kept so that the recording below loads the checkpoint into it rather than build another
-    (a 61-million-parameter AlexNet: about 2 s of CPU)."""
-    built.append(original_build_model(cfg, logger))
+    (a 61-million-parameter AlexNet)."""
+    built.append(original_build_model(cfg, logger, *args, **kwargs))
     return built[-1]
 
 
@@ -100,9 +100,11 @@ if __name__ == "__main__":
         sys.exit(0)
     # encode the database again with the final weights, through the same sharded + gathered path
     logger = engine.setup_logger()
-    model = built[0] if built else engine.build_model(cfg, logger)
     weights = cfg.pretrained if cfg.eval else Path(cfg.run_dir) / f"last_{cfg.bit}.pdckpt"
-    engine.checkpoint.load_model_weights(model, weights)
+    if built:
+        model = engine.checkpoint.load_model_weights(built[0], weights)
+    else:
+        model = engine.build_model(cfg, logger, weights=weights)
     _, loaders = engine.build_data(cfg)
     model.eval()
     raw, labels = engine.predict_outputs(model, loaders["database"])

@@ -233,6 +233,27 @@ def test_checkpoint_with_missing_or_unexpected_keys_is_refused_naming_them(tmp_p
         load_model_weights(model, path)
 
 
+def test_a_model_built_from_a_checkpoint_holds_that_checkpoint_alone(two_epochs, tmp_path):
+    """build_model(weights=...) (--eval, --resume, --pretrained, predict.py): every value is the checkpoint's, no
+    ImageNet file is read (an absent one is no error), and a missing checkpoint is named by the flag that gave it."""
+    import logging
+
+    from utils import checkpoint, engine
+    cfg = SimpleNamespace(bit=16, backbone="alexnet", backbone_weights=str(tmp_path / "absent.pth"), init="kaiming",
+                          train_scope="hash")
+    path = two_epochs / "model_best_16.pdparams"
+    model = engine.build_model(cfg, logging.getLogger("test"), weights=path)
+    expected = checkpoint.load_model_state(path)
+    assert sorted(model.state_dict()) == sorted(expected)
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value.numpy(), expected[name].numpy(), err_msg=name)
+    assert all(p.stop_gradient for p in model.backbone_parameters())  # --train-scope hash still holds
+    missing = tmp_path / "last_16.pdckpt"
+    message = f"^resume checkpoint \\(--resume\\) not found: {re.escape(str(missing))}$"
+    with pytest.raises(FileNotFoundError, match=message):
+        engine.build_model(cfg, logging.getLogger("test"), weights=missing, what=engine.RESUME_FILE)
+
+
 def test_eval_reproduces_the_logged_map(two_epochs, small_toy, tmp_path):
     run = tmp_path / "eval"
     run_cli(["main_single_gpu.py", "--eval", "--pretrained", two_epochs / "model_best_16.pdparams",

@@ -111,9 +111,9 @@ def load_model_state(path, what="checkpoint (--pretrained)"):
     return {**load(backbone, "frozen backbone"), **entries["model"]}
 
 
-def load_model_weights(model, path):
+def load_model_weights(model, path, what="checkpoint (--pretrained)"):
     """Load HashNet weights (a model_best_*.pdparams or a last_*.pdckpt) after checking the bit width."""
-    state = load_model_state(path)
+    state = load_model_state(path, what)
     bits = hash_bits_of(state, path)
     if bits != model.hash_bit:
         shape = list(state["hash_layer.weight"].shape)
