@@ -74,9 +74,16 @@ def test_the_layer_stays_dynamic_and_a_new_predictor_takes_its_new_weights(toy_m
     assert_same_encoding(before(toy_model["images"]), toy_model["reference"])  # the old one kept its weights
 
 
-def test_encoder_choice_by_device():
-    assert fast_encoder.resolve_encoder("auto", "cpu") == "inference"
+def test_encoder_choice_by_device_and_job_size():
+    assert fast_encoder.resolve_encoder("auto", "cpu") == "inference"  # a job of unknown size
     assert fast_encoder.resolve_encoder("auto", "gpu:0") == "dygraph"
+    # auto on the CPU: a predictor from 2,000 images of 64 px on (the same pixels: 164 of 224 px)
+    assert fast_encoder.PREDICTOR_MIN_PIXELS == 2000 * 64 * 64
+    for images, size, expected in ((1999, 64, "dygraph"), (2000, 64, "inference"), (163, 224, "dygraph"),
+                                   (164, 224, "inference")):
+        assert fast_encoder.resolve_encoder("auto", "cpu", images, size) == expected, (images, size)
+        assert fast_encoder.resolve_encoder("auto", "gpu:0", images, size) == "dygraph"
+        assert fast_encoder.resolve_encoder("inference", "cpu", images, size) == "inference"
     assert fast_encoder.resolve_encoder("dygraph", "cpu") == "dygraph"
     assert fast_encoder.resolve_encoder("inference", "gpu:1") == "inference"
     with pytest.raises(UsageError, match=r"--encoder must be one of auto, dygraph, inference, got 'fast'"):
@@ -91,12 +98,15 @@ def eval_toy_cfg(eval_toy, tmp_path, encoder):
                        str(tmp_path), "--encoder", encoder])
 
 
-def test_evaluation_codes_and_map_equal_the_dynamic_graph(eval_toy, tmp_path):
+def test_evaluation_codes_and_map_equal_the_dynamic_graph(eval_toy, tmp_path, monkeypatch):
     from models import HashNet
     dist.select_device("cpu")
     results = {}
-    for choice in ("dygraph", "inference", "auto"):
-        cfg = eval_toy_cfg(eval_toy, tmp_path, choice)
+    job = (16 + 48) * 64 * 64  # eval_toy's queries and database, 64 px: the pixels an evaluation encodes
+    for choice, threshold in (("dygraph", None), ("inference", None), ("auto", job + 1), ("auto at", job)):
+        if threshold:  # auto: the dynamic graph below the threshold, a predictor from it on
+            monkeypatch.setattr(fast_encoder, "PREDICTOR_MIN_PIXELS", threshold)
+        cfg = eval_toy_cfg(eval_toy, tmp_path, choice.split()[0])
         _, loaders = engine.build_data(cfg)
         if not results:  # one random standardised model for every encoder
             paddle.seed(0)
@@ -104,7 +114,7 @@ def test_evaluation_codes_and_map_equal_the_dynamic_graph(eval_toy, tmp_path):
                 model = HashNet(32, init="kaiming")
             engine.fit_feature_standardization(model, loaders["train_eval"], logging.getLogger("test_fast_encoder"))
         codes = None
-        if choice != "auto":  # auto is checked by what evaluate reports: its encoder and mAP
+        if not threshold:  # auto is checked by what evaluate reports: its encoder and mAP
             encoder = fast_encoder.model_encoder(model, choice, cfg.crop_size)
             codes = [engine.encode(model, loaders[split], encoder=encoder)[0] for split in ("test", "database")]
         results[choice] = codes, engine.evaluate(model, loaders, cfg)
@@ -113,9 +123,9 @@ def test_evaluation_codes_and_map_equal_the_dynamic_graph(eval_toy, tmp_path):
         np.testing.assert_array_equal(a, b)
     assert len(np.unique(dy_codes[1], axis=0)) > 10  # codes that differ between images: equality means something
     assert fast["map"] == dygraph["map"] and fast["pr_curve"] == dygraph["pr_curve"]
-    assert (dygraph["encoder"], fast["encoder"], results["auto"][1]["encoder"]) == ("dygraph", "inference",
-                                                                                    "inference")
-    assert results["auto"][1]["map"] == dygraph["map"]
+    assert [results[choice][1]["encoder"] for choice in ("dygraph", "inference", "auto", "auto at")] == \
+        ["dygraph", "inference", "dygraph", "inference"]
+    assert results["auto"][1]["map"] == results["auto at"][1]["map"] == dygraph["map"]
     assert dygraph["encoder_setup_time"] < fast["encoder_setup_time"]  # the predictor is made, not the model
 
 

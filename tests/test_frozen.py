@@ -97,17 +97,17 @@ def test_cached_features_and_the_hash_layer_give_the_full_models_codes(frozen_se
     from utils.logger import setup_logger
     cfg, model, loaders = frozen_setup["cfg"], frozen_setup["model"], frozen_setup["loaders"]
     cached = frozen.EvalFeatures(model, frozen_setup["datasets"], cfg.batch_size, setup_logger(),
-                                 frozen_setup["outputs_of"])
+                                 frozen_setup["outputs_of"], lambda: "dygraph")
     for step in range(2):
         for split in ("test", "database"):
-            codes, labels = cached.encode(split, split)
+            codes, labels = cached(split, split)
             raw, image_labels = engine.predict_outputs(model, loaders[split])
             np.testing.assert_array_equal(frozen.hash_outputs(model.hash_layer, cached.features[split][0],
                                                               cfg.batch_size), raw)
             np.testing.assert_array_equal(codes, engine.encode(model, loaders[split])[0])
             np.testing.assert_array_equal(labels, image_labels)
             assert len(np.unique(codes, axis=0)) > 1  # codes that differ between images: equality means something
-        with_cache, with_images = (engine.evaluate(model, loaders, cfg, encode) for encode in (cached.encode, None))
+        with_cache, with_images = (engine.evaluate(model, loaders, cfg, encode) for encode in (cached, None))
         for timing in ("eval_time", "encoder_setup_time"):
             del with_cache[timing], with_images[timing]
         assert with_cache == with_images

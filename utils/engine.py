@@ -238,12 +238,14 @@ def evaluate(model, loaders, cfg, encode_split=None, return_codes=False, logger=
     encode_split(split, desc) -> (codes, labels) of loaders[split]'s dataset, the codes ±1 or with 0 kept
     (codes.sign_codes: the paper rule ranks with them, docs/protocol.md#paper-recipe); by default the model encodes its
     images (--encoder: on the CPU a Paddle Inference predictor of the current weights, made afresh for each
-    evaluation); a frozen backbone's run passes utils/frozen.EvalFeatures, which runs the backbone once per run.
+    evaluation); a frozen backbone's run passes utils/frozen.EvalFeatures, which runs the backbone once per run and
+    says by its `encoded_by` which encoder that was.
     """
     start = time.time()
-    encoder, encoded_by = None, fast_encoder.resolve_encoder(cfg.encoder)  # frozen: what ran the backbone
+    encoder, encoded_by = None, None
     if encode_split is None:
-        encoder = fast_encoder.model_encoder(model, cfg.encoder, cfg.crop_size)
+        images = (len(loaders["test"].dataset) + len(loaders["database"].dataset)) // dist.get_world_size()
+        encoder = fast_encoder.model_encoder(model, cfg.encoder, cfg.crop_size, images)
         encoded_by = fast_encoder.encoder_kind(encoder)
 
         def encode_split(split, desc):
@@ -251,6 +253,7 @@ def evaluate(model, loaders, cfg, encode_split=None, return_codes=False, logger=
     setup_time = time.time() - start
     query_signs, query_labels = encode_split("test", "encode queries")  # ±1, or with 0 kept (the paper rule's)
     db_signs, db_labels = encode_split("database", "encode database")
+    encoded_by = encoded_by or encode_split.encoded_by  # a frozen backbone's: what ran it
     query_codes, db_codes = binarize(query_signs), binarize(db_signs)
     encoder = None  # a predictor holds its own copy of the weights: free it before training goes on
     metrics = None
@@ -273,6 +276,13 @@ def evaluate(model, loaders, cfg, encode_split=None, return_codes=False, logger=
     return (metrics, db_codes) if return_codes else metrics
 
 
+def frozen_backbone_images(cfg, datasets):
+    """About how many images a frozen backbone's run encodes in each process (its training views, queries and
+    database): what --encoder auto decides by (fast_encoder.PREDICTOR_MIN_PIXELS)."""
+    views = max(cfg.frozen_views, 1)
+    return (views * len(datasets["train"]) + len(datasets["test"]) + len(datasets["database"])) // dist.get_world_size()
+
+
 def frozen_backbone_sources(model, datasets, cfg, logger, fit):
     """(training batches, encode_split) of a run whose backbone is frozen: its features are computed once per run and
     the hash layer alone trains and encodes (utils/frozen.py); fit: fit the standardisation on them first."""
@@ -284,14 +294,15 @@ def frozen_backbone_sources(model, datasets, cfg, logger, fit):
     @functools.cache  # made at the first pass and kept: the backbone's weights do not change during the run
     def fc7_encoder():
         model.eval()
-        return fast_encoder.method_encoder(model.fc7, cfg.encoder, cfg.crop_size)
+        return fast_encoder.method_encoder(model.fc7, cfg.encoder, cfg.crop_size, frozen_backbone_images(cfg, datasets))
 
     def outputs_of(dataset, desc):  # fc7 of every item, in dataset order on every rank (--encoder)
         return predict_outputs(fc7_encoder(), encoding_loader(dataset, cfg), desc)
 
     fit_on = (lambda fc7: fit_feature_standardization(model, None, logger, fc7)) if fit else None
     return (frozen.training_loader(model, datasets, cfg, logger, outputs_of, fit_on),
-            frozen.EvalFeatures(model, datasets, cfg.batch_size, logger, outputs_of).encode)
+            frozen.EvalFeatures(model, datasets, cfg.batch_size, logger, outputs_of,
+                                lambda: fast_encoder.encoder_kind(fc7_encoder())))
 
 
 def fit_feature_standardization(model, loader, logger, fc7=None):

@@ -3,7 +3,9 @@
 The dynamic graph's CPU kernels run HashNet several times slower than the same network as a static program under
 `paddle.inference` with oneDNN (fused conv + bias + ReLU, fc kernels; benchmarks/bench_cpu.py), so on the CPU the
 evaluation (utils/engine.py), predict.py / serve.py and deploy/inference_python/infer.py encode through a predictor.
-On a GPU the dynamic graph is fast and stays (--encoder auto).
+On a GPU the dynamic graph is fast and stays (--encoder auto). Making a predictor costs about 2 s on the CPU (the
+conversion, a copy of the weights, oneDNN's first runs), so --encoder auto keeps the dynamic graph for a job too small
+to repay it (PREDICTOR_MIN_PIXELS).
 
 The pieces export_model.py and infer.py share live here: `save_program` (to_static + jit.save: inference.json under
 PIR on Paddle 3.x, inference.pdmodel on Paddle 2.6 or with FLAGS_enable_pir_api=0, the weights in
@@ -23,6 +25,10 @@ import numpy as np
 from utils.config import ENCODERS
 
 MODEL_FILES = ("inference.json", "inference.pdmodel")  # PIR program / legacy ProgramDesc
+# --encoder auto on the CPU: a job of fewer pixels than this is encoded by the dynamic graph. Toy runs with a frozen
+# AlexNet, 64 px, one thread (user + system CPU time of the whole run, the fc7 of every image computed once): the
+# dynamic graph is 1.5 s ahead at 368 images and even at 1,612; the demo's 3,400 take 25 s less through a predictor
+PREDICTOR_MIN_PIXELS = 2000 * 64 * 64
 PARAMS_FILE = "inference.pdiparams"
 INPUT_NAME = "x"
 
@@ -106,9 +112,10 @@ def layer_predictor(layer, crop_size, use_gpu=False, gpu_id=0, cpu_threads=None)
         shutil.rmtree(folder, ignore_errors=True)  # the predictor has read both files
 
 
-def resolve_encoder(choice, device=None):
+def resolve_encoder(choice, device=None, images=None, crop_size=None):
     """--encoder as run here: 'inference' or 'dygraph'; auto = inference on the CPU, the dynamic graph on a GPU
-    (`device`: a Paddle device string, default the current one)."""
+    (`device`: a Paddle device string, default the current one) or for a job of `images` crops of `crop_size` px
+    below PREDICTOR_MIN_PIXELS (unknown: the predictor)."""
     if choice not in ENCODERS:
         from utils.errors import UsageError
         raise UsageError(f"--encoder must be one of {', '.join(ENCODERS)}, got {choice!r}")
@@ -117,7 +124,10 @@ def resolve_encoder(choice, device=None):
     if device is None:
         import paddle
         device = paddle.get_device()
-    return "dygraph" if device.startswith("gpu") else "inference"
+    if device.startswith("gpu"):
+        return "dygraph"
+    small = images is not None and images * crop_size ** 2 < PREDICTOR_MIN_PIXELS
+    return "dygraph" if small else "inference"
 
 
 def _method_layer(owner, name):
@@ -138,24 +148,26 @@ def _method_layer(owner, name):
     return MethodLayer()
 
 
-def method_encoder(method, choice, crop_size):
-    """What runs `method` (a bound method of an eval-mode layer, uint8 images in) under --encoder `choice`: the
-    method itself (dygraph), or a Predictor of that part of the layer with its current weights."""
-    if resolve_encoder(choice) == "dygraph":
+def method_encoder(method, choice, crop_size, images=None):
+    """What runs `method` (a bound method of an eval-mode layer, uint8 images in) under --encoder `choice` for a job
+    of `images` images: the method itself (dygraph), or a Predictor of that part of the layer with its current
+    weights."""
+    if resolve_encoder(choice, images=images, crop_size=crop_size) == "dygraph":
         return method
     return model_encoder(_method_layer(method.__self__, method.__name__), choice, crop_size)
 
 
-def model_encoder(model, choice, crop_size):
-    """What encodes for eval-mode `model` under --encoder `choice`: the model itself (dygraph), or a Predictor of its
-    current weights on the current device (`crop_size`: the input's height and width).
+def model_encoder(model, choice, crop_size, images=None):
+    """What encodes for eval-mode `model` under --encoder `choice` for a job of `images` images (None: unknown, or
+    many): the model itself (dygraph), or a Predictor of its current weights on the current device (`crop_size`: the
+    input's height and width).
 
     With --encoder auto a model Paddle Inference cannot take (a conversion or predictor failure) is encoded by the
     dynamic graph instead, with one warning line on stderr: the same codes, only slower. --encoder inference fails.
     """
     import paddle
     model.eval()
-    if resolve_encoder(choice) == "dygraph":
+    if resolve_encoder(choice, images=images, crop_size=crop_size) == "dygraph":
         return model
     device = paddle.get_device()
     gpu_id = int(device.split(":")[1]) if device.startswith("gpu:") else 0

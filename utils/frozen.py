@@ -134,14 +134,19 @@ def hash_outputs(hash_layer, features, batch_size):
 
 class EvalFeatures:
     """The queries' and the database's features (datasets 'test' and 'database'), computed by the backbone at the
-    first evaluation (after the standardisation is fitted: it is part of them); encode(split, desc) -> (±1 codes,
-    labels) through the hash layer alone: engine.evaluate's encode_split."""
+    first evaluation (after the standardisation is fitted: it is part of them); called as (split, desc) -> (±1 codes,
+    labels) through the hash layer alone: engine.evaluate's encode_split. encoder_kind() names what ran the backbone
+    (fast_encoder.encoder_kind)."""
 
-    def __init__(self, model, datasets, batch_size, logger, outputs_of):
+    def __init__(self, model, datasets, batch_size, logger, outputs_of, encoder_kind):
         self.model, self.datasets, self.batch_size, self.logger = model, datasets, batch_size, logger
-        self.outputs_of, self.features = outputs_of, {}
+        self.outputs_of, self.encoder_kind, self.features = outputs_of, encoder_kind, {}
 
-    def encode(self, split, desc):
+    @property
+    def encoded_by(self):
+        return self.encoder_kind()
+
+    def __call__(self, split, desc):
         if split not in self.features:
             start = time.time()
             self.model.eval()  # no dropout (the dynamic-graph encoder runs the layer as it is)
