@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole chain on a small slice of the toy set, in the spirit of TIPC's lite_train_lite_infer:
 # train 2 epochs -> evaluate -> export -> Paddle Inference (codes, retrieval) -> predict.py -> the two agree.
-# Stops at the first failing step (set -e), each step printing the command it runs. ~50 s on a 2-core CPU.
+# Stops at the first failing step (set -e), each step printing the command it runs. ~30 s on a 2-core CPU.
 #
 #   bash scripts/lite_chain.sh                # writes output/lite_chain/
 #   OUT=/tmp/chain BIT=32 bash scripts/lite_chain.sh
@@ -23,7 +23,7 @@ step "toy data and a small list slice (200 train, 40 queries, 300 database image
 run "$PY" -m utils.toy_dataset --root "$DATA"
 # only this script's own outputs are removed, so OUT may point at a folder holding other things
 run rm -rf "$LISTS" "$OUT/train" "$OUT/eval" "$OUT/inference" "$OUT/infer" "$OUT/predict" \
-    "$OUT/infer_codes.txt" "$OUT/infer.jsonl" "$OUT/predict.jsonl"
+    "$OUT/infer_codes.txt" "$OUT/infer.jsonl" "$OUT/predict.jsonl" "$OUT/query_images"
 run mkdir -p "$LISTS"
 echo >&2 "+ head -n 200/40/300 $DATA/{train,test,database}.txt > $LISTS/"
 head -n 200 "$DATA/train.txt" > "$LISTS/train.txt"
@@ -31,6 +31,8 @@ head -n 40 "$DATA/test.txt" > "$LISTS/test.txt"
 head -n 300 "$DATA/database.txt" > "$LISTS/database.txt"
 cp "$DATA/classes.txt" "$LISTS/classes.txt"
 QUERY="$DATA/$(head -n 1 "$LISTS/database.txt" | cut -d' ' -f1)"
+run mkdir -p "$OUT/query_images"  # a folder to encode: the slice's 40 queries
+cut -d' ' -f1 "$LISTS/test.txt" | while read -r image; do cp "$DATA/$image" "$OUT/query_images/"; done
 
 step "train 2 epochs"
 run "$PY" main_single_gpu.py "${COMMON[@]}" --epoch 2 --eval_epoch 1 --output-dir "$OUT" --run-name train
@@ -46,8 +48,8 @@ run "$PY" export_model.py --dataset toy --bit "$BIT" --pretrained "$CKPT" --save
 run test -s "$OUT/inference/export_meta.json"
 
 step "Paddle Inference: codes of a folder, then retrieval (its own database codes)"
-run "$PY" deploy/inference_python/infer.py --model-dir "$OUT/inference" --img "$DATA/images" --batch-size 256 \
-    --codes-only > "$OUT/infer_codes.txt"
+run "$PY" deploy/inference_python/infer.py --model-dir "$OUT/inference" --img "$OUT/query_images" --codes-only \
+    > "$OUT/infer_codes.txt"
 echo "$(wc -l < "$OUT/infer_codes.txt") codes in $OUT/infer_codes.txt"
 run "$PY" deploy/inference_python/infer.py --model-dir "$OUT/inference" --img "$QUERY" "${DATASET[@]}" \
     --num_workers 2 --topk 5 --save_path "$OUT/infer" --json > "$OUT/infer.jsonl"

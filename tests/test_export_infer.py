@@ -242,10 +242,11 @@ def test_infer_user_errors(exported, tmp_path, capsys, case):
 
 
 def test_lite_chain(tmp_path):
-    """scripts/lite_chain.sh trains, exports and runs every entry point (~50 s on 2 CPU cores)."""
+    """scripts/lite_chain.sh trains, exports and runs every entry point (~30 s on 2 CPU cores)."""
     proc = subprocess.run(["bash", "scripts/lite_chain.sh"], cwd=REPO, env=dict(os.environ, OUT=str(tmp_path)),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert_training_moved(tmp_path / "train")
+    assert re.search(r"^40 codes in .*infer_codes\.txt$", proc.stdout, re.M), proc.stdout[-3000:]  # the query folder
     assert "ok: same top-5 from both engines; rank 1 = the query, distance 0" in proc.stdout
     assert "lite chain passed" in proc.stdout
