@@ -12,8 +12,8 @@ from conftest import assert_training_moved, run_cli, toy_args
 
 # the toy preset's recipe (it learns), evaluated every epoch, the lr halved after epoch 1: a resume at epoch 1 crosses
 # an lr step
-# --encoder inference: these runs are small enough for --encoder auto to pick the dynamic graph; here the frozen
-# backbone's features and every evaluation go through the Paddle Inference predictor that larger runs use
+# --encoder inference, whatever --encoder auto would pick for runs this small: the frozen backbone's features and
+# every evaluation go through the Paddle Inference predictor that larger runs use, and config.json records the choice
 TRAIN = ("--eval_epoch", "1", "--bit", "16", "--de_step", "1", "--encoder", "inference")
 
 

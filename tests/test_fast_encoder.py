@@ -77,10 +77,10 @@ def test_the_layer_stays_dynamic_and_a_new_predictor_takes_its_new_weights(toy_m
 def test_encoder_choice_by_device_and_job_size():
     assert fast_encoder.resolve_encoder("auto", "cpu") == "inference"  # a job of unknown size
     assert fast_encoder.resolve_encoder("auto", "gpu:0") == "dygraph"
-    # auto on the CPU: a predictor from 2,000 images of 64 px on (the same pixels: 164 of 224 px)
-    assert fast_encoder.PREDICTOR_MIN_PIXELS == 2000 * 64 * 64
-    for images, size, expected in ((1999, 64, "dygraph"), (2000, 64, "inference"), (163, 224, "dygraph"),
-                                   (164, 224, "inference")):
+    # auto on the CPU: a predictor from 256 images of 64 px on (about the same pixels: 21 of 224 px)
+    assert fast_encoder.PREDICTOR_MIN_PIXELS == 256 * 64 * 64
+    for images, size, expected in ((255, 64, "dygraph"), (256, 64, "inference"), (20, 224, "dygraph"),
+                                   (21, 224, "inference")):
         assert fast_encoder.resolve_encoder("auto", "cpu", images, size) == expected, (images, size)
         assert fast_encoder.resolve_encoder("auto", "gpu:0", images, size) == "dygraph"
         assert fast_encoder.resolve_encoder("inference", "cpu", images, size) == "inference"

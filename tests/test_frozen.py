@@ -114,6 +114,27 @@ def test_cached_features_and_the_hash_layer_give_the_full_models_codes(frozen_se
         model.hash_layer.weight.set_value(model.hash_layer.weight * -0.5 + 0.01)  # the layer trains between them
 
 
+def test_the_encoder_of_a_frozen_run_is_chosen_for_everything_it_encodes(frozen_setup, monkeypatch):
+    """engine.frozen_backbone_sources makes one encoder for the run, sized (--encoder auto) by the training views, the
+    queries and the database together, and the evaluation reports the encoder it made."""
+    import copy
+
+    from utils import engine, fast_encoder
+    made = []
+
+    def recording(layer, choice, crop_size, images=None):
+        made.append((choice, crop_size, images))
+        return layer  # the dynamic graph
+
+    monkeypatch.setattr(fast_encoder, "method_encoder", recording)
+    cfg = copy.copy(frozen_setup["cfg"])
+    cfg.frozen_views = 0  # the evaluation view alone: one pass over the 128 training images
+    _, encode_split = engine.frozen_backbone_sources(frozen_setup["model"], frozen_setup["datasets"], cfg,
+                                                     logging.getLogger("test_frozen"), fit=False)
+    assert made == [("dygraph", 64, 128 + 16 + 48)]
+    assert encode_split.encoded_by == "dygraph" and len(made) == 1  # the same encoder, not a second one
+
+
 def test_negative_views_are_refused(tmp_path):
     from utils.config import parse_args
     with pytest.raises(ValueError, match=r"^--frozen-views must be >= 0 \(0 = no augmentation\), got -1$"):

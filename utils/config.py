@@ -159,7 +159,7 @@ FLAGS = {
         default="auto", choices=ENCODERS,
         help="what encodes images for evaluation and retrieval: 'inference' = the network as a static program under "
              "Paddle Inference (oneDNN on the CPU, several times faster there: utils/fast_encoder.py), 'dygraph' = "
-             "the dynamic graph; auto = inference on the CPU (dygraph for a job of under ~2,000 images of 64 px, "
+             "the dynamic graph; auto = inference on the CPU (dygraph for a job of under 256 images of 64 px, "
              "which it finishes before a predictor is made), dygraph on a GPU")),
     "--resize-size": (("--resize_size",), dict(type=int, default=None, help="size the image is resized to first "
                                                                              "(--resize-mode)")),

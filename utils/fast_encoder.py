@@ -25,10 +25,13 @@ import numpy as np
 from utils.config import ENCODERS
 
 MODEL_FILES = ("inference.json", "inference.pdmodel")  # PIR program / legacy ProgramDesc
-# --encoder auto on the CPU: a job of fewer pixels than this is encoded by the dynamic graph. Toy runs with a frozen
-# AlexNet, 64 px, one thread (user + system CPU time of the whole run, the fc7 of every image computed once): the
-# dynamic graph is 1.5 s ahead at 368 images and even at 1,612; the demo's 3,400 take 25 s less through a predictor
-PREDICTOR_MIN_PIXELS = 2000 * 64 * 64
+# --encoder auto on the CPU: a job of fewer pixels than this is encoded by the dynamic graph. Where the predictor
+# starts to pay depends on the machine more than on anything here. Toy runs with a frozen AlexNet, 64 px, one thread,
+# 368 images (user + system CPU time of the whole run, the fc7 of every image computed once), on the same kind of
+# 2-core machine on two days: the dynamic graph 1.5 s ahead on one (break-even ~1,600 images), the predictor 2.8 s
+# ahead on the other, whose dygraph kernels ran 3x slower (break-even ~130). 256 images keeps the jobs of a few
+# dozen images (a query, a small test set) off the ~2 s of making a predictor and gives every run the fast path
+PREDICTOR_MIN_PIXELS = 256 * 64 * 64
 PARAMS_FILE = "inference.pdiparams"
 INPUT_NAME = "x"
 
