@@ -1,6 +1,7 @@
 """Runs the real training entry (main_multi_gpu's worker, or the single-process engine) and records, per rank,
-what the distributed tests check: the training indices each rank saw per epoch, its memory bank after training,
-and the gathered encoding of the database. Written to <run_dir>/rank<r>.npz (a test artefact, so every rank writes).
+what the distributed tests check: the model it started from (each parameter's sum), the training indices it saw per
+epoch, its memory bank after training and the gathered encoding of the database. Written to <run_dir>/rank<r>.npz (a
+test artefact, so every rank writes).
 With SNAPSHOT_AFTER_EPOCH=E, rank 0 also copies the run folder as it is when epoch E+1 starts (what a run stopped
 after epoch E leaves: its checkpoint, rows, best model, log) to <run_dir>_after_epoch<E>, for the resume tests.
 With STALL_AFTER_STEP=E:S, epoch E stops for 300 s once its step S is done (and logged), for the signal tests.
@@ -42,13 +43,15 @@ def recording_init(self, *args, **kwargs):
 
 engine_epoch = [0]
 original_train_one_epoch, original_build_model = engine.train_one_epoch, engine.build_model
-built = []
+built, initial_sums = [], []
 
 
 def remembering_build_model(cfg, logger, *args, **kwargs):
     """The engine's model, kept so that the recording below loads the checkpoint into it rather than build another
     (a 61-million-parameter AlexNet)."""
     built.append(original_build_model(cfg, logger, *args, **kwargs))
+    # what each rank starts from: the sum of each parameter as built (before any training step)
+    initial_sums.append(np.array([float(p.numpy().sum(dtype=np.float64)) for p in built[-1].parameters()]))
     return built[-1]
 
 
@@ -108,7 +111,7 @@ if __name__ == "__main__":
     _, loaders = engine.build_data(cfg)
     model.eval()
     raw, labels = engine.predict_outputs(model, loaders["database"])
-    record = {"db_raw": raw, "db_labels": labels}
+    record = {"db_raw": raw, "db_labels": labels, "initial_sums": initial_sums[0]}
     if seen:
         record.update(seen_epoch=np.concatenate([np.full(len(i), e) for e, i in seen]),
                       seen_index=np.concatenate([i for _, i in seen]), bank_U=banks[0].U.numpy(),

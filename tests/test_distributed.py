@@ -40,6 +40,15 @@ def load(run, rank):
     return np.load(run / f"rank{rank}.npz")
 
 
+def test_every_rank_starts_from_the_network_one_process_draws(runs):
+    """Rank 0 alone draws the random backbone (the others build theirs without drawing and take rank 0's): both ranks
+    start from the same weights, those of the one-process run with the same seed."""
+    start = [load(runs / "two", rank)["initial_sums"] for rank in (0, 1)] + [load(runs / "one", 0)["initial_sums"]]
+    assert len(start[0]) >= 16 and (start[0] != 0).sum() > len(start[0]) // 3  # the draws, not a network of zeros
+    np.testing.assert_array_equal(start[1], start[0])
+    np.testing.assert_array_equal(start[2], start[0])
+
+
 def test_each_training_index_seen_once_per_epoch_across_ranks(runs):
     r0, r1 = load(runs / "two", 0), load(runs / "two", 1)
     for epoch in (1, 2):

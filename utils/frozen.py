@@ -22,7 +22,8 @@ Augmentation, --frozen-views N:
   other batches). Each view is one more backbone pass over the training set.
 
 Why 0 is the default, measured on the toy demo (12 epochs, 64 bits, mAP@2000 of the best checkpoint, one process on
-2 shared cores; the training images through the image path, today's 12 fresh crops per image, gave 0.5389):
+2 shared cores, the backbone then in the dynamic graph, before --encoder's predictor cut each pass several-fold;
+the training images through the image path, today's 12 fresh crops per image, gave 0.5389):
     --frozen-views   0       2       4       12
     mAP              0.5517  0.5333  0.5336  0.5374
     backbone passes  1       3       5       13     over the 1,000 training images (~14 s each on one thread)
@@ -40,14 +41,15 @@ so it continues bit for bit.
 This module sits below the engine, which hands it (engine.frozen_backbone_sources) the standardisation's fit and
 `outputs_of(dataset, desc) -> (fc7, labels)`: the backbone over every item of a dataset, in dataset order on every
 rank. Only fc7 is ever asked of the backbone (the standardisation is applied here), so the engine makes one encoder
-of it per run: on the CPU one Paddle Inference predictor serves the training set and every evaluation.
+of it per run, which serves the training set and every evaluation: on the CPU a Paddle Inference predictor unless
+the run is too small to repay making one (--encoder auto, fast_encoder.PREDICTOR_MIN_PIXELS).
 """
 import time
 
 import numpy as np
 import paddle
 
-from utils.codes import binarize
+from utils.codes import sign_codes
 from utils.sampling import TrainBatchSampler
 
 
@@ -134,8 +136,9 @@ def hash_outputs(hash_layer, features, batch_size):
 
 class EvalFeatures:
     """The queries' and the database's features (datasets 'test' and 'database'), computed by the backbone at the
-    first evaluation (after the standardisation is fitted: it is part of them); called as (split, desc) -> (±1 codes,
-    labels) through the hash layer alone: engine.evaluate's encode_split. encoder_kind() names what ran the backbone
+    first evaluation (after the standardisation is fitted: it is part of them); called as (split, desc) -> (codes,
+    labels) through the hash layer alone: engine.evaluate's encode_split. The codes are the image path's, the sign with
+    0 kept (engine.encode(keep_zero=True): the paper rule reads the 0s). encoder_kind() names what ran the backbone
     (fast_encoder.encoder_kind)."""
 
     def __init__(self, model, datasets, batch_size, logger, outputs_of, encoder_kind):
@@ -156,4 +159,4 @@ class EvalFeatures:
                              "only the hash layer to them", len(self.features[split][0]),
                              {"test": "query"}.get(split, split), time.time() - start)
         features, labels = self.features[split]
-        return binarize(hash_outputs(self.model.hash_layer, features, self.batch_size)), labels
+        return sign_codes(hash_outputs(self.model.hash_layer, features, self.batch_size)), labels
