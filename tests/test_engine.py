@@ -86,6 +86,8 @@ def test_run_folder_contents(two_epochs):
     # --encoder inference (recorded in config.json): the backbone ran through Paddle Inference, and the run says so
     final = json.loads((two_epochs / "metrics.json").read_text())["final"]
     assert config["encoder"] == "inference" and final["encoder"] == "inference"
+    # --plots false (the tests' runs, conftest.toy_args): no figure drawn, none said to be
+    assert config["plots"] is False and not [n for n in names if n.endswith(".png")] and "plots:" not in log
 
 
 def test_a_frozen_runs_job_counts_every_view_and_both_evaluation_sets():

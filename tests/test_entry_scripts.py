@@ -16,7 +16,7 @@ from conftest import assert_training_moved, run_cli, toy_args
 pytestmark = pytest.mark.entry
 
 BIT = 64
-ONE_EPOCH = ["--bit", str(BIT), "--epoch", "1", "--eval_epoch", "1"]
+ONE_EPOCH = ["--bit", str(BIT), "--epoch", "1", "--eval_epoch", "1", "--plots", "true"]  # the default, as users run
 PLOTS = ("pr_curve.png", "precision_at_n.png", "training_curve.png")
 TIMEOUT = 900  # generous: a shared 2-core machine, and up to 3 Paddle processes at once
 

@@ -172,6 +172,21 @@ def test_save_metric_plots_errors_name_the_file(tmp_path):
         save_metric_plots(bad)
 
 
+def test_plots_command_draws_a_finished_runs_figures_and_names_a_folder_without_metrics(tmp_path, capsys):
+    """python -m utils.plots RUN_DIR: the figures of a run trained with --plots false, drawn afterwards."""
+    from utils import plots
+    run = make_run(tmp_path, "coco_32bits", 32)
+    plots.main([str(run)])
+    names = ("pr_curve.png", "precision_at_n.png", "training_curve.png")
+    for name in names:
+        assert_png(run / name)
+    assert capsys.readouterr().out == f"{run}: {', '.join(str(run / name) for name in names)}\n"
+    empty = tmp_path / "not_a_run"
+    empty.mkdir()
+    with pytest.raises(SystemExit, match=rf"^python -m utils.plots: metrics.json not found: {empty}/metrics.json$"):
+        plots.main([str(empty)])
+
+
 def test_load_epochs_last_row_of_an_epoch_wins_and_bad_lines_are_named(tmp_path):
     rows = ['{"epoch": 2, "loss": 9}', '{"epoch": 1, "loss": 1}', "", '{"epoch": 2, "loss": 2}']
     (tmp_path / "epochs.jsonl").write_text("\n".join(rows) + "\n")

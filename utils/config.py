@@ -267,6 +267,9 @@ def get_parser(description="HashNet (ICCV 2017) in PaddlePaddle"):
     add_flag(g, "--log-path", "--log_path", default=None,
              help="log file name inside the run folder (default log_train_{bit}.txt / log_eval_{bit}.txt)")
     add_flag(g, "--log-freq", "--log_freq", type=int, default=50, help="log a training line every N steps")
+    add_flag(g, "--plots", type=str2bool, default=True,
+             help="draw pr_curve.png, precision_at_n.png and training_curve.png into the run folder at its end "
+                  "(matplotlib, ~1 s); false for sweeps and tests: `python -m utils.plots RUN_DIR` draws them later")
     add_flag(g, "--recipe", default="seed", choices=RECIPES,
              help="seed = the seed repository's recipe (docs/protocol.md#seed-recipe); paper = the authors' Caffe "
                   "recipe that produced the paper's Table 1, counted in iterations (docs/protocol.md#paper-recipe)")

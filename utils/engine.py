@@ -382,12 +382,13 @@ def save_retrieval_codes(cfg, codes, checkpoint_path):
     retrieval.save_codes(Path(cfg.run_dir) / "retrieval", codes, identity)
 
 
-def write_plots(run_dir, logger):
-    """PR / P@N / training-curve PNGs next to metrics.json (rank 0); a plotting failure never fails a finished run."""
-    if not dist.is_main_process():
+def write_plots(cfg, logger):
+    """PR / P@N / training-curve PNGs next to metrics.json (rank 0, unless --plots false); a plotting failure never
+    fails a finished run."""
+    if not dist.is_main_process() or not cfg.plots:
         return
     try:
-        paths = save_metric_plots(Path(run_dir) / "metrics.json", run_dir)
+        paths = save_metric_plots(Path(cfg.run_dir) / "metrics.json", cfg.run_dir)
         logger.info("plots: %s", ", ".join(p.name for p in paths))
     except (ValueError, OSError) as err:
         logger.warning("plots not written: %s", err)
@@ -418,7 +419,7 @@ def run_eval(cfg):
     logger.info("%s: mAP@%d = %.4f (random codes %.4f)", cfg.pretrained, metrics["topk"], metrics["map"],
                 metrics["map_random_codes"])
     checkpoint.save_json({"checkpoint": str(cfg.pretrained), "final": metrics}, Path(cfg.run_dir) / "metrics.json")
-    write_plots(cfg.run_dir, logger)
+    write_plots(cfg, logger)
     return metrics
 
 
@@ -508,7 +509,7 @@ def run_train(cfg, wrap_model=None):
                     "is optimistic; the final %s's number is the unselected one)", cfg.unit,
                     in_units(cfg, cfg.rounds), final["topk"], final["map"], cfg.unit, in_units(cfg, best["epoch"]),
                     best["map"], cfg.unit)
-        write_plots(run_dir, logger)
+        write_plots(cfg, logger)
     dist.barrier()
     return {"final": final, "best": best, "run_dir": str(run_dir)}
 

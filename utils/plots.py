@@ -273,3 +273,22 @@ def save_metric_plots(metrics_json_path_or_dict, out_dir=None):
         written.append(_training_plot(rows, doc.get("best_epoch"), k, run_title("Training", config, final),
                                       out_dir / "training_curve.png"))
     return written
+
+
+def main(argv=None):
+    """python -m utils.plots RUN_DIR [RUN_DIR ...]: draw a run's figures afterwards (a run trained with --plots false,
+    or drawn again)."""
+    import argparse
+    import sys
+    parser = argparse.ArgumentParser(prog="python -m utils.plots", description=main.__doc__.split(": ", 1)[1])
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders holding metrics.json")
+    for run in parser.parse_args(argv).runs:
+        try:
+            paths = save_metric_plots(run)
+        except (ValueError, OSError) as err:
+            sys.exit(f"python -m utils.plots: {err}")
+        print(f"{run}: {', '.join(str(p) for p in paths)}")
+
+
+if __name__ == "__main__":
+    main()
