@@ -1,8 +1,13 @@
 """The real entry scripts, each run once as a user runs them (a fresh process, the README's commands) on the small
-toy lists: main_single_gpu.py, main_multi_gpu.py bare and under paddle.distributed.launch (2 CPU processes), then
-predict.py, export_model.py and deploy/inference_python/infer.py on the trained run. Marked `entry`: CI runs this
-file under every Paddle version the README names (`pytest -m entry` in a Paddle 2.6 venv, see .ci/run)."""
+toy lists: main_single_gpu.py, main_multi_gpu.py bare, under paddle.distributed.launch (2 CPU processes) and as two
+nodes of one process each (docs/training.md#several-machines), then predict.py, export_model.py and
+deploy/inference_python/infer.py on the trained run. Marked `entry`: CI runs this file under every Paddle version the
+README names (`pytest -m entry` in a Paddle 2.6 venv, see .ci/run)."""
 import json
+import os
+import socket
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -11,7 +16,7 @@ import paddle
 import pytest
 from PIL import Image
 
-from conftest import assert_training_moved, run_cli, toy_args
+from conftest import REPO, assert_training_moved, run_cli, toy_args
 
 pytestmark = pytest.mark.entry
 
@@ -93,6 +98,44 @@ def test_main_multi_gpu_under_the_launcher_runs_two_processes(runs):
     logs = sorted(p.name for p in (run.parent / "launch_logs").glob("workerlog.*"))
     assert logs == ["workerlog.0", "workerlog.1"]
     assert "world size 2" in (run / f"log_train_{BIT}.txt").read_text()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_of_one_process_train_like_one_node_of_two(runs, small_toy, tmp_path):
+    """docs/training.md#several-machines, tried on one machine: the same command on every node (two launcher
+    invocations, --nnodes 2, a master on 127.0.0.1, one CPU process each, --rank 0 on the master's node) gives the
+    launched run's memory bank, weights and mAP."""
+    port, nodes = free_port(), tmp_path / "nodes"
+    flags = [str(a) for a in toy_args(small_toy, nodes, *ONE_EPOCH, "--batch-size", "16", "--plots", "false")]
+    commands = [[sys.executable, "-m", "paddle.distributed.launch", "--nnodes", "2", "--master", f"127.0.0.1:{port}",
+                 "--rank", str(rank), "--nproc_per_node", "1", "--log_dir", str(tmp_path / f"node{rank}_logs"),
+                 "main_multi_gpu.py", *flags] for rank in (0, 1)]
+    procs = [subprocess.Popen(command, cwd=REPO, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for command in commands]
+    try:
+        outputs = [p.communicate(timeout=TIMEOUT)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for rank, (p, out) in enumerate(zip(procs, outputs)):
+        assert p.returncode == 0, f"node {rank} exited {p.returncode}:\n{out[-3000:]}"
+    assert "[rank 1]" in (tmp_path / "node1_logs" / "workerlog.0").read_text()  # node 1's process: global rank 1
+
+    one_node = runs["launched"][0]
+    two_nodes, reference = (paddle.load(str(run / f"last_{BIT}.pdckpt")) for run in (nodes, one_node))
+    assert json.loads((nodes / "config.json").read_text())["world_size"] == 2
+    assert np.abs(two_nodes["criterion"]["U"].numpy()).sum(1).min() > 0  # every item written
+    np.testing.assert_array_equal(two_nodes["criterion"]["U"].numpy(), reference["criterion"]["U"].numpy())
+    for key, value in reference["model"].items():
+        np.testing.assert_array_equal(two_nodes["model"][key].numpy(), value.numpy(), err_msg=key)
+    maps = [json.loads((run / "metrics.json").read_text())["final"]["map"] for run in (nodes, one_node)]
+    assert maps[0] == maps[1] and maps[0] > 0
 
 
 @pytest.fixture(scope="module")
