@@ -280,7 +280,7 @@ def main(argv=None):
     or drawn again)."""
     import argparse
     import sys
-    parser = argparse.ArgumentParser(prog="python -m utils.plots", description=main.__doc__.split(": ", 1)[1])
+    parser = argparse.ArgumentParser(prog="python -m utils.plots", description="draw a run's figures afterwards")
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders holding metrics.json")
     for run in parser.parse_args(argv).runs:
         try:
