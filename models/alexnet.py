@@ -8,12 +8,14 @@ ImageNet weights are loaded by models.pretrained (``python -m models.alexnet --c
 
 from __future__ import annotations
 
+import numpy as np
 import paddle
 from paddle import nn
 
 CONV_INDICES = (0, 3, 6, 8, 10)
 LINEAR_INDICES = (1, 4, 6)
 DROPOUT_P = 0.5
+BATCHNORM_LAYERS = (nn.BatchNorm1D, nn.BatchNorm2D, nn.BatchNorm3D)
 
 
 class AlexNet(nn.Layer):
@@ -57,20 +59,30 @@ class AlexNet(nn.Layer):
 
 
 def init_kaiming_(model: nn.Layer) -> nn.Layer:
-    """Re-initialise every Conv2D (Kaiming normal, fan_out, ReLU gain) and Linear (N(0, 0.01))
-    in ``model`` (any Layer, e.g. a HashNet); all their biases become 0. Uses Paddle's RNG,
-    so ``paddle.seed`` makes it reproducible. Returns ``model``."""
+    """Re-initialise every Conv2D (Kaiming normal, fan_out, ReLU gain) and Linear (N(0, 0.01)) in ``model`` (any
+    Layer, e.g. a HashNet), all their biases 0, and every BatchNorm to the identity (weight 1, bias 0), whatever the
+    layers held before (HashNet builds them as zeros, so as not to draw their default initialisation first). Returns
+    ``model``.
+
+    The normal values come from a NumPy generator seeded by one draw of Paddle's RNG, so ``paddle.seed`` makes them
+    reproducible: NumPy draws AlexNet's 61 M values in about half the time of Paddle's CPU kernel, and the same ones
+    under every Paddle version."""
+    rng = np.random.default_rng(paddle.randint(0, 2**31 - 1, [4]).numpy().tolist())  # randint's bounds are int32
     for layer in model.sublayers(include_self=True):
         if isinstance(layer, nn.Conv2D):
             out_channels, _, kh, kw = layer.weight.shape
             std = (2.0 / (out_channels * kh * kw)) ** 0.5
         elif isinstance(layer, nn.Linear):
             std = 0.01
+        elif isinstance(layer, BATCHNORM_LAYERS):
+            layer.weight.set_value(paddle.ones(layer.weight.shape, dtype=layer.weight.dtype))
+            layer.bias.set_value(paddle.zeros(layer.bias.shape, dtype=layer.bias.dtype))
+            continue
         else:
             continue
-        layer.weight.set_value(
-            paddle.normal(0.0, std, shape=layer.weight.shape).astype(layer.weight.dtype)
-        )
+        values = rng.standard_normal(layer.weight.shape, dtype=np.float32)  # the models' parameters are float32
+        values *= np.float32(std)
+        layer.weight.set_value(values)
         if layer.bias is not None:
             layer.bias.set_value(paddle.zeros(layer.bias.shape, dtype=layer.bias.dtype))
     return model

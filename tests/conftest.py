@@ -4,6 +4,14 @@ that a training run moved its weights, and the no-skip mode for CI (HASHNET_REQU
 One thread per process: the suite runs 2 pytest-xdist workers on 2 cores, and an unset OMP_NUM_THREADS would give
 every Paddle process (this one and the entry scripts it starts, which inherit it) all the CPUs (utils/dist.py
 cpu_threads). A value the user set is kept. It is set before utils.before_paddle, which records it.
+
+Freed memory stays in the process for reuse: glibc's malloc makes no mmap'd chunks and never trims its heap, in
+pytest's processes (mallopt, below) and in every process they start (the MALLOC_* variables, which glibc reads at
+start; xdist's workers are started after this file is imported). Otherwise each of the many 61 M-parameter networks
+a test builds, copies or encodes with takes fresh pages from the system and gives them back, and on a virtual machine
+whose balloon driver reports free pages to its host, as this project's CI machines do, every such page costs a host
+fault when it is touched again: measured on the 2-core CI machine, the suite's system time fell from 265 s to 202 s
+and its wall time by 8%. Nothing else changes: the same values, the same processes.
 """
 # isort: off
 import os
@@ -11,6 +19,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 import utils.before_paddle  # noqa: F401  (before anything imports paddle: see that module)
 # isort: on
+import ctypes
 import functools
 import importlib.util
 import json
@@ -20,6 +29,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+KEEP_FREED_MEMORY = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}  # docstring; a C int
+
+
+def keep_freed_memory():
+    for name, value in KEEP_FREED_MEMORY.items():
+        os.environ.setdefault(name, value)
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-4, int(os.environ["MALLOC_MMAP_MAX_"]))  # M_MMAP_MAX
+        libc.mallopt(-1, int(os.environ["MALLOC_TRIM_THRESHOLD_"]))  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError, ValueError):
+        pass  # not glibc, or a value the user set that mallopt does not take: the allocator's defaults, only slower
+
+
+keep_freed_memory()
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

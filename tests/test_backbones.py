@@ -113,6 +113,25 @@ def test_auto_weights_are_looked_up_by_the_backbones_file_names(tmp_path, monkey
     assert engine.resolve_backbone_weights(cfg, None) == str(tmp_path / "pretrained" / "alexnet-owt-7be5be79.pth")
 
 
+def test_a_kaiming_network_follows_paddle_seed_and_its_batchnorm_starts_as_the_identity():
+    """HashNet builds the layers as zeros and init_kaiming_ draws every weight (NumPy, seeded from Paddle's RNG)."""
+    def build(seed):
+        paddle.seed(seed)
+        return HashNet(8, backbone="resnet18", init="kaiming")
+
+    first, again, other = build(0), build(0), build(1)
+    for (name, value), repeat in zip(first.named_parameters(), again.parameters()):
+        np.testing.assert_array_equal(value.numpy(), repeat.numpy(), err_msg=name)
+    conv1 = first.conv1.weight.numpy()
+    assert conv1.std() == pytest.approx((2.0 / (64 * 7 * 7)) ** 0.5, rel=0.03)
+    assert not np.array_equal(conv1, other.conv1.weight.numpy())
+    norms = [layer for layer in first.sublayers() if isinstance(layer, paddle.nn.BatchNorm2D)]
+    assert len(norms) == 20  # bn1, two per block, three downsampling ones
+    for layer in norms:
+        np.testing.assert_array_equal(layer.weight.numpy(), 1.0)
+        np.testing.assert_array_equal(layer.bias.numpy(), 0.0)
+
+
 def test_batchnorm_uses_the_batch_in_train_mode_and_the_running_statistics_in_eval_mode():
     paddle.seed(0)
     model = HashNet(16, backbone="resnet18", init="kaiming")
