@@ -1,5 +1,5 @@
 """export_model.py + deploy/inference_python/infer.py: the exported model's outputs equal the dynamic graph's (raw
-within 1e-4, codes identical), infer.py's retrieval equals predict.py's, both program formats load, user errors."""
+within 1e-3, codes identical), infer.py's retrieval equals predict.py's, both program formats load, user errors."""
 import json
 import os
 import re
@@ -23,7 +23,10 @@ from utils.datasets import IMAGENET_MEAN, IMAGENET_STD, build_transform
 from utils.retrieval import load_batch
 
 REPO = Path(__file__).resolve().parents[1]
-RAW_TOLERANCE = 1e-4
+# float rounding, as oneDNN's kernels and the dynamic graph's differ in it, amplified by the standardisation: units
+# dead on the database images have the 1e-6 std floor (1,292 of 4,096 in this model), so a difference of 1e-9 in one
+# of their fc7 values moves the hash layer's input by 1e-3. Measured: up to 3.4e-4 on outputs of up to 2.3
+RAW_TOLERANCE = 1e-3
 
 
 @pytest.fixture(scope="module")

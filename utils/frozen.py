@@ -21,19 +21,18 @@ Augmentation, --frozen-views N:
   with N >= --epochs every epoch sees the crops training on the images would (to float rounding: the backbone runs on
   other batches). Each view is one more backbone pass over the training set.
 
-Why 0 is the default, measured on the toy demo (12 epochs, 64 bits, mAP@2000 of the best checkpoint, one process on
-2 shared cores, the backbone then in the dynamic graph, before --encoder's predictor cut each pass several-fold;
-the training images through the image path, today's 12 fresh crops per image, gave 0.5389):
+Why 0 is the default, measured on the toy demo (`sh scripts/demo.sh`'s run with --frozen-views N: 12 epochs, 64
+bits, mAP@2000 of the best checkpoint, one process on 2 cores, the backbone through the predictor):
     --frozen-views   0       2       4       12
-    mAP              0.5517  0.5333  0.5336  0.5374
-    backbone passes  1       3       5       13     over the 1,000 training images (~14 s each on one thread)
-    training run     67 s    105 s   197 s   432 s  (the machine busier from N = 2 on: load 3-4 instead of ~2)
-No augmentation is the best and the fastest. Random crops hurt here through the standardisation: 906 of the 4,096
-fc7 units are dead on the training images' evaluation crops, where the statistics are fitted (std floored at 1e-6),
-and some of them fire on a random crop, which standardised becomes an outlier (max |feature| 31.6 over the
-evaluation crops, 1.9e4 over a random view; 79 of the 1,000 images have one beyond 100) that evaluation never
-produces. The same units amplify the backbone's float rounding on other batches, which is presumably why 12 views,
-the image path's own crops, give 0.5374 rather than 0.5389.
+    mAP              0.5401  0.5150  0.5165  0.5201  (--seed 0: 0.5240 with 0 views, 0.5150 with 2)
+    backbone passes  1       3       5       13      over the 1,000 training images (~2 s each)
+    training run     12.6 s  16.9 s  21.1 s  39.3 s
+No augmentation is the best and the fastest. It was for the random network the Kaiming init drew before its values
+came from NumPy too (0.5517, 0.5333, 0.5336, 0.5374; training on the images, 12 fresh crops per image, 0.5389).
+Random crops hurt here through the standardisation: 986 of the 4,096 fc7 units are dead on the training images'
+evaluation crops, where the statistics are fitted (std floored at 1e-6), and some of them fire on a random crop,
+which standardised becomes an outlier (max |feature| 31.6 over the evaluation crops, 1.7e4 over a random view; 76 of
+the 1,000 images have one beyond 100) that evaluation never produces.
 
 A resumed run recomputes the features with the checkpoint's backbone and standardisation through this same code,
 so it continues bit for bit.
