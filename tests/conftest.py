@@ -80,13 +80,12 @@ def pytest_runtest_makereport(item, call):
 # these first leaves the short files to fill in at the end, and the two workers finish close together instead of one
 # still training while the other is idle. The files not named here follow in name order; tests within a file keep
 # their order.
-SLOW_FILES_FIRST = ("test_datacache.py", "test_paper_recipe.py", "test_distributed.py", "test_entry_scripts.py",
-                    "test_export_infer.py", "test_engine.py", "test_failures.py", "test_resume_auto.py",
-                    "test_frozen.py", "test_alexnet.py", "test_sampling.py", "test_predict.py",
-                    "test_backbones.py", "test_fast_encoder.py", "test_user_errors.py", "test_run_config.py",
-                    "test_serve.py", "test_launcher.py", "test_plots_report.py", "test_cpu_threads.py",
-                    "test_bench_cpu.py", "test_upstream_lists.py", "test_pairwise_distributed.py", "test_caffenet.py",
-                    "test_quiet_start.py")
+SLOW_FILES_FIRST = ("test_distributed.py", "test_datacache.py", "test_entry_scripts.py", "test_paper_recipe.py",
+                    "test_engine.py", "test_failures.py", "test_alexnet.py", "test_export_infer.py", "test_frozen.py",
+                    "test_resume_auto.py", "test_sampling.py", "test_predict.py", "test_backbones.py",
+                    "test_run_config.py", "test_fast_encoder.py", "test_serve.py", "test_user_errors.py",
+                    "test_launcher.py", "test_upstream_lists.py", "test_pairwise_distributed.py", "test_bench_cpu.py",
+                    "test_plots_report.py", "test_cpu_threads.py", "test_caffenet.py", "test_quiet_start.py")
 
 
 def pytest_collection_modifyitems(items):
