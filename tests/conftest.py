@@ -23,6 +23,7 @@ import ctypes
 import functools
 import importlib.util
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -110,6 +111,13 @@ def run_cli(args, cwd=REPO, check=True, env=None, timeout=600):
         raise AssertionError(f"{args} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\n"
                              f"stderr:\n{proc.stderr[-5000:]}")
     return proc
+
+
+def free_port():
+    """A TCP port free on 127.0.0.1 now (a server or launcher under test binds to it next)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def stand_in_python(tmp_path):

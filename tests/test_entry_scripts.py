@@ -5,7 +5,6 @@ deploy/inference_python/infer.py on the trained run. Marked `entry`: CI runs thi
 README names (`pytest -m entry` in a Paddle 2.6 venv, see .ci/run)."""
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -16,7 +15,7 @@ import paddle
 import pytest
 from PIL import Image
 
-from conftest import REPO, assert_training_moved, run_cli, toy_args
+from conftest import REPO, assert_training_moved, free_port, run_cli, toy_args
 
 pytestmark = pytest.mark.entry
 
@@ -98,12 +97,6 @@ def test_main_multi_gpu_under_the_launcher_runs_two_processes(runs):
     logs = sorted(p.name for p in (run.parent / "launch_logs").glob("workerlog.*"))
     assert logs == ["workerlog.0", "workerlog.1"]
     assert "world size 2" in (run / f"log_train_{BIT}.txt").read_text()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_nodes_of_one_process_train_like_one_node_of_two(runs, small_toy, tmp_path):

@@ -6,7 +6,6 @@ Each test skips, saying what is missing, without them.
 """
 import io
 import shutil
-import socket
 import threading
 from pathlib import Path
 
@@ -17,6 +16,7 @@ pytest.importorskip("flask", reason="the search page needs Flask: pip install -r
 
 import predict  # noqa: E402
 import serve  # noqa: E402
+from conftest import free_port  # noqa: E402
 from test_predict import list_items, toy_checkpoint  # noqa: E402
 from utils.search_page import MAX_PIXELS, create_app  # noqa: E402
 from utils.toy_dataset import TOY_CLASSES  # noqa: E402
@@ -195,12 +195,6 @@ def test_requirements_of_the_page_are_optional():
 
 
 # -------------------------------------------------------------------------------------------------------- browser
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def browser(tmp_path, monkeypatch):
     webdriver = pytest.importorskip("selenium.webdriver", reason="the browser test needs selenium (pip install "
