@@ -7,6 +7,7 @@ training, evaluation, predict.py and the exported model alike, and the loader wo
 continuation tanh(scale * o) lives in the loss (utils/loss.py); the binary code is sign(o) with 0 -> +1
 (utils/codes.binarize).
 """
+import numpy as np
 import paddle
 import paddle.nn as nn
 
@@ -15,6 +16,12 @@ from models.backbones import DEFAULT_BACKBONE, backbone_spec, build_network
 from models.pretrained import load_pretrained
 from utils.errors import UsageError
 
+# A feature unit whose std over the training set is at most this fraction of the features' RMS is taken as constant and
+# standardised to 0 (docs/protocol.md#training-from-scratch): dead ReLU units (std 0), and units that fire on an image
+# or two at a level float32 rounding cannot resolve once divided by their std. Two engines' fc7 differ by ~1e-5 of
+# the RMS (oneDNN against the dynamic graph, docs/testing.md#cross-engine-tolerances), so a kept unit's standardised
+# value is known to ~1e-2 of its std at worst.
+CONSTANT_FEATURE_RTOL = 1e-3
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
@@ -115,8 +122,21 @@ class HashNet(nn.Layer):
         return x
 
     def standardize(self, fc7):
-        """fc7 -> the hash layer's input (the identity unless a from-scratch recipe fitted the statistics)."""
+        """fc7 -> the hash layer's input (the identity unless a from-scratch recipe fitted the statistics; a constant
+        unit's std is inf, so its input is 0)."""
         return (fc7 - self.feature_mean) / self.feature_std
+
+    def fit_standardization(self, fc7):
+        """Set the standardisation to the per-unit mean and std of `fc7` (n, feature_dim), the training images'
+        features; a constant unit (CONSTANT_FEATURE_RTOL) gets std inf, so it adds nothing whatever the image.
+        Returns {'images', 'constant_units', 'mean_of_means', 'mean_std'} (mean_std over the kept units)."""
+        fc7 = np.asarray(fc7, dtype="float64")
+        mean, std = fc7.mean(0), fc7.std(0)
+        constant = std <= CONSTANT_FEATURE_RTOL * np.sqrt((fc7 ** 2).mean())
+        self.feature_mean.set_value(paddle.to_tensor(mean.astype("float32")))
+        self.feature_std.set_value(paddle.to_tensor(np.where(constant, np.inf, std).astype("float32")))
+        return {"images": len(fc7), "constant_units": int(constant.sum()), "mean_of_means": float(mean.mean()),
+                "mean_std": float(std[~constant].mean()) if (~constant).any() else 0.0}
 
     def extract_features(self, x):
         """The backbone's part of forward: the standardised fc7 the hash layer reads (utils/frozen.py computes it

@@ -50,9 +50,8 @@ def standardize_on(model, root, list_path, resize, crop):
     from utils.datasets import ImageList, build_transform
     loader = DataLoader(ImageList(root, list_path, build_transform(False, resize, crop)), batch_size=64)
     with paddle.no_grad():
-        features = np.concatenate([model.extract_features(x).numpy() for x, _, _ in loader])
-    model.feature_mean.set_value(paddle.to_tensor(features.mean(0)))
-    model.feature_std.set_value(paddle.to_tensor(np.maximum(features.std(0), 1e-6)))
+        features = np.concatenate([model.fc7(x).numpy() for x, _, _ in loader])
+    model.fit_standardization(features)
     return model
 
 

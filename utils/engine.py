@@ -307,16 +307,15 @@ def frozen_backbone_sources(model, datasets, cfg, logger, fit):
 
 
 def fit_feature_standardization(model, loader, logger, fc7=None):
-    """Set fc7's standardisation to the training set's per-dimension mean and std (from-scratch recipe): of fc7,
-    the training images' fc7 (n, 4096) when the caller has them (utils/frozen.py), else of loader's images."""
+    """Fit fc7's standardisation on the training set (from-scratch recipe, HashNet.fit_standardization): on `fc7`,
+    the training images' features (n, 4096) when the caller has them (utils/frozen.py), else on loader's images."""
     if fc7 is None:
         model.eval()
         fc7, _ = predict_outputs(model.fc7, loader, "fc7 statistics")
-    mean, std = fc7.mean(0), np.maximum(fc7.std(0), 1e-6)  # dead ReLU units have std 0
-    model.feature_mean.set_value(paddle.to_tensor(mean.astype("float32")))
-    model.feature_std.set_value(paddle.to_tensor(std.astype("float32")))
-    logger.info("fc7 standardised on %d training images (mean of means %.4f, mean std %.4f)",
-                len(fc7), float(mean.mean()), float(std.mean()))
+    stats = model.fit_standardization(fc7)
+    logger.info("fc7 standardised on %d training images (mean of means %.4f, mean std %.4f; %d constant units "
+                "standardised to 0)", stats["images"], stats["mean_of_means"], stats["mean_std"],
+                stats["constant_units"])
 
 
 # ------------------------------------------------------------------------------------------------------ checkpoint
