@@ -17,7 +17,7 @@ with any batch size; the float conversion and ImageNet normalisation are inside 
 output is the raw hash activation (code = sign, 0 -> +1). The files are written into a temporary folder and moved in
 place, export_meta.json last: an export without export_meta.json is incomplete.
 """
-import utils.before_paddle  # noqa: F401  (first, before anything imports paddle: see that module)
+import utils.runtime.before_paddle  # noqa: F401  (first, before anything imports paddle: see that module)
 
 import os
 import shutil
@@ -25,10 +25,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from utils.config import add_flag, add_flags, entry_parser, resolve_flags
-from utils.failure import run_cli
-from utils.fast_encoder import MODEL_FILES
-from utils.run_config import is_data_key
+from utils.config.flags import add_flag, add_flags, entry_parser, resolve_flags
+from utils.config.run_folder import is_data_key
+from utils.retrieval.fast_encoder import MODEL_FILES
+from utils.runtime.failure import run_cli
 
 PRESET_KEYS = ("data_path", "resize_size", "resize_mode", "crop_size")
 META_NAME = "export_meta.json"
@@ -65,17 +65,17 @@ def database_meta(args):
 
 
 def export_inference_model(model, save_dir, bit, resize_size, crop_size, source=None, extra=None, resize_mode="short"):
-    """The static program of an eval-mode HashNet (utils/fast_encoder.save_program) and its export_meta.json, into
-    save_dir; returns the export_meta dict it wrote.
+    """The static program of an eval-mode HashNet (utils/retrieval/fast_encoder.save_program) and its export_meta.json,
+    into save_dir; returns the export_meta dict it wrote.
 
-    source: the checkpoint's fingerprint (utils.fileio.file_fingerprint) or None for an unsaved model.
+    source: the checkpoint's fingerprint (utils.runtime.fileio.file_fingerprint) or None for an unsaved model.
     """
     import paddle
 
-    from utils import checkpoint
-    from utils.datasets import IMAGENET_MEAN, IMAGENET_STD
-    from utils.fast_encoder import INPUT_NAME, PARAMS_FILE, save_program
-    from utils.fileio import sha256_of
+    from utils.datasets.image_list import IMAGENET_MEAN, IMAGENET_STD
+    from utils.retrieval.fast_encoder import INPUT_NAME, PARAMS_FILE, save_program
+    from utils.runtime.fileio import sha256_of
+    from utils.train import checkpoint
 
     save_dir = Path(save_dir)
     save_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -107,8 +107,9 @@ def export_inference_model(model, save_dir, bit, resize_size, crop_size, source=
 def run(argv=None):
     args = parse_args(argv)
     from predict import load_model
-    from utils import dist, retrieval
-    from utils.fileio import file_fingerprint
+    from utils.retrieval import search as retrieval
+    from utils.runtime import dist
+    from utils.runtime.fileio import file_fingerprint
     dist.select_device("cpu")  # exporting needs no accelerator, and the program is device independent
     model = load_model(args.bit, args.pretrained, args.backbone)
     database = database_meta(args)

@@ -5,17 +5,17 @@ main_single_gpu.py, and --batch-size is per process.
     python main_multi_gpu.py --bit 64 --batch-size 64      # spawns one process per visible GPU
     python -m paddle.distributed.launch --nproc_per_node 2 main_multi_gpu.py --dataset toy --device cpu
 """
-import utils.before_paddle  # noqa: F401  (first, before anything imports paddle: see that module)
+import utils.runtime.before_paddle  # noqa: F401  (first, before anything imports paddle: see that module)
 
 import sys
 
 import paddle
 import paddle.distributed as dist
 
-from utils import engine
-from utils.config import parse_args
-from utils.dist import get_world_size, launched_by_paddle
-from utils.failure import run_cli
+from utils.config.flags import parse_args
+from utils.runtime.dist import get_world_size, launched_by_paddle
+from utils.runtime.failure import run_cli
+from utils.train import engine
 
 
 def worker(cfg):

@@ -11,18 +11,18 @@ a table of rank, Hamming distance, shared labels and path (or with --json one JS
 copied into --save_path and a contact sheet {query}_top{k}.png. When --pretrained names a run folder (or a checkpoint
 in one), flags left unset take the run's values from its config.json (bit width, dataset, lists, data root, image
 sizes); a flag given explicitly wins, with a warning when it contradicts training. Flags still unset take the
-dataset preset's values (utils/config.py). The Paddle Inference twin of this script is
+dataset preset's values (utils/config/flags.py). The Paddle Inference twin of this script is
 deploy/inference_python/infer.py.
 """
-import utils.before_paddle  # noqa: F401  (first, before anything imports paddle: see that module)
+import utils.runtime.before_paddle  # noqa: F401  (first, before anything imports paddle: see that module)
 
 import logging
 import sys
 from types import SimpleNamespace
 
-from utils.config import DATA_FLAGS, MODEL_FLAGS, RETRIEVAL_FLAGS, add_flags, entry_parser, resolve_flags
-from utils.failure import run_cli
-from utils.run_config import run_folder_of
+from utils.config.flags import DATA_FLAGS, MODEL_FLAGS, RETRIEVAL_FLAGS, add_flags, entry_parser, resolve_flags
+from utils.config.run_folder import run_folder_of
+from utils.runtime.failure import run_cli
 
 PRESET_KEYS = ("data_path", "path_prefix", "batch_size", "resize_size", "resize_mode", "crop_size")
 
@@ -52,7 +52,7 @@ def parse_args(argv=None):
 
 def load_model(bit, checkpoint_path, backbone="alexnet"):
     """HashNet on `backbone` with the checkpoint's weights, in eval mode (bit-width mismatch is a ValueError)."""
-    from utils import engine
+    from utils.train import engine
     cfg = SimpleNamespace(bit=bit, backbone=backbone, train_scope="all")  # every weight comes from the checkpoint
     model = engine.build_model(cfg, logging.getLogger("predict"), weights=checkpoint_path)
     model.eval()
@@ -62,12 +62,14 @@ def load_model(bit, checkpoint_path, backbone="alexnet"):
 def build_encoders(args):
     """(transform, encode_batch, encode_database) of args.pretrained on args.device: what run_retrieval and the
     search page need from the model, encoding as --encoder says (on the CPU by default a Paddle Inference predictor,
-    utils/fast_encoder.py)."""
+    utils/retrieval/fast_encoder.py)."""
     import numpy as np
     import paddle
 
-    from utils import dist, engine, fast_encoder
-    from utils.datasets import build_loader, build_transform
+    from utils.datasets.image_list import build_loader, build_transform
+    from utils.retrieval import fast_encoder
+    from utils.runtime import dist
+    from utils.train import engine
 
     dist.select_device(args.device)
     model = load_model(args.bit, args.pretrained, args.backbone)
@@ -87,8 +89,8 @@ def build_encoders(args):
 
 def run(argv=None, out=None):
     args = parse_args(argv)
-    from utils import retrieval
-    from utils.fileio import file_fingerprint
+    from utils.retrieval import search as retrieval
+    from utils.runtime.fileio import file_fingerprint
 
     queries = retrieval.collect_images(args.img)  # a wrong path fails before the model is loaded
     transform, encode_batch, encode_database = build_encoders(args)

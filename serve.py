@@ -9,14 +9,14 @@ cache (<run folder>/retrieval/database_code_{bit}.npy; computed once when missin
 127.0.0.1 only, unless --host says otherwise: it has no authentication, so do not expose it to a network you do
 not trust. Uploads are limited to --max-upload-mb and are kept in memory only.
 """
-import utils.before_paddle  # noqa: F401  (first: silences Paddle's ccache warning)
+import utils.runtime.before_paddle  # noqa: F401  (first: silences Paddle's ccache warning)
 
 import sys
 
 from predict import resolve_args
-from utils.config import DATA_FLAGS, MODEL_FLAGS, add_flag, add_flags, entry_parser
-from utils.errors import MissingPackageError, SetupError, UsageError
-from utils.failure import run_cli
+from utils.config.flags import DATA_FLAGS, MODEL_FLAGS, add_flag, add_flags, entry_parser
+from utils.runtime.errors import MissingPackageError, SetupError, UsageError
+from utils.runtime.failure import run_cli
 
 
 def get_parser():
@@ -37,9 +37,9 @@ def get_parser():
 def build_service(args):
     """Load the model, the database and its codes (predict.py's cache); returns the page's SearchService."""
     from predict import build_encoders
-    from utils import retrieval
-    from utils.fileio import file_fingerprint
-    from utils.search_page import SearchService
+    from utils.retrieval import search as retrieval
+    from utils.retrieval.search_page import SearchService
+    from utils.runtime.fileio import file_fingerprint
     transform, encode_batch, encode_database = build_encoders(args)
     database, codes = retrieval.load_database(args, args.bit, transform, encode_database,
                                               file_fingerprint(args.pretrained), args.resize_size, args.crop_size)
@@ -54,8 +54,8 @@ def run(argv=None):
         raise MissingPackageError("serve.py needs Flask: pip install -r requirements-web.txt") from None
     from werkzeug.serving import make_server
 
-    from utils.retrieval import log
-    from utils.search_page import create_app
+    from utils.retrieval.search import log
+    from utils.retrieval.search_page import create_app
     args = resolve_args(get_parser(), argv)
     if args.max_upload_mb <= 0:
         raise UsageError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")

@@ -6,7 +6,8 @@ torchvision-layout weights through the converter come to torch's logits.
     python benchmarks/bench_backbones.py --parity                      # + torch parity (needs torch)
 
 One toy epoch: the toy set's 1,000 training images (random uint8 pixels here, the same cost), --size px, batch 64,
-64 bits. "frozen": what the toy preset's epoch 1 costs (--train-scope hash, utils/frozen.py): the backbone's features
+64 bits. "frozen": what the toy preset's epoch 1 costs (--train-scope hash, utils/train/frozen.py): the backbone's
+features
 of every training image through the fast encoder (Paddle Inference, oneDNN; the predictor's set-up included), then
 one epoch of the hash layer on them. "train": one epoch of the whole network in train mode (--train-scope all: forward
 and backward, momentum SGD, BatchNorm on the batch), the per-epoch cost of the seed recipe's kind of run. Every
@@ -27,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-import utils.before_paddle  # noqa: E402,F401  (before anything imports paddle)
+import utils.runtime.before_paddle  # noqa: E402,F401  (before anything imports paddle)
 
 from models.backbones import BACKBONE_NAMES  # noqa: E402  (imports no Paddle)
 
@@ -56,9 +57,9 @@ def measure(name, images, size, train):
     import paddle
 
     from models import HashNet
-    from utils import fast_encoder
-    from utils.frozen import hash_outputs
-    from utils.loss import HashNetLoss
+    from utils.losses.hashnet_loss import HashNetLoss
+    from utils.retrieval import fast_encoder
+    from utils.train.frozen import hash_outputs
     paddle.set_device("cpu")
     paddle.seed(0)
     rng = np.random.default_rng(0)

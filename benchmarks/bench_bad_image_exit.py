@@ -25,7 +25,7 @@ BAD_NAME = "truncated_line5.jpg"
 def child(argv):
     """Run an entry script, appending `time pid` to $MEET_FILE whenever the bad image is opened."""
     sys.path.insert(0, str(PROJECT_ROOT))
-    from utils import datasets
+    from utils.datasets import image_list as datasets
     original = datasets.load_rgb
 
     def load_rgb(path):
@@ -44,7 +44,7 @@ def make_bad_data(base):
     from PIL import Image
 
     sys.path.insert(0, str(PROJECT_ROOT))
-    from utils.toy_dataset import ensure_toy_dataset
+    from utils.datasets.toy import ensure_toy_dataset
     toy = Path(ensure_toy_dataset(PROJECT_ROOT / "data" / "toy"))
     root, lists = base / "root", base / "lists"
     (root / "broken").mkdir(parents=True)

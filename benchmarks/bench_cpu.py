@@ -6,8 +6,8 @@ torch's AlexNet + a 4096 -> 64 linear, with the same number of threads for all, 
 
 Every engine runs in a process of its own (Paddle and torch bring different OpenMP runtimes, and one engine's idle
 threads must not spin beside the next one's), on one random uint8 batch: HashNet (64 bits, random weights, the
-normalisation inside the network) through the dynamic graph and through utils/fast_encoder.layer_predictor, and the
-same network in torch (torchvision's AlexNet layout, tests/torch_reference_alexnet.py; random weights, the same
+normalisation inside the network) through the dynamic graph and through utils/retrieval/fast_encoder.layer_predictor,
+and the same network in torch (torchvision's AlexNet layout, tests/torch_reference_alexnet.py; random weights, the same
 uint8 input and normalisation). torch is optional: without it its column says so. Each engine runs --warmup untimed
 batches, then enough timed ones to fill --seconds (at least 3). Prints a table with the ratios fast/torch and
 dygraph/torch, and whether the goals of issue 19 (fast >= 1.0x torch at 224 px, >= 0.8x at 64 px) are met; the
@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-import utils.before_paddle  # noqa: E402,F401  (before anything imports paddle; it imports neither Paddle nor torch)
+import utils.runtime.before_paddle  # noqa: E402,F401  (before anything imports paddle; it imports neither Paddle nor torch)
 
 ENGINES = ("dygraph", "fast", "torch")
 GOALS = {224: 1.0, 64: 0.8}  # fast / torch at least this, same threads
@@ -58,7 +58,8 @@ def paddle_encoder(engine, size, threads):
     import paddle
 
     from models import HashNet
-    from utils import dist, fast_encoder
+    from utils.retrieval import fast_encoder
+    from utils.runtime import dist
     paddle.set_device("cpu")
     dist.use_cpu_threads(threads)
     paddle.seed(0)
@@ -167,7 +168,7 @@ def get_parser():
 def main(argv=None):
     args = get_parser().parse_args(argv)
     if args.threads is None:
-        from utils.dist import available_cpus  # not in the engines' processes: they are told --threads
+        from utils.runtime.dist import available_cpus  # not in the engines' processes: they are told --threads
         args.threads = available_cpus()
     if args.threads < 1 or args.batch_size < 1:
         raise SystemExit("error: --threads and --batch-size must be >= 1")

@@ -6,8 +6,8 @@ with and without the evaluation cache; and an estimate of one COCO evaluation on
 
 Data side per worker, two measurements of each row:
   loader  images/s the training process receives from a one-worker paddle.io.DataLoader built as training builds
-          it (utils.datasets.build_loader), counted from its first batch to its last so that the worker's start
-          is left out. This is the data side a GPU run meets: it includes collating the batch and handing it over
+          it (utils.datasets.image_list.build_loader), counted from its first batch to its last so that the worker's
+          start is left out. This is the data side a GPU run meets: it includes collating the batch and handing it over
           (float32 batches are four times the bytes of uint8 ones). The goals are judged on this column.
   work    the same items loaded and stacked in this process (no hand-over): the worker's own work alone.
 Rows:
@@ -23,7 +23,7 @@ Each timed pass of each row runs in turn (rows interleaved, best of --repeats pa
 shared machine does not land on one row only; the same source images are cycled through, and a row's pass lasts
 about a second at least. A ratio is the quotient of two rows' images/s.
 
-End to end: utils/engine.evaluate of a random-init 64-bit HashNet on the source's query/database lists (repeated
+End to end: utils/train/engine.evaluate of a random-init 64-bit HashNet on the source's query/database lists (repeated
 --e2e-repeat times), on this CPU with the default loader workers, with and without --cache_dir (build excluded,
 timed separately); the mAPs must be equal.
 
@@ -49,7 +49,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-import utils.before_paddle  # noqa: E402,F401  (first: see its docstring)
+import utils.runtime.before_paddle  # noqa: E402,F401  (first: see its docstring)
 
 COCO_LITE = ROOT.parent / "shared" / "coco_lite"
 COCO_EVAL_IMAGES = 5_000 + 112_200
@@ -71,7 +71,7 @@ def toy_jpegs(folder, count, size=(640, 480)):
     """`count` toy images upscaled to COCO-like JPEGs, with a one-label list (the toy set is generated if absent)."""
     from PIL import Image
 
-    from utils.toy_dataset import ensure_toy_dataset
+    from utils.datasets.toy import ensure_toy_dataset
     toy = ensure_toy_dataset(ROOT / "data" / "toy")
     lines = (toy / "database.txt").read_text().splitlines()[:count]
     (folder / "images").mkdir(parents=True)
@@ -121,7 +121,7 @@ def work_pass(dataset, batches, epoch=0):
 
 def loader_pass(dataset, batches):
     """(images, seconds) the training process receives through a one-worker loader, first batch excluded."""
-    from utils.datasets import build_loader
+    from utils.datasets.image_list import build_loader
     loader = iter(build_loader(dataset, 1, batch_size=len(batches[0]), batch_sampler=batches))
     next(loader)  # the worker has started and produced its first batch
     start, images = time.perf_counter(), 0
@@ -136,7 +136,7 @@ def rate(images, seconds):
 
 def path_before(image_list_class):
     """An ImageList as loading was before the fast path: every image through convert("RGB"), a copy of the decoded
-    pixels even when they are RGB already (utils/datasets.load_rgb now returns those as they are)."""
+    pixels even when they are RGB already (utils/datasets/image_list.load_rgb now returns those as they are)."""
     from PIL import Image
 
     class Before(image_list_class):
@@ -150,14 +150,14 @@ def float_transform(train, resize_size, crop_size):
     """The transform before this change: ToTensor + Normalize on the CPU."""
     from paddle.vision import transforms as T
 
-    from utils.datasets import IMAGENET_MEAN, IMAGENET_STD
+    from utils.datasets.image_list import IMAGENET_MEAN, IMAGENET_STD
     crop = [T.RandomCrop(crop_size), T.RandomHorizontalFlip()] if train else [T.CenterCrop(crop_size)]
     return T.Compose([T.Resize(resize_size), *crop, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
 def measure_data_side(root, list_path, cache_dir, args):
-    from utils import datacache
-    from utils.datasets import ImageList, build_transform
+    from utils.datasets import cache as datacache
+    from utils.datasets.image_list import ImageList, build_transform
     sizes = (args.resize_size, args.crop_size)
     train = ImageList(root, list_path, build_transform(True, *sizes), seed=0)
     evaluation = ImageList(root, list_path, build_transform(False, *sizes))
@@ -199,8 +199,8 @@ def end_to_end(root, list_dir, cache_dir, args):
     import paddle
 
     from models import HashNet
-    from utils import engine
-    from utils.config import parse_args
+    from utils.config.flags import parse_args
+    from utils.train import engine
 
     def run(extra):
         cfg = parse_args(["--dataset", "bench", "--list-dir", str(list_dir), "--data-path", str(root), "--device",
@@ -241,7 +241,7 @@ def ratios_of(rows):
 
 
 def bench(args):
-    from utils.dist import default_num_workers
+    from utils.runtime.dist import default_num_workers
     random.seed(0)
     if args.num_workers is None:
         args.num_workers = default_num_workers()

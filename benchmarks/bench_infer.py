@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-import utils.before_paddle  # noqa: E402,F401  (before anything imports paddle: see utils/before_paddle.py)
+import utils.runtime.before_paddle  # noqa: E402,F401  (before anything imports paddle: see utils/runtime/before_paddle.py)
 
 
 def images_per_second(fn, batch, iters, warmup):
@@ -40,8 +40,8 @@ def bench(args):
     from export_model import export_inference_model
     from models import HashNet
     from predict import load_model
-    from utils import dist
-    from utils.run_config import resolve_checkpoint
+    from utils.config.run_folder import resolve_checkpoint
+    from utils.runtime import dist
     paddle.set_device("cpu")
     args.cpu_threads = dist.use_cpu_threads(args.cpu_threads)  # the same threads for the dynamic graph
     if args.pretrained:

@@ -22,7 +22,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from utils.metrics import CalcTopMap, CalcTopMap_reference  # noqa: E402
+from utils.hashing.metrics import CalcTopMap, CalcTopMap_reference  # noqa: E402
 
 PERSON = 49  # index of 'person' in the alphabetical COCO label order (docs/protocol.md#ms-coco-protocol)
 

@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from utils.codes import pack_codes, topk_search  # noqa: E402
+from utils.hashing.codes import pack_codes, topk_search  # noqa: E402
 
 
 def matmul_search(q_codes, db_codes, k, rows=8):

@@ -14,7 +14,7 @@ data/toy, where the generated images live. Without --dataset, --lists are paths 
 dataset preset's (imagenet and nuswide_81 map the prefixes of HashNet's lists, docs/datasets.md#upstream-paths). When
 images are missing, the report names the first unmatched path and the prefix it would need.
 
-Each list is parsed with utils.datasets.read_list_file (the same parser training uses); a format error
+Each list is parsed with utils.datasets.image_list.read_list_file (the same parser training uses); a format error
 stops the check with its file:line message. All lists must have the same number of labels. Every image
 is then opened with PIL and fully decoded to RGB, once even when several lists name it.
 
@@ -87,7 +87,7 @@ def _resolve(args, parser):
         parser.error("--data-path is required (the folder the list paths are relative to, e.g. the one "
                      "holding train2014/ and val2014/ for COCO); only --dataset toy has a default")
     if not data_root.is_dir():
-        hint = " (generate it with `python -m utils.toy_dataset`)" if args.dataset == "toy" else ""
+        hint = " (generate it with `python -m utils.datasets.toy`)" if args.dataset == "toy" else ""
         parser.error(f"data root {data_root} is not a folder{hint}")
     return data_root, lists
 
@@ -114,8 +114,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     data_root, list_paths = _resolve(args, parser)
 
-    from utils.config import parse_path_prefix, preset_for
-    from utils.datasets import map_list_path, missing_path_hint, read_list_file
+    from utils.config.flags import parse_path_prefix, preset_for
+    from utils.datasets.image_list import map_list_path, missing_path_hint, read_list_file
 
     path_prefix = args.path_prefix
     if path_prefix is None and args.dataset is not None:

@@ -1,5 +1,5 @@
 """The networks. The package's names are imported on first use, so that models.backbones (the registry, which imports
-no Paddle) can be read by utils/config.py without importing Paddle."""
+no Paddle) can be read by utils/config/flags.py without importing Paddle."""
 import importlib
 
 _EXPORTS = {"AlexNet": "models.alexnet", "HashNet": "models.hashnet", "load_pretrained": "models.pretrained"}

@@ -10,7 +10,7 @@ there is one): that is the feature vector the hash layer reads (docs/backbones.m
 
 Adding a backbone is one BACKBONES entry (and, for a new weight-file layout, one key-map family in
 models/pretrained.py).
-This module imports no Paddle: utils/config.py takes the names for --backbone from it.
+This module imports no Paddle: utils/config/flags.py takes the names for --backbone from it.
 """
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ def backbone_spec(name):
         name = DEFAULT_BACKBONE
     spec = BACKBONES.get(str(name).lower())
     if spec is None:
-        from utils.errors import UsageError
+        from utils.runtime.errors import UsageError
         raise UsageError(f"--backbone {name!r} is not one of {', '.join(BACKBONE_NAMES)}")
     return spec
 

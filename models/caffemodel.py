@@ -36,9 +36,17 @@ import numpy as np
 import paddle
 
 from models.caffenet import IMAGENET_MEAN_BGR, caffe_blob_shapes
-from utils.errors import MissingFileError, UsageError
-from utils.fileio import atomic_write
-from utils.protobuf_wire import FIXED32, FIXED64, LENGTH_DELIMITED, VARINT, WireFormatError, iter_fields, packed_varints
+from models.protobuf_wire import (
+    FIXED32,
+    FIXED64,
+    LENGTH_DELIMITED,
+    VARINT,
+    WireFormatError,
+    iter_fields,
+    packed_varints,
+)
+from utils.runtime.errors import MissingFileError, UsageError
+from utils.runtime.fileio import atomic_write
 
 CAFFEMODEL_NAME = "bvlc_reference_caffenet.caffemodel"
 CAFFEMODEL_URL = "http://dl.caffe.berkeleyvision.org/bvlc_reference_caffenet.caffemodel"
@@ -330,7 +338,7 @@ def main(argv=None):
         print(f"converted {args.convert} -> {args.out}: conv1 ... fc7, {parameters:,} parameters (Linear weights "
               f"[in, out]), mean pixel BGR ({mean})")
 
-    from utils.failure import run_cli
+    from utils.runtime.failure import run_cli
     return run_cli(run)
 
 

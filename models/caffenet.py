@@ -36,7 +36,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-from utils.errors import UsageError
+from utils.runtime.errors import UsageError
 
 FEATURE_DIM = 4096
 INPUT_SIZE = 227

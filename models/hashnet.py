@@ -4,8 +4,8 @@ models/backbones.py, docs/protocol.md#other-backbones), then a new hash layer; o
 The input is a uint8 image batch (N, 3, H, W) as the data pipeline hands it over; the conversion to float and the
 ImageNet normalisation (docs/protocol.md#seed-recipe) are the network's first operation, so they run on the device in
 training, evaluation, predict.py and the exported model alike, and the loader workers ship 4x fewer bytes. The
-continuation tanh(scale * o) lives in the loss (utils/loss.py); the binary code is sign(o) with 0 -> +1
-(utils/codes.binarize).
+continuation tanh(scale * o) lives in the loss (utils/losses/hashnet_loss.py); the binary code is sign(o) with 0 -> +1
+(utils/hashing/codes.binarize).
 """
 import numpy as np
 import paddle
@@ -14,7 +14,7 @@ import paddle.nn as nn
 from models.alexnet import init_kaiming_
 from models.backbones import DEFAULT_BACKBONE, backbone_spec, build_network
 from models.pretrained import load_pretrained
-from utils.errors import UsageError
+from utils.runtime.errors import UsageError
 
 # A feature unit whose std over the training set is at most this fraction of the features' RMS is taken as constant and
 # standardised to 0 (docs/protocol.md#training-from-scratch): dead ReLU units (std 0), and units that fire on an image
@@ -47,7 +47,7 @@ class HashNet(nn.Layer):
     `pretrained`: a local ImageNet weights file of that backbone (torchvision .pth or Paddle .pdparams) or None for
     a randomly initialised backbone (`init`: "paddle", the layers' own default initialisation, or "kaiming";
     "torchvision" is the older name of "paddle"; "none" fills the backbone with zeros instead of drawing 61 M random
-    values, for a model whose every weight a checkpoint is about to replace: utils/engine.build_model).
+    values, for a model whose every weight a checkpoint is about to replace: utils/train/engine.build_model).
 
     `feature_mean` / `feature_std` standardise the features (fc7) before the hash layer. They are the identity (0 / 1)
     unless a from-scratch recipe sets them from training-set statistics (docs/protocol.md#training-from-scratch:
@@ -105,7 +105,7 @@ class HashNet(nn.Layer):
 
     def backbone_state_names(self):
         """The state dict's entries of the backbone (its parameters and BatchNorm statistics): all but the hash layer
-        and the fc7 standardisation, which is what a frozen-backbone run changes (utils/checkpoint.py)."""
+        and the fc7 standardisation, which is what a frozen-backbone run changes (utils/train/checkpoint.py)."""
         return [name for name in self.state_dict()
                 if not name.startswith("hash_layer.") and name not in ("feature_mean", "feature_std")]
 
@@ -139,7 +139,7 @@ class HashNet(nn.Layer):
                 "mean_std": float(std[~constant].mean()) if (~constant).any() else 0.0}
 
     def extract_features(self, x):
-        """The backbone's part of forward: the standardised fc7 the hash layer reads (utils/frozen.py computes it
+        """The backbone's part of forward: the standardised fc7 the hash layer reads (utils/train/frozen.py computes it
         once per run when the backbone is frozen)."""
         return self.standardize(self.fc7(x))
 

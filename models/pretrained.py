@@ -45,8 +45,8 @@ from paddle import nn
 
 from models.alexnet import DROPOUT_P
 from models.backbones import BACKBONE_NAMES, BACKBONES, DEFAULT_BACKBONE, PRETRAINED_DIR, backbone_spec, network_shapes
-from utils.errors import MissingFileError, MissingPackageError, UsageError
-from utils.fileio import atomic_write
+from utils.runtime.errors import MissingFileError, MissingPackageError, UsageError
+from utils.runtime.fileio import atomic_write
 
 TORCHVISION_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 TORCHVISION_SEED_URL = "https://download.pytorch.org/models/alexnet-owt-4df8aa71.pth"
@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
               + (f" + {summary['statistics']:,} BatchNorm statistics" if summary["statistics"] else "")
               + " (our layout, Linear weights [in, out])")
 
-    from utils.failure import run_cli
+    from utils.runtime.failure import run_cli
     return run_cli(convert)
 
 

@@ -1,7 +1,7 @@
 #!/bin/sh
 # The main job on the built-in toy set, on any CPU in about 20 s (2 cores; 22 s from a fresh clone): generate the
 # toy images (first run only),
-# train HashNet (64 bits; the frozen random backbone runs once per run, utils/frozen.py), print the best checkpoint's
+# train HashNet (64 bits; the frozen random backbone runs once per run, utils/train/frozen.py), print the best checkpoint's
 # mAP (from its evaluation during training, on the whole database) next to random codes' mAP, and show the top 10 of
 # a typical query as a contact sheet (predict.py, on the database codes the training run left in its folder).
 set -e

@@ -20,7 +20,7 @@ case "$*" in *--run[-_]name*)
 esac
 
 # launch LOG_DIR ARGS...: paddle.distributed.launch with the device flags. When the job fails, the launcher's own
-# "Exit code" line comes last; repeat the failing rank's cause (its FAILED line, utils/failure.py) after it, so the
+# "Exit code" line comes last; repeat the failing rank's cause (its FAILED line, utils/runtime/failure.py) after it, so the
 # last line says what went wrong (a rank whose collective merely broke because a peer stopped is not the cause).
 launch() {
   log_dir=$1; shift

@@ -20,7 +20,7 @@ step() { echo; echo "=== $1"; }
 run() { echo "+ $*" >&2; "$@"; }
 
 step "toy data and a small list slice (200 train, 40 queries, 300 database images)"
-run "$PY" -m utils.toy_dataset --root "$DATA"
+run "$PY" -m utils.datasets.toy --root "$DATA"
 # only this script's own outputs are removed, so OUT may point at a folder holding other things
 run rm -rf "$LISTS" "$OUT/train" "$OUT/eval" "$OUT/inference" "$OUT/infer" "$OUT/predict" \
     "$OUT/infer_codes.txt" "$OUT/infer.jsonl" "$OUT/predict.jsonl" "$OUT/query_images"

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `python scripts/report.py` from anywhere
 
 from models.backbones import DEFAULT_BACKBONE  # noqa: E402  (imports no Paddle)
-from utils.plots import (  # noqa: E402
+from utils.hashing.plots import (  # noqa: E402
     PR_RADIUS,
     atomic_write_bytes,
     draw_pr_curve,

@@ -2,8 +2,8 @@
 that a training run moved its weights, and the no-skip mode for CI (HASHNET_REQUIRE_ALL=1).
 
 One thread per process: the suite runs 2 pytest-xdist workers on 2 cores, and an unset OMP_NUM_THREADS would give
-every Paddle process (this one and the entry scripts it starts, which inherit it) all the CPUs (utils/dist.py
-cpu_threads). A value the user set is kept. It is set before utils.before_paddle, which records it.
+every Paddle process (this one and the entry scripts it starts, which inherit it) all the CPUs (utils/runtime/dist.py
+cpu_threads). A value the user set is kept. It is set before utils.runtime.before_paddle, which records it.
 
 Freed memory stays in the process for reuse: glibc's malloc makes no mmap'd chunks and never trims its heap, in
 pytest's processes (mallopt, below) and in every process they start (the MALLOC_* variables, which glibc reads at
@@ -17,7 +17,7 @@ and its wall time by 8%. Nothing else changes: the same values, the same process
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-import utils.before_paddle  # noqa: F401  (before anything imports paddle: see that module)
+import utils.runtime.before_paddle  # noqa: F401  (before anything imports paddle: see that module)
 # isort: on
 import ctypes
 import functools
@@ -136,7 +136,7 @@ def stand_in_python(tmp_path):
 
 @pytest.fixture(scope="session")
 def toy_root():
-    from utils.toy_dataset import ensure_toy_dataset
+    from utils.datasets.toy import ensure_toy_dataset
     return ensure_toy_dataset(REPO / "data" / "toy")
 
 
@@ -191,7 +191,8 @@ def _initial_parameters(build_config, _stamp):
     import argparse
     import logging
 
-    from utils import dist, engine
+    from utils.runtime import dist
+    from utils.train import engine
     cfg = argparse.Namespace(**json.loads(build_config))
     dist.seed_everything(cfg.seed)
     model = engine.build_model(cfg, logging.getLogger("initial-parameters"), weights=cfg.pretrained)
@@ -214,7 +215,7 @@ def gradient_change(initial, final):
 def assert_training_moved(run_dir, checkpoint_name=None, min_change=1e-4):
     """A test on a run that learned nothing is void: every trained parameter of the run's last checkpoint moved by
     gradients (not only by weight decay), and every frozen one is bit-for-bit where it started."""
-    from utils.checkpoint import load_model_state
+    from utils.train.checkpoint import load_model_state
     run_dir = Path(run_dir)
     config = json.loads((run_dir / "config.json").read_text())
     state = load_model_state(run_dir / (checkpoint_name or f"last_{config['bit']}.pdckpt"))

@@ -20,12 +20,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import utils.before_paddle  # noqa: E402,F401  (before anything imports paddle: see that module)
+import utils.runtime.before_paddle  # noqa: E402,F401  (before anything imports paddle: see that module)
 
 import main_multi_gpu  # noqa: E402
-from utils import dist, engine  # noqa: E402
-from utils.config import parse_args  # noqa: E402
-from utils.loss import HashNetLoss  # noqa: E402
+from utils.config.flags import parse_args  # noqa: E402
+from utils.losses.hashnet_loss import HashNetLoss  # noqa: E402
+from utils.runtime import dist  # noqa: E402
+from utils.train import engine
 
 seen, banks = [], []
 original_forward, original_init = HashNetLoss.forward, HashNetLoss.__init__

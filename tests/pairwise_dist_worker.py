@@ -10,14 +10,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import utils.before_paddle  # noqa: E402,F401  (before anything imports paddle: see that module)
+import utils.runtime.before_paddle  # noqa: E402,F401  (before anything imports paddle: see that module)
 
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
 from pairwise_reference import pairwise_batch  # noqa: E402
-from utils import dist  # noqa: E402
-from utils.pairwise_loss import PairwiseLoss  # noqa: E402
+from utils.losses.pairwise_loss import PairwiseLoss  # noqa: E402
+from utils.runtime import dist  # noqa: E402
 
 HALF, BITS, FEATURES = 6, 5, 7
 SIGMOID_PARAM, CLASS_NUM = 2.0, 5.0

@@ -1,6 +1,6 @@
 """An independent NumPy re-implementation of the authors' PairwiseLoss layer (docs/protocol.md#paper-recipe), one pair
 at a time as the CUDA kernels of thuml/HashNet's pairwise_loss_layer.cu go: the tests' reference for
-utils/pairwise_loss.py, in one process and in two."""
+utils/losses/pairwise_loss.py, in one process and in two."""
 import math
 
 import numpy as np

@@ -22,7 +22,7 @@ from models import HashNet
 from models.backbones import BACKBONE_NAMES, BACKBONES, build_network
 from models.pretrained import backbone_state_from_file, convert_to_pdparams, load_pretrained
 from test_plots_report import make_run, paper_table_lines, report, table_lines
-from utils.checkpoint import load_model_state
+from utils.train.checkpoint import load_model_state
 
 TORCH_HELPER = Path(__file__).with_name("torch_reference_backbones.py")
 TORCH_SKIP_REASON = "torch is not installed (pip install torch, CPU) - needed to write/read a .pth"
@@ -97,7 +97,7 @@ def test_missing_weights_name_the_file_and_where_it_comes_from(tmp_path):
 
 
 def test_auto_weights_are_looked_up_by_the_backbones_file_names(tmp_path, monkeypatch, caplog):
-    from utils import engine
+    from utils.train import engine
     monkeypatch.setattr(engine, "PROJECT_ROOT", tmp_path)
     cfg = SimpleNamespace(backbone="resnet18", backbone_weights="auto")
     with caplog.at_level(logging.WARNING):
@@ -156,8 +156,8 @@ class ListLoader(list):
 
 def test_the_engine_trains_batchnorm_only_when_the_backbone_trains():
     """train_one_epoch: --train-scope all trains in train mode (BatchNorm statistics move), hash in eval mode."""
-    from utils import engine
-    from utils.loss import HashNetLoss
+    from utils.losses.hashnet_loss import HashNetLoss
+    from utils.train import engine
     rng = np.random.default_rng(0)
     images = paddle.to_tensor(rng.integers(0, 256, (8, 3, 32, 32), dtype=np.uint8))
     labels = paddle.to_tensor(np.eye(4, dtype=np.float32)[np.arange(8) % 4])
@@ -202,7 +202,7 @@ def resnet_run(small_toy, tmp_path_factory):
 
 def test_the_run_records_its_backbone_and_every_entry_point_reads_it(resnet_run, small_toy):
     import predict
-    from utils.config import parse_args
+    from utils.config.flags import parse_args
     config = json.loads((resnet_run / "config.json").read_text())
     assert (config["backbone"], config["crop_size"]) == ("resnet18", 32)
     state = load_model_state(resnet_run / "last_16.pdckpt")
@@ -231,9 +231,9 @@ def test_export_and_infer_give_the_dynamic_graphs_codes(resnet_run, small_toy, t
     import export_model
     import predict
     from deploy.inference_python.infer import HashInference
-    from utils.codes import binarize
-    from utils.datasets import build_transform
-    from utils.retrieval import load_batch
+    from utils.datasets.image_list import build_transform
+    from utils.hashing.codes import binarize
+    from utils.retrieval.search import load_batch
     assert export_model.main(["--pretrained", str(resnet_run), "--save-inference-dir", str(tmp_path / "inf")]) == 0
     meta = json.loads((tmp_path / "inf" / "export_meta.json").read_text())
     assert (meta["backbone"], meta["bit"], meta["crop_size"]) == ("resnet18", 16, 32)

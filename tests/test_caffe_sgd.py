@@ -1,12 +1,12 @@
-"""The paper recipe's solver (utils/caffe_sgd.py) against a NumPy loop of Caffe's SGD update
+"""The paper recipe's solver (utils/optim/caffe_sgd.py) against a NumPy loop of Caffe's SGD update
 (docs/protocol.md#paper-recipe): per-blob multipliers (the hash layer's ParamAttr x10 counted once), momentum across
 learning-rate drops, an unused parameter, and a resume from a saved state equal to the straight run."""
 import numpy as np
 import paddle
 import pytest
 
-from utils.caffe_sgd import CaffeSGD, caffe_blob_multipliers
-from utils.errors import UsageError
+from utils.optim.caffe_sgd import CaffeSGD, caffe_blob_multipliers
+from utils.runtime.errors import UsageError
 
 BASE_LR, STEPSIZE, STEPS = 0.05, 3, 8
 # train_val.prototxt's param blocks: (lr_mult, decay_mult)

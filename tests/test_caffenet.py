@@ -17,7 +17,7 @@ from models.caffemodel import (
     read_net,
 )
 from models.caffenet import IMAGENET_MEAN_BGR, CaffeNet, caffe_input, feature_map_sizes
-from utils.errors import MissingFileError, UsageError
+from utils.runtime.errors import MissingFileError, UsageError
 
 DIVISOR = 16  # CaffeNet with every width / 16: the real geometry, 3,000 times fewer weights
 # Caffe-layout shapes at width / 16, written out here rather than taken from models/caffenet.py

@@ -101,7 +101,7 @@ def test_lists_must_agree_on_label_count(data_root, tmp_path, capsys):
 
 
 def test_dataset_flag_reads_lists_from_data_name(tmp_path, monkeypatch, capsys):
-    from utils.toy_dataset import ensure_toy_dataset
+    from utils.datasets.toy import ensure_toy_dataset
 
     ensure_toy_dataset(tmp_path / "data" / "toy", num_images=20, num_test=4, num_train=6)
     monkeypatch.setattr(check_data, "PROJECT_ROOT", tmp_path)

@@ -2,7 +2,7 @@
 others, blue for the query, a legend line; no marks when the query's labels are unknown."""
 from PIL import Image
 
-from utils.contact_sheet import (
+from utils.retrieval.contact_sheet import (
     BORDER_WIDTH,
     CAPTION_HEIGHT,
     COLOURS,

@@ -1,6 +1,6 @@
-"""utils/dist.cpu_threads / use_cpu_threads: Paddle's CPU kernels run on this process's share of the CPUs, unless
-the user set OMP_NUM_THREADS (told apart from the 1 Paddle's import writes, also under the launcher:
-utils/before_paddle.py); the count reaches Paddle's OpenMP runtime."""
+"""utils/runtime/dist.cpu_threads / use_cpu_threads: Paddle's CPU kernels run on this process's share of the CPUs,
+unless the user set OMP_NUM_THREADS (told apart from the 1 Paddle's import writes, also under the launcher:
+utils/runtime/before_paddle.py); the count reaches Paddle's OpenMP runtime."""
 import json
 import os
 import subprocess
@@ -8,13 +8,13 @@ import sys
 import textwrap
 
 from conftest import REPO
-from utils import dist
+from utils.runtime import dist
 
 THREADS_PROBE = textwrap.dedent("""
     import ctypes, json, sys
     sys.path.insert(0, {repo!r})
-    import utils.before_paddle
-    from utils import dist
+    import utils.runtime.before_paddle
+    from utils.runtime import dist
     dist.select_device("cpu")
     omp = ctypes.CDLL("libiomp5.so")  # Paddle's OpenMP runtime, already loaded: the count its kernels use
     print(json.dumps({{"cpu_threads": dist.cpu_threads(), "omp": omp.omp_get_max_threads(),

@@ -12,8 +12,16 @@ from PIL import Image
 
 from conftest import SHARED, assert_training_moved, run_cli, toy_args
 from test_predict import toy  # noqa: F401 (the fixture: a toy set and a 64-bit checkpoint)
-from utils import datacache, dist
-from utils.datasets import EpochBatchSampler, ImageList, build_loader, build_transform, load_rgb, shared_memory_fits
+from utils.datasets import cache as datacache
+from utils.datasets.image_list import (
+    EpochBatchSampler,
+    ImageList,
+    build_loader,
+    build_transform,
+    load_rgb,
+    shared_memory_fits,
+)
+from utils.runtime import dist
 
 COCO_LITE = SHARED / "coco_lite"
 
@@ -38,7 +46,7 @@ def float_transform(train, resize_size, crop_size):
     """The preprocessing before uint8: ToTensor + Normalize on the CPU."""
     from paddle.vision import transforms as T
 
-    from utils.datasets import IMAGENET_MEAN, IMAGENET_STD
+    from utils.datasets.image_list import IMAGENET_MEAN, IMAGENET_STD
     crop = [T.RandomCrop(crop_size), T.RandomHorizontalFlip()] if train else [T.CenterCrop(crop_size)]
     return T.Compose([T.Resize(resize_size), *crop, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
@@ -46,7 +54,7 @@ def float_transform(train, resize_size, crop_size):
 # ------------------------------------------------------------------------------------------------- uint8 to the net
 def test_uint8_input_gives_the_float_path_outputs_and_codes(small_list):
     from models import HashNet
-    from utils.codes import binarize
+    from utils.hashing.codes import binarize
     root, list_path = small_list
     sizes = (256, 224) if root == COCO_LITE else (72, 64)
     paths = [root / line.split()[0] for line in list_path.read_text().splitlines()]
@@ -136,8 +144,8 @@ def test_cache_without_room_is_a_clear_error(small_list, tmp_path, monkeypatch):
 
 def test_codes_and_map_identical_with_and_without_the_eval_cache(eval_toy, tmp_path):
     from models import HashNet
-    from utils import engine
-    from utils.config import parse_args
+    from utils.config.flags import parse_args
+    from utils.train import engine
     results, model = [], None
     for extra in ([], ["--cache_dir", str(tmp_path / "cache"), "--cache", "eval"]):
         cfg = parse_args(["--dataset", "toy", "--list-dir", str(eval_toy["list_dir"]), "--data-path",
@@ -244,7 +252,8 @@ def test_default_num_workers_shares_the_cpus(monkeypatch, cpus, local, expected)
 
 def test_shared_memory_only_when_the_batches_fit(monkeypatch):
     assert not shared_memory_fits(1, shm_path="/nonexistent/shm")
-    monkeypatch.setattr("utils.datasets.shutil.disk_usage", lambda path: shutil._ntuple_diskusage(0, 0, 64 << 20))
+    monkeypatch.setattr("utils.datasets.image_list.shutil.disk_usage",
+                        lambda path: shutil._ntuple_diskusage(0, 0, 64 << 20))
     assert shared_memory_fits(30 << 20) and not shared_memory_fits(40 << 20)  # docker's 64 MB /dev/shm
 
 
@@ -274,7 +283,7 @@ def test_two_processes_share_one_eval_cache_and_encode_like_one_without(small_to
     """Under the launcher rank 0 builds the cache while rank 1 waits; both read their shards from it, and the gathered
     database outputs equal a single process's from the JPEGs."""
     from models import HashNet
-    from utils import checkpoint
+    from utils.train import checkpoint
     paddle.seed(5)
     with paddle.utils.unique_name.guard():
         model = HashNet(64, init="kaiming")

@@ -3,7 +3,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils.datasets import ImageList, build_datasets, build_transform, dataset_lists, load_rgb, read_list_file
+from utils.datasets.image_list import (
+    ImageList,
+    build_datasets,
+    build_transform,
+    dataset_lists,
+    load_rgb,
+    read_list_file,
+)
 
 
 def write(path, text):
@@ -117,7 +124,7 @@ def test_truncated_rgb_jpeg_is_refused_naming_it(tmp_path):
 
 
 def test_crop_larger_than_resize_is_refused_naming_both_flags(tmp_path):
-    from utils.config import parse_args
+    from utils.config.flags import parse_args
     with pytest.raises(ValueError, match=r"^--crop_size 300 is larger than --resize_size 256"):
         parse_args(["--dataset", "toy", "--output-dir", str(tmp_path), "--resize_size", "256", "--crop_size", "300"])
 
@@ -125,8 +132,8 @@ def test_crop_larger_than_resize_is_refused_naming_both_flags(tmp_path):
 def test_a_decoded_dataset_is_read_without_loader_workers(root):
     """The evaluation cache is a memory copy per item: handing its batches over from a worker process would cost more
     than the read (benchmarks/bench_data.py), so its loader runs none; decoding datasets keep the workers asked for."""
-    from utils.datacache import CachedEvalList
-    from utils.datasets import build_loader
+    from utils.datasets.cache import CachedEvalList
+    from utils.datasets.image_list import build_loader
     lst = write(root / "l.txt", "".join(f"im{i}.png 1\n" for i in range(4)))
     jpeg = ImageList(root, lst, build_transform(False, 36, 32))
     assert build_loader(jpeg, 2, batch_size=2).num_workers == 2

@@ -7,10 +7,10 @@ import paddle
 import pytest
 
 from conftest import assert_training_moved, run_cli, toy_args
-from utils.checkpoint import load_model_state
+from utils.train.checkpoint import load_model_state
 
 # evaluated every epoch, the lr halved after epoch 1: a resume at epoch 1 crosses an lr step. Two cached views of the
-# frozen backbone (utils/frozen.py): each epoch trains on the training crops an image-path epoch would, so the two
+# frozen backbone (utils/train/frozen.py): each epoch trains on the training crops an image-path epoch would, so the two
 # processes also cover the views; without them (centre crops) this 64-bit run's epoch 2 is no new best, and the resume
 # test needs one in the resumed part
 EPOCHS = ["--epoch", "2", "--eval_epoch", "1", "--de_step", "1", "--frozen-views", "2"]

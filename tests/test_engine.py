@@ -57,7 +57,7 @@ def test_training_learns(two_epochs):
 def test_whole_network_training_under_the_fitted_standardisation_is_refused(tmp_path):
     """--dataset toy --train_scope all trained nothing (hash outputs 1e4-1e5, tanh saturated, every gradient 0):
     it is refused before anything runs, saying why and what to use instead."""
-    from utils.config import STANDARDIZED_WHOLE_NETWORK, parse_args
+    from utils.config.flags import STANDARDIZED_WHOLE_NETWORK, parse_args
     with pytest.raises(ValueError) as error:
         parse_args(["--dataset", "toy", "--train_scope", "all", "--output-dir", str(tmp_path)])
     assert str(error.value) == STANDARDIZED_WHOLE_NETWORK and "\n" not in str(error.value)
@@ -94,7 +94,7 @@ def test_run_folder_contents(two_epochs):
 
 def test_a_frozen_runs_job_counts_every_view_and_both_evaluation_sets():
     """What --encoder auto decides by in a frozen backbone's run: the images each process encodes."""
-    from utils import engine
+    from utils.train import engine
     datasets = {"train": [0] * 100, "test": [0] * 10, "database": [0] * 50}
     for views, expected in ((0, 160), (1, 160), (3, 360)):
         assert engine.frozen_backbone_images(SimpleNamespace(frozen_views=views), datasets) == expected, views
@@ -116,8 +116,8 @@ def test_a_frozen_backbone_is_written_once_and_the_checkpoints_name_it(two_epoch
     """--train-scope hash: the backbone's weights in a file of their own; both checkpoints hold the hash layer and
     the standardisation with that file's name and sha256, and read back whole."""
     from models.alexnet import expected_backbone_shapes
-    from utils.checkpoint import load_model_state
-    from utils.fileio import sha256_of
+    from utils.runtime.fileio import sha256_of
+    from utils.train.checkpoint import load_model_state
     backbone = two_epochs / "frozen_backbone_16.pdparams"
     last, best = (paddle.load(str(two_epochs / name)) for name in ("last_16.pdckpt", "model_best_16.pdparams"))
     changed = {"hash_layer.weight", "hash_layer.bias", "feature_mean", "feature_std"}
@@ -132,7 +132,7 @@ def test_a_frozen_backbone_is_written_once_and_the_checkpoints_name_it(two_epoch
 
 
 def test_a_checkpoint_apart_from_its_frozen_backbone_is_refused_naming_the_file(two_epochs, tmp_path):
-    from utils.checkpoint import load_model_state
+    from utils.train.checkpoint import load_model_state
     alone, backbone = tmp_path / "model_best_16.pdparams", tmp_path / "frozen_backbone_16.pdparams"
     shutil.copy(two_epochs / alone.name, alone)
     with pytest.raises(FileNotFoundError, match=re.escape(
@@ -171,7 +171,7 @@ def test_resume_continues_exactly(two_epochs, resumed):
 
 
 def params_of(path):
-    from utils.checkpoint import load_model_state
+    from utils.train.checkpoint import load_model_state
     return {k: v.numpy() for k, v in load_model_state(path).items()}
 
 
@@ -196,7 +196,7 @@ def test_resume_keeps_the_best_so_far(resumed, small_toy, tmp_path):
 def test_hash_layer_learns_at_ten_times_the_backbone_rate():
     """docs/protocol.md#network: the new hash layer's learning rate is 10x the rest. One momentum-SGD step from rest
     moves each parameter by -lr * its multiplier * its gradient."""
-    from utils.engine import build_optimizer
+    from utils.train.engine import build_optimizer
     paddle.seed(0)
     with paddle.utils.unique_name.guard():
         from models import HashNet
@@ -223,14 +223,14 @@ def test_hash_layer_learns_at_ten_times_the_backbone_rate():
 @pytest.mark.parametrize("flag", ["bit", "batch_size", "epoch", "eval_epoch", "step_continuation", "de_step"])
 @pytest.mark.parametrize("value", ["0", "-2"])
 def test_training_flags_must_be_positive(flag, value, tmp_path):
-    from utils.config import parse_args
+    from utils.config.flags import parse_args
     with pytest.raises(ValueError, match=f"^--{flag} must be >= 1, got {value}$"):
         parse_args(["--dataset", "toy", "--output-dir", str(tmp_path), f"--{flag}", value])
 
 
 def test_checkpoint_with_missing_or_unexpected_keys_is_refused_naming_them(tmp_path):
     from models import HashNet
-    from utils.checkpoint import load_model_weights
+    from utils.train.checkpoint import load_model_weights
     with paddle.utils.unique_name.guard():
         model = HashNet(16)
     state = dict(model.state_dict())
@@ -252,7 +252,7 @@ def test_a_model_built_from_a_checkpoint_holds_that_checkpoint_alone(two_epochs,
     ImageNet file is read (an absent one is no error), and a missing checkpoint is named by the flag that gave it."""
     import logging
 
-    from utils import checkpoint, engine
+    from utils.train import checkpoint, engine
     cfg = SimpleNamespace(bit=16, backbone="alexnet", backbone_weights=str(tmp_path / "absent.pth"), init="kaiming",
                           train_scope="hash")
     path = two_epochs / "model_best_16.pdparams"
@@ -293,8 +293,8 @@ def test_eval_without_checkpoint_is_a_clear_error(small_toy, tmp_path):
 def test_missing_imagenet_weights_warn_on_real_data(tmp_path, monkeypatch, caplog):
     import logging
 
-    from utils import engine
-    from utils.config import parse_args
+    from utils.config.flags import parse_args
+    from utils.train import engine
     monkeypatch.setattr(engine, "PROJECT_ROOT", tmp_path)  # an empty pretrained/ folder
     cfg = parse_args(["--dataset", "coco", "--output-dir", str(tmp_path)])
     logger = logging.getLogger("test-warning")

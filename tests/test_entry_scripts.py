@@ -182,10 +182,10 @@ def test_export_then_infer_gives_predicts_codes_and_rankings(retrieval):
 
 
 def test_zlib_users_work_after_importing_paddle_first():
-    """utils/before_paddle.py, imported first, keeps the system zlib's calls inside it: on Paddle 2.6, without it,
-    `import paddle` before any other zlib user makes PNG writing, zlib.compress and np.savez_compressed segfault."""
+    """utils/runtime/before_paddle.py, imported first, keeps the system zlib's calls inside it: on Paddle 2.6, without
+    it, `import paddle` before any other zlib user makes PNG writing, zlib.compress and np.savez_compressed segfault."""
     code = textwrap.dedent("""
-        import utils.before_paddle
+        import utils.runtime.before_paddle
         import paddle.distributed
         import io, zlib
         import numpy as np

@@ -18,9 +18,9 @@ from conftest import assert_training_moved
 from deploy.inference_python import infer
 from deploy.inference_python.infer import HashInference
 from test_predict import json_results, list_items, sha256, toy_checkpoint
-from utils.codes import binarize
-from utils.datasets import IMAGENET_MEAN, IMAGENET_STD, build_transform
-from utils.retrieval import load_batch
+from utils.datasets.image_list import IMAGENET_MEAN, IMAGENET_STD, build_transform
+from utils.hashing.codes import binarize
+from utils.retrieval.search import load_batch
 
 REPO = Path(__file__).resolve().parents[1]
 # float rounding, as oneDNN's kernels and the dynamic graph's differ in it, amplified by the standardisation: units

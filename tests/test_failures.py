@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, toy_args
-from utils.datasets import BadImageError, ImageList, build_transform
-from utils.failure import broke_in_collective, cause_of
+from utils.datasets.image_list import BadImageError, ImageList, build_transform
+from utils.runtime.failure import broke_in_collective, cause_of
 
 TIMEOUT = 240  # generous for a loaded 2-core machine; a hang (the bug) exceeds it
 BAD_NAME = "truncated_line5.jpg"
@@ -165,7 +165,7 @@ def test_a_workers_error_reraised_over_paddles_queue_error_is_printed_without_it
     script = tmp_path / "reraise.py"
     script.write_text(
         "import sys; sys.path.insert(0, %r)\n"
-        "from utils.failure import QUEUE_KILLED, run_or_end_process\n"
+        "from utils.runtime.failure import QUEUE_KILLED, run_or_end_process\n"
         "def fail():\n"
         "    try:\n"
         "        raise RuntimeError('(Fatal) ' + QUEUE_KILLED)\n"

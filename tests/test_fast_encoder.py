@@ -1,4 +1,5 @@
-"""utils/fast_encoder.py: the Paddle Inference (oneDNN) encoder gives the dynamic graph's codes exactly and its raw
+"""utils/retrieval/fast_encoder.py: the Paddle Inference (oneDNN) encoder gives the dynamic graph's codes exactly and
+its raw
 outputs within 1e-4 (relative), in evaluation (engine.evaluate, same mAP) and in predict.py; the layer it was made
 from stays a dynamic-graph layer; --encoder resolves by device."""
 import logging
@@ -9,11 +10,13 @@ import pytest
 
 import predict
 from test_predict import toy_args, toy_checkpoint
-from utils import dist, engine, fast_encoder
-from utils.codes import binarize
-from utils.config import parse_args
-from utils.datasets import ImageList, build_transform
-from utils.errors import UsageError
+from utils.config.flags import parse_args
+from utils.datasets.image_list import ImageList, build_transform
+from utils.hashing.codes import binarize
+from utils.retrieval import fast_encoder
+from utils.runtime import dist
+from utils.runtime.errors import UsageError
+from utils.train import engine
 
 RAW_TOLERANCE = 1e-4  # of the outputs' scale: a standardised random HashNet's outputs reach tens
 

@@ -10,8 +10,8 @@ import pytest
 
 import main_multi_gpu
 from conftest import REPO, run_cli, toy_args
-from utils import dist
-from utils.config import SEED_MAX, parse_args
+from utils.config.flags import SEED_MAX, parse_args
+from utils.runtime import dist
 
 # what `python -m paddle.distributed.launch --gpus 1 main_multi_gpu.py` gives its only child (controllers/collective.py)
 LAUNCHER_CHILD = {"PADDLE_TRAINER_ID": "0", "PADDLE_TRAINERS_NUM": "1", "PADDLE_CURRENT_ENDPOINT": "127.0.0.1:6170",

@@ -5,7 +5,7 @@ import numpy as np
 import paddle
 import pytest
 
-from utils.loss import HashNetLoss, continuation_scale
+from utils.losses.hashnet_loss import HashNetLoss, continuation_scale
 
 FIXTURE = Path(__file__).parent / "data" / "hashnet_loss_steps.npz"
 

@@ -4,8 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from utils.codes import binarize, hamming_distances, pack_codes, pack_labels
-from utils.metrics import CalcTopMap, CalcTopMap_reference
+from utils.hashing.codes import binarize, hamming_distances, pack_codes, pack_labels
+from utils.hashing.metrics import CalcTopMap, CalcTopMap_reference
 
 FIXTURE = Path(__file__).resolve().parent / "data" / "map_at_k.npz"
 
@@ -150,7 +150,7 @@ def test_pack_labels_and_shares_a_label():
 
 
 def test_popcount_fallback_for_numpy_1(monkeypatch):
-    from utils import codes
+    from utils.hashing import codes
     rng = np.random.default_rng(3)
     for bits in (16, 64, 130):
         db = np.where(rng.random((40, bits)) < 0.5, -1.0, 1.0).astype(np.float32)
@@ -170,7 +170,8 @@ def test_accepts_paddle_tensors():
 
 
 def test_tools_re_exports_the_seed_names_from_codes_and_metrics():
-    from utils import codes, metrics, tools
+    from utils import tools
+    from utils.hashing import codes, metrics
     assert set(tools.__all__) == set(codes.__all__) | set(metrics.__all__)
     for name in tools.__all__:
         assert getattr(tools, name) is getattr(codes if name in codes.__all__ else metrics, name), name

@@ -6,7 +6,7 @@ from math import comb
 import numpy as np
 import pytest
 
-from utils.metrics import CalcTopMap, retrieval_metrics, tie_aware_average_precision
+from utils.hashing.metrics import CalcTopMap, retrieval_metrics, tie_aware_average_precision
 
 
 def tie_heavy_data(rng, bits, n_db, n_q, classes=5, prototypes=3, flip=0.08):

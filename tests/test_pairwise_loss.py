@@ -1,4 +1,4 @@
-"""The paper recipe's PairwiseLoss (utils/pairwise_loss.py) against the NumPy per-pair reference
+"""The paper recipe's PairwiseLoss (utils/losses/pairwise_loss.py) against the NumPy per-pair reference
 (tests/pairwise_reference.py; docs/protocol.md#paper-recipe): value and the layer's own gradient, each branch, and the
 gathered pairs of several ranks simulated in one process (two real processes: tests/test_pairwise_distributed.py)."""
 import numpy as np
@@ -6,8 +6,8 @@ import paddle
 import pytest
 
 from pairwise_reference import caffe_pairwise_loss, pairwise_batch
-from utils.errors import UsageError
-from utils.pairwise_loss import PairwiseLoss
+from utils.losses.pairwise_loss import PairwiseLoss
+from utils.runtime.errors import UsageError
 
 RTOL = 1e-6
 

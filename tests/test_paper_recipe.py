@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils.config import parse_args
-from utils.datasets import build_transform
-from utils.errors import UsageError
-from utils.sampling import TwoStreamBatchSampler
+from utils.config.flags import parse_args
+from utils.datasets.image_list import build_transform
+from utils.datasets.sampling import TwoStreamBatchSampler
+from utils.runtime.errors import UsageError
 
 
 def draws(sampler, block):
@@ -41,7 +41,7 @@ def test_a_block_is_a_function_of_the_block_alone():
 def test_ranks_split_both_halves(monkeypatch):
     """Rank r of W takes every W-th image of each half: the ranks' shares, put back together, are the one-process
     iteration, first half then second."""
-    from utils import dist
+    from utils.runtime import dist
     one = draws(TwoStreamBatchSampler(num_items=20, half=6, iterations=2, iterations_per_block=2, seed=3), 1)
     shares = []
     for rank in (0, 1):
@@ -204,7 +204,7 @@ def test_hashnet_on_caffenet_takes_the_converted_weights_and_its_own_input(tmp_p
 
     from models import HashNet
     from models.caffenet import CaffeNet
-    from utils import fast_encoder
+    from utils.retrieval import fast_encoder
 
     paddle.seed(5)
     source = CaffeNet()
@@ -228,7 +228,7 @@ def test_hashnet_on_caffenet_takes_the_converted_weights_and_its_own_input(tmp_p
 def test_the_paper_recipe_defaults_to_caffenet_and_says_where_its_weights_come_from(tmp_path):
     import logging
 
-    from utils import engine
+    from utils.train import engine
     args = parse_args(["--recipe", "paper", "--bit", "32"])
     assert (args.backbone, args.backbone_weights) == ("caffenet", "auto")
     assert parse_args(["--recipe", "paper", "--backbone", "alexnet"]).backbone == "alexnet"  # a documented deviation
@@ -250,7 +250,8 @@ def test_the_paper_recipe_defaults_to_caffenet_and_says_where_its_weights_come_f
 
 def test_the_paper_recipe_in_two_processes(small_toy, tmp_path):
     """main_multi_gpu.py --recipe paper under the launcher (2 CPU processes, gloo): each iteration's 2 x 8 images are
-    split 4 + 4 per process, the pairs are built over the gathered halves (utils/pairwise_loss.py, whose equality to
+    split 4 + 4 per process, the pairs are built over the gathered halves (utils/losses/pairwise_loss.py, whose
+    equality to
     one process is tests/test_pairwise_distributed.py), and the run trains every layer and writes one checkpoint."""
     import json
 
@@ -271,8 +272,8 @@ def test_the_paper_recipe_in_two_processes(small_toy, tmp_path):
 def test_the_paper_criterion_pairs_over_every_process(monkeypatch):
     """With several processes the engine's paper criterion builds its pairs over the gathered halves (rank and
     world size given), and one process builds them over its own batch."""
-    from utils import dist
-    from utils.paper_recipe import PaperCriterion
+    from utils.runtime import dist
+    from utils.train.paper_recipe import PaperCriterion
     cfg = parse_args(["--recipe", "paper", "--bit", "16"])
     assert PaperCriterion(cfg).loss.gather is None
     monkeypatch.setattr(dist, "get_world_size", lambda: 2)

@@ -1,4 +1,5 @@
-"""map_paper_rule, the authors' Caffe evaluation rule (utils/metrics.py; docs/protocol.md#paper-recipe), against brute
+"""map_paper_rule, the authors' Caffe evaluation rule (utils/hashing/metrics.py; docs/protocol.md#paper-recipe),
+against brute
 force: inner-product ranking of codes that keep their zeros, ties in database order, queries without a relevant item
 in the database left out; its tie-aware expectation against every order of the database; the retrieval_metrics keys."""
 import itertools
@@ -6,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from utils.codes import binarize, sign_codes
-from utils.metrics import map_paper_rule, retrieval_metrics
+from utils.hashing.codes import binarize, sign_codes
+from utils.hashing.metrics import map_paper_rule, retrieval_metrics
 
 
 def paper_rule_ap(ranked_relevance, R):
@@ -145,7 +146,7 @@ def test_evaluate_ranks_the_paper_rule_on_the_outputs_zeros():
 
     import paddle
 
-    from utils import engine
+    from utils.train import engine
     rng = np.random.default_rng(8)
     rB, qB, rL, qL = data_with_zeros(rng, n_db=60, n_q=12, bits=5)
     loaders = {"test": Batches(qB * 0.7, qL), "database": Batches(rB * 1.3, rL), "train": Batches(rB[:3], rL[:3])}

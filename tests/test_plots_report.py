@@ -1,4 +1,4 @@
-"""utils/plots.save_metric_plots and scripts/report.py on small synthetic run folders."""
+"""utils/hashing/plots.save_metric_plots and scripts/report.py on small synthetic run folders."""
 import importlib.util
 import json
 import sys
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from utils.plots import load_epochs, precision_at_n_points, save_metric_plots
+from utils.hashing.plots import load_epochs, precision_at_n_points, save_metric_plots
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,7 +81,7 @@ TAB_BLUE, TAB_ORANGE, TAB_RED = (31, 119, 180), (255, 127, 14), (214, 39, 40)
 def test_save_metric_plots_draws_the_metrics(tmp_path, monkeypatch):
     """The three figures plot exactly the run's numbers (line data read back from the figures), and the curves are
     in the PNGs (pixels of each curve's colour)."""
-    from utils import plots
+    from utils.hashing import plots
     figures = {}
     original = plots.save_figure
 
@@ -173,8 +173,8 @@ def test_save_metric_plots_errors_name_the_file(tmp_path):
 
 
 def test_plots_command_draws_a_finished_runs_figures_and_names_a_folder_without_metrics(tmp_path, capsys):
-    """python -m utils.plots RUN_DIR: the figures of a run trained with --plots false, drawn afterwards."""
-    from utils import plots
+    """python -m utils.hashing.plots RUN_DIR: the figures of a run trained with --plots false, drawn afterwards."""
+    from utils.hashing import plots
     run = make_run(tmp_path, "coco_32bits", 32)
     plots.main([str(run)])
     names = ("pr_curve.png", "precision_at_n.png", "training_curve.png")
@@ -183,7 +183,8 @@ def test_plots_command_draws_a_finished_runs_figures_and_names_a_folder_without_
     assert capsys.readouterr().out == f"{run}: {', '.join(str(run / name) for name in names)}\n"
     empty = tmp_path / "not_a_run"
     empty.mkdir()
-    with pytest.raises(SystemExit, match=rf"^python -m utils.plots: metrics.json not found: {empty}/metrics.json$"):
+    missing = rf"^python -m utils.hashing.plots: metrics.json not found: {empty}/metrics.json$"
+    with pytest.raises(SystemExit, match=missing):
         plots.main([str(empty)])
 
 

@@ -18,9 +18,12 @@ from PIL import Image
 
 import predict
 from models import HashNet
-from utils import checkpoint, contact_sheet, fileio, retrieval
-from utils import database as database_module
-from utils.toy_dataset import TOY_CLASSES, ensure_toy_dataset
+from utils.datasets.toy import TOY_CLASSES, ensure_toy_dataset
+from utils.retrieval import contact_sheet
+from utils.retrieval import database as database_module
+from utils.retrieval import search as retrieval
+from utils.runtime import fileio
+from utils.train import checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -47,7 +50,7 @@ def standardize_on(model, root, list_path, resize, crop):
     """Set fc7 mean/std from the listed images (what the toy recipe does before training)."""
     from paddle.io import DataLoader
 
-    from utils.datasets import ImageList, build_transform
+    from utils.datasets.image_list import ImageList, build_transform
     loader = DataLoader(ImageList(root, list_path, build_transform(False, resize, crop)), batch_size=64)
     with paddle.no_grad():
         features = np.concatenate([model.fc7(x).numpy() for x, _, _ in loader])

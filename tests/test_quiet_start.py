@@ -43,8 +43,8 @@ def test_entry_points_start_without_the_ccache_warning():
 
 @pytest.mark.parametrize("script", ENTRY_POINTS)
 def test_every_entry_point_imports_the_filter_first(script):
-    """utils.before_paddle is the first import of the script (infer.py: the first after putting the repo on sys.path),
-    so it runs before anything imports paddle."""
+    """utils.runtime.before_paddle is the first import of the script (infer.py: the first after putting the repo on
+    sys.path), so it runs before anything imports paddle."""
     tree = ast.parse((REPO / script).read_text(encoding="utf-8"))
     imports = [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
     imports.sort(key=lambda node: node.lineno)
@@ -52,12 +52,12 @@ def test_every_entry_point_imports_the_filter_first(script):
                                                 node.names[0].name in ("argparse", "json", "os", "sys"))
                and not (isinstance(node, ast.ImportFrom) and node.module == "pathlib")]
     first = project[0]
-    assert isinstance(first, ast.Import) and first.names[0].name == "utils.before_paddle", \
-        f"{script}: first import is line {first.lineno}, not utils.before_paddle"
+    assert isinstance(first, ast.Import) and first.names[0].name == "utils.runtime.before_paddle", \
+        f"{script}: first import is line {first.lineno}, not utils.runtime.before_paddle"
 
 
 def test_other_warnings_still_show():
-    code = ("import utils.before_paddle, warnings, paddle\n"
+    code = ("import utils.runtime.before_paddle, warnings, paddle\n"
             "warnings.warn('another warning', UserWarning)\n"
             "warnings.warn('No ccache found, but from elsewhere', DeprecationWarning)\n")
     proc = start(["-W", "always::DeprecationWarning", "-c", code])

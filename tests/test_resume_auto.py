@@ -12,7 +12,7 @@ import paddle
 import pytest
 
 from conftest import REPO, run_cli, toy_args
-from utils.logger import keep_epoch_rows
+from utils.train.logger import keep_epoch_rows
 
 
 def command(small_toy, run, epochs):

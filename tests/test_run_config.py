@@ -13,9 +13,9 @@ import export_model
 import predict
 from conftest import REPO, run_cli
 from deploy.inference_python import infer
-from utils.config import get_parser, given_flags
-from utils.run_config import resolve_checkpoint, run_config_for
-from utils.toy_dataset import ensure_toy_dataset
+from utils.config.flags import get_parser, given_flags
+from utils.config.run_folder import resolve_checkpoint, run_config_for
+from utils.datasets.toy import ensure_toy_dataset
 
 TRAIN_FLAGS = ["--dataset", "mylists", "--bit", "32", "--crop_size", "64", "--resize_size", "72"]
 

@@ -10,10 +10,10 @@ import paddle
 import pytest
 
 from conftest import run_cli, toy_args
-from utils import dist
-from utils.config import SEED_MAX
-from utils.loss import HashNetLoss
-from utils.sampling import TrainBatchSampler, shuffle_key
+from utils.config.flags import SEED_MAX
+from utils.datasets.sampling import TrainBatchSampler, shuffle_key
+from utils.losses.hashnet_loss import HashNetLoss
+from utils.runtime import dist
 
 
 class Items(paddle.io.Dataset):

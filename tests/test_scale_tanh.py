@@ -1,4 +1,5 @@
-"""The paper recipe's continuation (utils/scale_tanh.py) against a NumPy simulation of the ScaleTanH layer's counter
+"""The paper recipe's continuation (utils/losses/scale_tanh.py) against a NumPy simulation of the ScaleTanH layer's
+counter
 (docs/protocol.md#paper-recipe): the scale around the first step and at the last iteration, exact resume, backward."""
 import math
 
@@ -6,8 +7,8 @@ import numpy as np
 import paddle
 import pytest
 
-from utils.errors import UsageError
-from utils.scale_tanh import ScaleTanH
+from utils.losses.scale_tanh import ScaleTanH
+from utils.runtime.errors import UsageError
 
 
 def caffe_scales(passes, setup_pass=True, init_scale=1.0, gamma=0.005, power=0.5, step_size=200):

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from utils.codes import pack_codes, topk_search
+from utils.hashing.codes import pack_codes, topk_search
 
 
 def clustered_codes(rng, n, bits, centres=3, flip=0.04):
@@ -77,7 +77,7 @@ def test_errors():
 
 def test_wide_sort_keys_for_huge_databases():
     # databases over 2**25 items need uint64 keys; force that layout on a small one via max_dist
-    from utils.codes import _key_layout, _stable_topk_rows
+    from utils.hashing.codes import _key_layout, _stable_topk_rows
     assert _key_layout(2 ** 25, 64)[1] == np.uint32 and _key_layout(2 ** 25 + 1, 64)[1] == np.uint64
     rng = np.random.default_rng(4)
     dist = rng.integers(0, 5, (6, 300)).astype(np.uint8)

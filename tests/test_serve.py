@@ -18,8 +18,8 @@ import predict  # noqa: E402
 import serve  # noqa: E402
 from conftest import free_port  # noqa: E402
 from test_predict import list_items, toy_checkpoint  # noqa: E402
-from utils.search_page import MAX_PIXELS, create_app  # noqa: E402
-from utils.toy_dataset import TOY_CLASSES  # noqa: E402
+from utils.datasets.toy import TOY_CLASSES  # noqa: E402
+from utils.retrieval.search_page import MAX_PIXELS, create_app  # noqa: E402
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 SECRET = b"secret outside the data root"
@@ -182,11 +182,13 @@ def test_no_file_outside_the_data_root_is_served(site):
 
 
 def test_requirements_of_the_page_are_optional():
-    """Training and prediction import no web library: utils/search_page.py is the only Flask importer. (Nor, until
-    a figure is drawn, matplotlib: utils/plots.new_figure imports it, so a process that draws none skips its cost.)"""
+    """Training and prediction import no web library: utils/retrieval/search_page.py is the only Flask importer. (Nor,
+    until
+    a figure is drawn, matplotlib: utils/hashing/plots.new_figure imports it, so a process that draws none skips its
+    cost.)"""
     import subprocess
     import sys
-    code = ("import sys, predict, export_model, utils.engine, utils.retrieval; "
+    code = ("import sys, predict, export_model, utils.train.engine, utils.retrieval.search; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'flask', 'werkzeug', 'matplotlib'}))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], timeout=300,
                           capture_output=True, text=True)

@@ -1,4 +1,4 @@
-"""The generated toy dataset (utils/toy_dataset.py): determinism, labels, COCO-protocol splits, caching."""
+"""The generated toy dataset (utils/datasets/toy.py): determinism, labels, COCO-protocol splits, caching."""
 
 import json
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils import toy_dataset
-from utils.toy_dataset import MARKER_NAME, TOY_CLASSES, ensure_toy_dataset
+from utils.datasets import toy as toy_dataset
+from utils.datasets.toy import MARKER_NAME, TOY_CLASSES, ensure_toy_dataset
 
 SMALL = {"num_images": 60, "num_test": 10, "num_train": 25}
 
@@ -87,7 +87,7 @@ def test_lists_follow_the_coco_protocol(small_toy):
 
 
 def test_lists_parse_with_the_training_parser(small_toy):
-    from utils import datasets
+    from utils.datasets import image_list as datasets
 
     for name, n in (("train.txt", 25), ("test.txt", 10), ("database.txt", 50)):
         paths, labels = datasets.read_list_file(small_toy / name, small_toy, num_classes=10, check_exists=True)
@@ -198,7 +198,7 @@ def test_concurrent_callers_end_with_one_complete_dataset(tmp_path):
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
-    code = ("import sys; from utils.toy_dataset import ensure_toy_dataset; "
+    code = ("import sys; from utils.datasets.toy import ensure_toy_dataset; "
             "ensure_toy_dataset(sys.argv[1], num_images=60, num_test=10, num_train=25)")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "toy")], cwd=repo,
                               stderr=subprocess.PIPE, text=True) for _ in range(3)]

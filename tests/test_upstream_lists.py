@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, SHARED, load_data_script, run_cli
-from utils.config import PRESETS, parse_args, parse_path_prefix, preset_for
-from utils.datasets import build_datasets, map_list_path, read_list_file
+from utils.config.flags import PRESETS, parse_args, parse_path_prefix, preset_for
+from utils.datasets.image_list import build_datasets, map_list_path, read_list_file
 
 check_data = load_data_script("check_data")
 
@@ -269,7 +269,7 @@ def test_scripts_take_the_dataset(tmp_path):
 def test_retrieval_database_resolves_upstream_paths(tmp_path):
     """predict.py / infer.py read the database through the same mapping (their --path-prefix, default the preset's)."""
     from predict import parse_args as predict_args
-    from utils.database import Database
+    from utils.retrieval.database import Database
 
     lists = write_nuswide_sample(tmp_path / "lists")
     root = make_images(tmp_path / "root", lists, NUSWIDE_PREFIX)

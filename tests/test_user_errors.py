@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from conftest import REPO, run_cli
-from utils.errors import MissingFileError, UsageError, is_user_error
-from utils.failure import run_cli as run_command
+from utils.runtime.errors import MissingFileError, UsageError, is_user_error
+from utils.runtime.failure import run_cli as run_command
 
 MISSING = "/nonexistent/run/model_best_16.pdparams"
 
@@ -41,7 +41,7 @@ def test_training_entry_bad_flag_value_names_the_flag_as_typed(tmp_path):
 
 
 def test_training_missing_lists_end_in_one_line_after_the_log(tmp_path):
-    """A user error met inside the run (the engine's top level, utils/failure.end_process): stderr has the one
+    """A user error met inside the run (the engine's top level, utils/runtime/failure.end_process): stderr has the one
     line, the log's last line is the FAILED line, no traceback anywhere."""
     proc = run_cli(["main_single_gpu.py", "--dataset", "nosuch", "--output-dir", tmp_path, "--run-name", "r",
                     "--device", "cpu", "--backbone-weights", "none"], check=False)
@@ -107,7 +107,7 @@ def test_run_command_sorts_user_errors_from_bugs(capsys):
 
 def test_a_bug_keeps_its_traceback(tmp_path):
     script = tmp_path / "bug.py"
-    script.write_text("import sys\nsys.path.insert(0, %r)\nfrom utils.failure import run_cli\n"
+    script.write_text("import sys\nsys.path.insert(0, %r)\nfrom utils.runtime.failure import run_cli\n"
                       "def run(argv):\n    raise KeyError('internal')\nsys.exit(run_cli(run))\n" % str(REPO))
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "Traceback" in proc.stderr and proc.stderr.strip().endswith("KeyError: 'internal'")

@@ -1,7 +1,16 @@
-"""The seed repository's import names: re-exports of utils.codes (binary codes, Hamming search) and utils.metrics."""
+"""The seed repository's import names: re-exports of utils.hashing.codes (binary codes, Hamming search) and
+utils.hashing.metrics."""
 
-from utils.codes import binarize, hamming_distances, pack_codes, pack_labels, packed_size, sign_codes, topk_search
-from utils.metrics import (
+from utils.hashing.codes import (
+    binarize,
+    hamming_distances,
+    pack_codes,
+    pack_labels,
+    packed_size,
+    sign_codes,
+    topk_search,
+)
+from utils.hashing.metrics import (
     CalcTopMap,
     CalcTopMap_reference,
     map_paper_rule,

@@ -21,12 +21,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # utils/ is shared with predict.py
-import utils.before_paddle  # noqa: E402,F401  (before anything imports paddle: see that module)
+import utils.runtime.before_paddle  # noqa: E402,F401  (before anything imports paddle: see that module)
 
-from utils.config import DATA_FLAGS, RETRIEVAL_FLAGS, add_flag, add_flags, entry_parser, resolve_flags, str2bool  # noqa: E402
-from utils.errors import MissingFileError, SetupError, UsageError  # noqa: E402
-from utils.failure import run_cli  # noqa: E402
-from utils.run_config import is_data_key  # noqa: E402
+from utils.config.flags import DATA_FLAGS, RETRIEVAL_FLAGS, add_flag, add_flags, entry_parser, resolve_flags, str2bool  # noqa: E402
+from utils.config.run_folder import is_data_key  # noqa: E402
+from utils.runtime.errors import MissingFileError, SetupError, UsageError  # noqa: E402
+from utils.runtime.failure import run_cli  # noqa: E402
 
 META_NAME = "export_meta.json"
 META_FORMAT = 2
@@ -34,7 +34,7 @@ META_FORMAT = 2
 
 def read_export_meta(model_dir):
     """export_meta.json of an export, after checking the files it names are there and unchanged."""
-    from utils.fileio import sha256_of
+    from utils.runtime.fileio import sha256_of
     model_dir = Path(model_dir)
     meta_path = model_dir / META_NAME
     if not model_dir.is_dir():
@@ -65,14 +65,14 @@ class HashInference:
     def __init__(self, model_dir, use_gpu=False, gpu_id=0, enable_mkldnn=False, cpu_threads=None):
         import paddle
 
-        from utils.datasets import IMAGENET_MEAN, IMAGENET_STD, build_transform
-        from utils.fast_encoder import Predictor, create_predictor
+        from utils.datasets.image_list import IMAGENET_MEAN, IMAGENET_STD, build_transform
+        from utils.retrieval.fast_encoder import Predictor, create_predictor
 
         self.model_dir = Path(model_dir)
         self.meta = read_export_meta(model_dir)
         if (self.meta["mean"], self.meta["std"]) != (list(IMAGENET_MEAN), list(IMAGENET_STD)):
             raise UsageError(f"{self.model_dir / META_NAME}: mean/std {self.meta['mean']}/{self.meta['std']} differ "
-                             f"from utils/datasets.py's {IMAGENET_MEAN}/{IMAGENET_STD}; re-export the model")
+                             f"from utils/datasets/image_list.py's {IMAGENET_MEAN}/{IMAGENET_STD}; re-export the model")
         self.bit = int(self.meta["bit"])
         self.resize_size, self.crop_size = int(self.meta["resize_size"]), int(self.meta["crop_size"])
         self.resize_mode = self.meta.get("resize_mode", "short")  # exports before --resize-mode: the short side
@@ -86,7 +86,7 @@ class HashInference:
 
     def preprocess(self, paths):
         """Images -> uint8 (n, 3, crop, crop), exactly like the database images of predict.py."""
-        from utils.retrieval import load_batch
+        from utils.retrieval.search import load_batch
         return load_batch(paths, self.transform)
 
     def run(self, images):
@@ -102,11 +102,11 @@ class HashInference:
     @staticmethod
     def postprocess(raw):
         """±1 codes (sign, 0 -> +1)."""
-        from utils.codes import binarize
+        from utils.hashing.codes import binarize
         return binarize(raw)
 
     def encode_paths(self, paths, batch_size):
-        from utils.retrieval import encode_images
+        from utils.retrieval.search import encode_images
         return encode_images(self.run, list(paths), self.transform, batch_size, desc="infer")
 
 
@@ -152,7 +152,7 @@ def parse_args(argv=None):
 
 def run(argv=None, out=None):
     args = parse_args(argv)
-    from utils import retrieval
+    from utils.retrieval import search as retrieval
     out = out or sys.stdout
     paths = retrieval.collect_images(args.img)  # a wrong path fails before the predictor is built
     engine = HashInference(args.model_dir, args.use_gpu, args.gpu_id, args.enable_mkldnn, args.cpu_threads)

@@ -1,0 +1,1 @@
+"""Optimisers Paddle does not have: Caffe's SGD solver of the paper recipe."""

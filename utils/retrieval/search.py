@@ -1,0 +1,303 @@
+"""Image retrieval shared by predict.py (dynamic graph), deploy/inference_python/infer.py (Paddle Inference) and
+the search page (serve.py): query encoding, the database-code cache, search and the result table.
+
+The flow both use (`run_retrieval`): collect the query images, encode them, get the database codes (from the
+cache in the save folder or computed once), search the bit-packed codes (utils.hashing.codes.topk_search: Hamming
+distance, ties in database order), then print a table or JSON lines and save the best match and a contact sheet.
+
+Database-code cache: `<save_path>/database_code_{bit}.npy` (±1 float32, one row per database.txt line, as the seed
+wrote it) plus the sidecar `database_code_{bit}.json` saying what made it: the checkpoint (path, size, mtime,
+sha256), the database list (path, sha256), the preprocessing (resize/crop/mean/std) and the sha256 of the .npy
+itself. A cache is used only when checkpoint sha256, list sha256, preprocessing, bit width and item count all
+match; otherwise it is recomputed, saying why in one line. Both files are written atomically, the sidecar last
+and after the old sidecar is removed, so an interrupted write never leaves a cache that looks valid.
+
+The encoders are duck-typed so both engines plug in: `encode_batch(images NCHW uint8 numpy) -> raw outputs`
+for queries and `encode_database(ImageList) -> ±1 codes` for the database (the models normalise on the device).
+The database itself is utils/retrieval/database.py; the contact sheets utils/retrieval/contact_sheet.py. With
+--cache-dir the database
+images are read from the decoded evaluation cache (utils/datasets/cache.py). Messages go to stderr so that `--json`
+output on stdout stays machine-readable.
+"""
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from utils.datasets.image_list import IMAGENET_MEAN, IMAGENET_STD, build_loader, load_rgb
+from utils.hashing.codes import binarize, pack_codes, topk_search
+from utils.retrieval.contact_sheet import contact_sheet, show
+from utils.retrieval.database import Database
+from utils.runtime.errors import MissingFileError, UsageError
+from utils.runtime.fileio import atomic_write, sha256_of
+from utils.train import checkpoint
+
+IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".ppm", ".tif", ".tiff", ".webp")
+CACHE_FORMAT = 1
+
+
+def log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------------------- queries
+def collect_images(items, flag="--img"):
+    """Query image paths from files and folders (a folder's images, sorted by name, not recursive)."""
+    if not items:
+        raise UsageError(f"no query given: pass {flag} PATH (an image or a folder of images), repeatable")
+    paths = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise UsageError(f"{flag} {path}: the folder has no images (looked for {' '.join(IMAGE_SUFFIXES)})")
+            paths.extend(found)
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise MissingFileError(f"{flag} {path}: query image not found")
+    return paths
+
+
+def load_batch(paths, transform):
+    """Decode and preprocess images exactly as ImageList does for the database; (n, 3, crop, crop) uint8."""
+    arrays = []
+    for path in paths:
+        try:
+            image = load_rgb(path)
+        except FileNotFoundError as err:
+            raise MissingFileError(f"query image not found: {path}") from err
+        except RuntimeError as err:
+            raise UsageError(f"query image {path} is unreadable: {err.__cause__ or err}") from err
+        arrays.append(transform(image))
+    return np.stack(arrays)
+
+
+def encode_images(encode_batch, paths, transform, batch_size, desc="encode queries"):
+    """Raw outputs (n, bits) of encode_batch over the images, in order, batch by batch."""
+    starts = range(0, len(paths), batch_size)
+    outputs = [np.asarray(encode_batch(load_batch(paths[s:s + batch_size], transform)), dtype=np.float32)
+               for s in tqdm(starts, desc=desc, leave=False, disable=len(starts) < 2, file=sys.stderr)]
+    return np.concatenate(outputs)
+
+
+def encode_dataset(encode_batch, dataset, batch_size, num_workers, desc="encode database"):
+    """±1 codes of every dataset item, in dataset order, through a numpy encode_batch (the inference engine)."""
+    loader = build_loader(dataset, num_workers, batch_size)
+    outputs = []
+    for images, _, _ in tqdm(loader, desc=desc, leave=False, file=sys.stderr):
+        outputs.append(np.asarray(encode_batch(images.numpy()), dtype=np.float32))
+    return binarize(np.concatenate(outputs))
+
+
+# ----------------------------------------------------------------------------------------------------------- cache
+def cache_paths(save_path, bit):
+    save_path = Path(save_path)
+    return save_path / f"database_code_{bit}.npy", save_path / f"database_code_{bit}.json"
+
+
+def cache_identity(bit, checkpoint_fingerprint, database, resize_size, crop_size, resize_mode="short"):
+    identity = {
+        "format": CACHE_FORMAT, "bit": int(bit), "num_items": len(database),
+        "checkpoint": checkpoint_fingerprint,
+        "database_list": {"path": str(Path(database.list_path).resolve()), "sha256": sha256_of(database.list_path)},
+        "data_root": str(Path(database.root).resolve()),  # informative: moving the images keeps the cache valid
+        "preprocess": {"resize_size": int(resize_size), "crop_size": int(crop_size),
+                       "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+    }
+    if resize_mode != "short":  # recorded only when not the default, so the caches of earlier runs stay valid
+        identity["preprocess"]["resize_mode"] = resize_mode
+    return identity
+
+
+def cache_mismatch(saved, wanted):
+    """Why a cache recorded as `saved` cannot stand for `wanted` (one short phrase), or None when it can."""
+    if saved.get("format") != wanted["format"]:
+        return f"has sidecar format {saved.get('format')}, expected {wanted['format']}"
+    if saved.get("bit") != wanted["bit"]:
+        return f"holds {saved.get('bit')}-bit codes, not {wanted['bit']}-bit"
+    old, new = saved.get("checkpoint") or {}, wanted["checkpoint"]
+    if old.get("sha256") != new["sha256"]:
+        return (f"was made by other weights ({old.get('path')}, sha256 {str(old.get('sha256'))[:12]}) than "
+                f"{new['path']} (sha256 {new['sha256'][:12]})")
+    old, new = saved.get("database_list") or {}, wanted["database_list"]
+    if old.get("sha256") != new["sha256"]:
+        return f"was made for another database list ({old.get('path')}, sha256 {str(old.get('sha256'))[:12]}) " \
+               f"than {new['path']} (sha256 {new['sha256'][:12]})"
+    if saved.get("preprocess") != wanted["preprocess"]:
+        return f"was made with preprocessing {saved.get('preprocess')}, not {wanted['preprocess']}"
+    if saved.get("num_items") != wanted["num_items"]:
+        return f"holds {saved.get('num_items')} codes, the list has {wanted['num_items']}"
+    return None
+
+
+def load_cached_codes(save_path, identity):
+    """(codes, None) when a valid cache is there, else (None, reason); reason is None when there is no cache."""
+    npy, sidecar = cache_paths(save_path, identity["bit"])
+    if not npy.is_file():
+        return None, None
+    if not sidecar.is_file():
+        return None, f"has no sidecar {sidecar.name} saying which weights made it"
+    try:
+        saved = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        return None, f"has an unreadable sidecar {sidecar} ({err})"
+    reason = cache_mismatch(saved, identity)
+    if reason:
+        return None, reason
+    if sha256_of(npy) != saved.get("codes_sha256"):
+        return None, "changed after its sidecar was written (sha256 differs)"
+    codes = np.load(npy)
+    if codes.shape != (identity["num_items"], identity["bit"]):
+        return None, f"has shape {codes.shape}, expected {(identity['num_items'], identity['bit'])}"
+    return codes, None
+
+
+def save_codes(save_path, codes, identity):
+    npy, sidecar = cache_paths(save_path, identity["bit"])
+    if sidecar.exists():
+        sidecar.unlink()  # until the new sidecar is written, the .npy must not look valid
+
+    def write_npy(tmp):
+        with open(tmp, "wb") as f:
+            np.save(f, np.asarray(codes, dtype=np.float32))
+
+    atomic_write(npy, write_npy)
+    checkpoint.save_json(dict(identity, codes_sha256=sha256_of(npy)), sidecar)
+    return npy
+
+
+def database_codes(save_path, identity, compute):
+    """The database codes: from the cache when it matches `identity`, else compute() and cache them."""
+    npy, _ = cache_paths(save_path, identity["bit"])
+    codes, reason = load_cached_codes(save_path, identity)
+    if codes is not None:
+        log(f"database codes: {npy} ({codes.shape[0]} x {codes.shape[1]} bits, cached)")
+        return codes
+    if reason:
+        log(f"database code cache {npy} {reason}; recomputing")
+    else:
+        log(f"database codes: encoding {identity['num_items']} images once; cached in {npy}")
+    codes = np.asarray(compute(), dtype=np.float32)
+    if codes.shape != (identity["num_items"], identity["bit"]):
+        raise RuntimeError(f"database encoding returned shape {codes.shape}, expected "
+                           f"{(identity['num_items'], identity['bit'])}")
+    save_codes(save_path, codes, identity)
+    return codes
+
+
+# ---------------------------------------------------------------------------------------------------------- search
+def search(query_codes, db_codes, k):
+    """Top-k database indices and Hamming distances per query (stable: ties in database order)."""
+    return topk_search(pack_codes(query_codes), pack_codes(db_codes), k)
+
+
+def _label_info(indices, names):
+    return {"labels": [int(i) for i in indices],
+            "label_names": [names[i] for i in indices] if names else None}
+
+
+def build_results(query_paths, indices, distances, database, bit, query_rows=None):
+    """One dict per query (the JSON schema of --json). query_rows: the queries' 0/1 label rows when known otherwise
+    (an uploaded copy of a listed image); by default looked up by path in the dataset lists."""
+    results = []
+    for qi, query in enumerate(query_paths):
+        q_row = database.labels_of(query) if query_rows is None else query_rows[qi]
+        q_labels = None if q_row is None else np.flatnonzero(q_row)
+        entry = {"query": str(query), "bit": int(bit), "topk": int(indices.shape[1]),
+                 "query_labels": None, "query_label_names": None, "results": []}
+        if q_labels is not None:
+            info = _label_info(q_labels, database.class_names)
+            entry["query_labels"], entry["query_label_names"] = info["labels"], info["label_names"]
+        for rank, (index, dist) in enumerate(zip(indices[qi], distances[qi]), 1):
+            own = np.flatnonzero(database.labels[index])
+            item = {"rank": rank, "distance": int(dist), "index": int(index), "path": str(database.image_path(index))}
+            item.update(_label_info(own, database.class_names))
+            if q_labels is None:
+                item["shared_labels"] = item["shared_label_names"] = None
+            else:
+                shared = _label_info(np.intersect1d(q_labels, own), database.class_names)
+                item["shared_labels"], item["shared_label_names"] = shared["labels"], shared["label_names"]
+            entry["results"].append(item)
+        results.append(entry)
+    return results
+
+
+def _format_labels(indices, names):
+    if not indices:
+        return "-"
+    if names is None:
+        return ", ".join(str(i) for i in indices)
+    return ", ".join(f"{i} {name}" for i, name in zip(indices, names))
+
+
+def format_table(entry):
+    """The human-readable block of one query: rank, Hamming distance, shared labels (or labels), path."""
+    known = entry["query_labels"] is not None
+    head = (f"labels: {_format_labels(entry['query_labels'], entry['query_label_names'])}" if known
+            else "labels: unknown (not in the dataset lists), showing each match's own labels")
+    lines = [f"query {entry['query']}  ({head})",
+             f"{'rank':>4}  {'dist':>4}  {'shared labels' if known else 'labels':<32}  path"]
+    for item in entry["results"]:
+        key = "shared_labels" if known else "labels"
+        labels = _format_labels(item[key], item[key.replace("labels", "label_names")])
+        lines.append(f"{item['rank']:>4}  {item['distance']:>4}  {labels:<32}  {item['path']}")
+    if entry.get("best_match_copy"):
+        lines.append(f"best match copied to {entry['best_match_copy']}; contact sheet {entry['contact_sheet']}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------------- outputs
+def save_outputs(entry, save_path):
+    """Copy the best match into save_path (as the seed did) and write the contact sheet PNG; records both."""
+    save_path = Path(save_path)
+    save_path.mkdir(parents=True, exist_ok=True)
+    best = Path(entry["results"][0]["path"])
+    copy = save_path / best.name
+    if not (copy.exists() and copy.resolve() == best.resolve()):
+        shutil.copyfile(best, copy)
+    sheet_path = save_path / f"{Path(entry['query']).stem}_top{entry['topk']}.png"
+    atomic_write(sheet_path, lambda tmp: contact_sheet(entry).save(tmp, format="PNG"))
+    entry["best_match_copy"], entry["contact_sheet"] = str(copy), str(sheet_path)
+    return entry
+
+
+# ------------------------------------------------------------------------------------------------------------ flow
+def load_database(args, bit, transform, encode_database, checkpoint_fingerprint, resize_size, crop_size):
+    """(Database of args.dataset / data_path / list_dir, its ±1 codes from the cache in args.save_path or encoded
+    once): what predict.py, infer.py and the search page (serve.py) search."""
+    database = Database(args.dataset, args.data_path, args.list_dir, getattr(args, "path_prefix", None))
+    resize_mode = getattr(args, "resize_mode", "short")
+    identity = cache_identity(bit, checkpoint_fingerprint, database, resize_size, crop_size, resize_mode)
+    cache_dir = getattr(args, "cache_dir", None)  # the decoded evaluation cache (utils/datasets/cache.py), when enabled
+    codes = database_codes(args.save_path, identity, lambda: encode_database(
+        database.dataset(transform, cache_dir, resize_size, crop_size, resize_mode)))
+    return database, codes
+
+
+def run_retrieval(args, queries, bit, transform, encode_batch, encode_database, checkpoint_fingerprint,
+                  resize_size, crop_size, out=None):
+    """The whole predict/infer flow for the query paths (collect_images); returns the list of result dicts, also
+    printed to `out` (default stdout).
+
+    Queries are decoded and encoded before the database so a bad query fails before minutes of encoding.
+    """
+    out = out or sys.stdout
+    query_codes = binarize(encode_images(encode_batch, queries, transform, args.batch_size))
+    database, db_codes = load_database(args, bit, transform, encode_database, checkpoint_fingerprint, resize_size,
+                                       crop_size)
+    indices, distances = search(query_codes, db_codes, args.topk)
+    results = build_results(queries, indices, distances, database, bit)
+    for entry in results:
+        save_outputs(entry, args.save_path)
+        print(json.dumps(entry, ensure_ascii=False) if args.json else format_table(entry) + "\n", file=out,
+              flush=True)
+        if args.show:
+            show(entry["contact_sheet"])
+    return results
+
+
