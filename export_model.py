@@ -25,7 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from utils.config.flags import add_flag, add_flags, entry_parser, resolve_flags
+from utils.config.flags import add_flag, add_flags, entry_parser
+from utils.config.resolve import resolve_flags
 from utils.config.run_folder import is_data_key
 from utils.retrieval.fast_encoder import MODEL_FILES
 from utils.runtime.failure import run_cli
@@ -72,10 +73,9 @@ def export_inference_model(model, save_dir, bit, resize_size, crop_size, source=
     """
     import paddle
 
-    from utils.datasets.image_list import IMAGENET_MEAN, IMAGENET_STD
+    from utils.datasets.normalization import IMAGENET_MEAN, IMAGENET_STD
     from utils.retrieval.fast_encoder import INPUT_NAME, PARAMS_FILE, save_program
-    from utils.runtime.fileio import sha256_of
-    from utils.train import checkpoint
+    from utils.runtime.fileio import save_json, sha256_of
 
     save_dir = Path(save_dir)
     save_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -98,7 +98,7 @@ def export_inference_model(model, save_dir, bit, resize_size, crop_size, source=
             (save_dir / name).unlink(missing_ok=True)  # a previous export in the other format must not linger
         for name in os.listdir(tmp):
             os.replace(tmp / name, save_dir / name)
-        checkpoint.save_json(meta, save_dir / META_NAME)
+        save_json(meta, save_dir / META_NAME)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return meta
@@ -107,8 +107,8 @@ def export_inference_model(model, save_dir, bit, resize_size, crop_size, source=
 def run(argv=None):
     args = parse_args(argv)
     from predict import load_model
-    from utils.retrieval import search as retrieval
     from utils.runtime import dist
+    from utils.runtime.console import log_to_stderr
     from utils.runtime.fileio import file_fingerprint
     dist.select_device("cpu")  # exporting needs no accelerator, and the program is device independent
     model = load_model(args.bit, args.pretrained, args.backbone)
@@ -117,12 +117,12 @@ def run(argv=None):
                                   source=file_fingerprint(args.pretrained),
                                   extra={"dataset": args.dataset, "database": database, "backbone": args.backbone},
                                   resize_mode=args.resize_mode)
-    retrieval.log(f"exported {args.pretrained} ({args.backbone}, {args.bit} bits, input [N, 3, {args.crop_size}, "
+    log_to_stderr(f"exported {args.pretrained} ({args.backbone}, {args.bit} bits, input [N, 3, {args.crop_size}, "
                   f"{args.crop_size}], "
                   f"resize {args.resize_size}) to {args.save_inference_dir}/{meta['model_file']} + inference.pdiparams "
                   f"+ {META_NAME}")
     if database is None:
-        retrieval.log("no database recorded (no run folder config.json or data flag): infer.py prints codes unless "
+        log_to_stderr("no database recorded (no run folder config.json or data flag): infer.py prints codes unless "
                       "given --dataset/--data-path/--list-dir")
     return meta
 

@@ -12,10 +12,10 @@ import sys
 import paddle
 import paddle.distributed as dist
 
-from utils.config.flags import parse_args
 from utils.runtime.dist import get_world_size, launched_by_paddle
 from utils.runtime.failure import run_cli
 from utils.train import engine
+from utils.train.options import parse_args
 
 
 def worker(cfg):

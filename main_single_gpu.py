@@ -8,9 +8,9 @@ import utils.runtime.before_paddle  # noqa: F401  (first, before anything import
 
 import sys
 
-from utils.config.flags import parse_args
 from utils.runtime.failure import run_cli
 from utils.train import engine
+from utils.train.options import parse_args
 
 if __name__ == "__main__":
     sys.exit(run_cli(lambda argv: engine.run(parse_args(argv, description=__doc__))))

@@ -11,7 +11,7 @@ a table of rank, Hamming distance, shared labels and path (or with --json one JS
 copied into --save_path and a contact sheet {query}_top{k}.png. When --pretrained names a run folder (or a checkpoint
 in one), flags left unset take the run's values from its config.json (bit width, dataset, lists, data root, image
 sizes); a flag given explicitly wins, with a warning when it contradicts training. Flags still unset take the
-dataset preset's values (utils/config/flags.py). The Paddle Inference twin of this script is
+dataset preset's values (utils/config/presets.py). The Paddle Inference twin of this script is
 deploy/inference_python/infer.py.
 """
 import utils.runtime.before_paddle  # noqa: F401  (first, before anything imports paddle: see that module)
@@ -20,7 +20,8 @@ import logging
 import sys
 from types import SimpleNamespace
 
-from utils.config.flags import DATA_FLAGS, MODEL_FLAGS, RETRIEVAL_FLAGS, add_flags, entry_parser, resolve_flags
+from utils.config.flags import DATA_FLAGS, MODEL_FLAGS, RETRIEVAL_FLAGS, add_flags, entry_parser
+from utils.config.resolve import resolve_flags
 from utils.config.run_folder import run_folder_of
 from utils.runtime.failure import run_cli
 
@@ -52,9 +53,9 @@ def parse_args(argv=None):
 
 def load_model(bit, checkpoint_path, backbone="alexnet"):
     """HashNet on `backbone` with the checkpoint's weights, in eval mode (bit-width mismatch is a ValueError)."""
-    from utils.train import engine
+    from utils.train import build
     cfg = SimpleNamespace(bit=bit, backbone=backbone, train_scope="all")  # every weight comes from the checkpoint
-    model = engine.build_model(cfg, logging.getLogger("predict"), weights=checkpoint_path)
+    model = build.build_model(cfg, logging.getLogger("predict"), weights=checkpoint_path)
     model.eval()
     return model
 
@@ -69,7 +70,7 @@ def build_encoders(args):
     from utils.datasets.image_list import build_loader, build_transform
     from utils.retrieval import fast_encoder
     from utils.runtime import dist
-    from utils.train import engine
+    from utils.train import evaluation
 
     dist.select_device(args.device)
     model = load_model(args.bit, args.pretrained, args.backbone)
@@ -82,7 +83,7 @@ def build_encoders(args):
 
     def encode_database(dataset):
         loader = build_loader(dataset, args.num_workers, args.batch_size, image_bytes=3 * args.crop_size ** 2)
-        return engine.encode(model, loader, "encode database", encoder)[0]
+        return evaluation.encode(model, loader, "encode database", encoder)[0]
 
     return transform, encode_batch, encode_database
 

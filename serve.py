@@ -30,7 +30,7 @@ def get_parser():
     add_flag(g, "--port", type=int, default=8000, help="port; 0 picks a free one")
     add_flags(g, ("--num-results",), help={"--num-results": "results shown first (k is adjustable on the page)"})
     add_flag(g, "--max-upload-mb", type=float, default=16, help="largest accepted upload in MB")
-    parser.set_defaults(topk=12)  # two rows of the page's six-column grid
+    parser.set_defaults(num_results=12)  # two rows of the page's six-column grid
     return parser
 
 
@@ -48,18 +48,19 @@ def build_service(args):
 
 
 def run(argv=None):
+    # the flags and the checkpoint first (--help and a mistyped flag need no Flask), Flask before the slow model load
+    args = resolve_args(get_parser(), argv)
+    if args.max_upload_mb <= 0:
+        raise UsageError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
     try:
         import flask  # noqa: F401
     except ImportError:
         raise MissingPackageError("serve.py needs Flask: pip install -r requirements-web.txt") from None
     from werkzeug.serving import make_server
 
-    from utils.retrieval.search import log
     from utils.retrieval.search_page import create_app
-    args = resolve_args(get_parser(), argv)
-    if args.max_upload_mb <= 0:
-        raise UsageError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
-    app = create_app(build_service(args), default_k=args.topk, max_upload_mb=args.max_upload_mb)
+    from utils.runtime.console import log_to_stderr
+    app = create_app(build_service(args), default_k=args.num_results, max_upload_mb=args.max_upload_mb)
     try:
         server = make_server(args.host, args.port, app, threaded=True)
     except OSError as err:
@@ -68,7 +69,8 @@ def run(argv=None):
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"HashNet search page: http://{host}:{server.server_port}/  (Ctrl+C stops it)", flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
-        log(f"warning: listening on {args.host}: anyone who can reach this address can search and view the images")
+        log_to_stderr(f"warning: listening on {args.host}: anyone who can reach this address can search and view "
+                      f"the images")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

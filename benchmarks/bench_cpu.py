@@ -31,7 +31,7 @@ import utils.runtime.before_paddle  # noqa: E402,F401  (before anything imports 
 ENGINES = ("dygraph", "fast", "torch")
 GOALS = {224: 1.0, 64: 0.8}  # fast / torch at least this, same threads
 BIT = 64
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # models/hashnet.py's, for torch
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # utils/datasets/normalization.py's
 # torchvision's AlexNet features: (in, out, kernel, stride, padding, max-pool after)
 TORCH_CONVS = ((3, 64, 11, 4, 2, True), (64, 192, 5, 1, 2, True), (192, 384, 3, 1, 1, False),
                (384, 256, 3, 1, 1, False), (256, 256, 3, 1, 1, True))

@@ -23,9 +23,9 @@ Each timed pass of each row runs in turn (rows interleaved, best of --repeats pa
 shared machine does not land on one row only; the same source images are cycled through, and a row's pass lasts
 about a second at least. A ratio is the quotient of two rows' images/s.
 
-End to end: utils/train/engine.evaluate of a random-init 64-bit HashNet on the source's query/database lists (repeated
---e2e-repeat times), on this CPU with the default loader workers, with and without --cache_dir (build excluded,
-timed separately); the mAPs must be equal.
+End to end: utils/train/evaluation.evaluate of a random-init 64-bit HashNet on the source's query/database lists
+(repeated --e2e-repeat times), on this CPU with the default loader workers, with and without --cache_dir (build
+excluded, timed separately); the mAPs must be equal.
 
 COCO estimate: 117,200 images encoded (5,000 queries + ~112,200 database, docs/protocol.md#ms-coco-protocol). The data
 side and the GPUs run in parallel, so an evaluation takes N / min(data rate, GPU rate). Data rate: the seed's 2
@@ -150,7 +150,7 @@ def float_transform(train, resize_size, crop_size):
     """The transform before this change: ToTensor + Normalize on the CPU."""
     from paddle.vision import transforms as T
 
-    from utils.datasets.image_list import IMAGENET_MEAN, IMAGENET_STD
+    from utils.datasets.normalization import IMAGENET_MEAN, IMAGENET_STD
     crop = [T.RandomCrop(crop_size), T.RandomHorizontalFlip()] if train else [T.CenterCrop(crop_size)]
     return T.Compose([T.Resize(resize_size), *crop, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
@@ -195,12 +195,12 @@ def keep_faster(rows, name, row):
 
 # ---------------------------------------------------------------------------------------------------- end to end
 def end_to_end(root, list_dir, cache_dir, args):
-    """engine.evaluate without and with the evaluation cache: {'jpeg': metrics, 'cache': metrics, 'build_s'}."""
+    """evaluation.evaluate without and with the evaluation cache: {'jpeg': metrics, 'cache': metrics, 'build_s'}."""
     import paddle
 
     from models import HashNet
-    from utils.config.flags import parse_args
-    from utils.train import engine
+    from utils.train import build, evaluation
+    from utils.train.options import parse_args
 
     def run(extra):
         cfg = parse_args(["--dataset", "bench", "--list-dir", str(list_dir), "--data-path", str(root), "--device",
@@ -213,9 +213,9 @@ def end_to_end(root, list_dir, cache_dir, args):
         with paddle.utils.unique_name.guard():
             model = HashNet(64, init="kaiming")
         start = time.perf_counter()
-        _, loaders = engine.build_data(cfg)
+        _, loaders = build.build_data(cfg)
         built = time.perf_counter() - start
-        return engine.evaluate(model, loaders, cfg), built
+        return evaluation.evaluate(model, loaders, cfg), built
 
     jpeg, _ = run([])
     cache, build_s = run(["--cache_dir", str(cache_dir), "--cache", "eval"])

@@ -18,8 +18,9 @@ Each list is parsed with utils.datasets.image_list.read_list_file (the same pars
 stops the check with its file:line message. All lists must have the same number of labels. Every image
 is then opened with PIL and fully decoded to RGB, once even when several lists name it.
 
-Exit status: 0 when every image is fine, 1 when any image is missing or undecodable (each is named: the
-first 20 per kind and list, then a count), 2 for a usage, list-format or label-count error.
+Exit status: 0 when every image is fine, 1 when any image is missing or undecodable (the check's finding; each is
+named: the first 20 per kind and list, then a count), 2 for a usage, list-format or label-count error (a user error,
+as every command of the project answers one: utils/runtime/failure.py).
 """
 
 import argparse
@@ -33,7 +34,10 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 if str(PROJECT_ROOT) not in sys.path:  # run as `python data/check_data.py`, sys.path[0] is data/
     sys.path.insert(0, str(PROJECT_ROOT))
 
-DEFAULT_LISTS = ("train.txt", "test.txt", "database.txt")
+from utils.datasets.splits import LIST_FILES  # noqa: E402
+from utils.runtime.failure import USER_ERROR_EXIT  # noqa: E402
+
+DEFAULT_LISTS = tuple(LIST_FILES.values())
 SHOW_PER_KIND = 20
 
 
@@ -114,7 +118,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     data_root, list_paths = _resolve(args, parser)
 
-    from utils.config.flags import parse_path_prefix, preset_for
+    from utils.config.flags import parse_path_prefix
+    from utils.config.presets import preset_for
     from utils.datasets.image_list import map_list_path, missing_path_hint, read_list_file
 
     path_prefix = args.path_prefix
@@ -131,7 +136,7 @@ def main(argv=None):
             listed, labels = read_list_file(list_path, data_root, num_classes, check_exists=False)
         except (FileNotFoundError, ValueError) as error:
             print(f"error: {error}", file=sys.stderr)
-            return 2
+            return USER_ERROR_EXIT
         num_classes = labels.shape[1]
         parsed.append((list_path, listed, [map_list_path(p, prefixes) for p in listed]))
 

@@ -35,29 +35,36 @@ from pathlib import Path
 
 import numpy as np
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+if str(PROJECT_ROOT) not in sys.path:  # run as `python data/make_coco_lists.py`, sys.path[0] is data/
+    sys.path.insert(0, str(PROJECT_ROOT))
+
+from utils.datasets.splits import LIST_FILES  # noqa: E402
+from utils.runtime.errors import MissingFileError, UsageError  # noqa: E402
+from utils.runtime.failure import run_cli  # noqa: E402
+
 COCO_NUM_CATEGORIES = 80
-LIST_NAMES = ("train.txt", "test.txt", "database.txt")
 
 
 def load_annotation_file(path, flag):
     """Read one COCO instances JSON and check it has what the lists need. `flag` names the CLI option."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{flag}: annotation file not found: {path}")
+        raise MissingFileError(f"{flag}: annotation file not found: {path}")
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except json.JSONDecodeError as error:
-        raise ValueError(f"{flag}: {path} is not valid JSON: {error}") from None
+        raise UsageError(f"{flag}: {path} is not valid JSON: {error}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{flag}: {path} must hold a JSON object with 'images', 'annotations' and "
+        raise UsageError(f"{flag}: {path} must hold a JSON object with 'images', 'annotations' and "
                          f"'categories', got {type(data).__name__}")
     for key in ("images", "annotations", "categories"):
         if key not in data:
-            raise ValueError(f"{flag}: {path} has no '{key}' key; expected a COCO instances file "
+            raise UsageError(f"{flag}: {path} has no '{key}' key; expected a COCO instances file "
                              f"(instances_train2014.json / instances_val2014.json)")
         if not isinstance(data[key], list):
-            raise ValueError(f"{flag}: {path}: '{key}' must be a list, got {type(data[key]).__name__}")
+            raise UsageError(f"{flag}: {path}: '{key}' must be a list, got {type(data[key]).__name__}")
     return data
 
 
@@ -68,21 +75,21 @@ def category_order(categories_per_file, allow_any_categories=False):
         id_to_name = {}
         for cat in categories:
             if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
-                raise ValueError(f"{source}: every category needs 'id' and 'name', got {cat!r}")
+                raise UsageError(f"{source}: every category needs 'id' and 'name', got {cat!r}")
             if cat["id"] in id_to_name:
-                raise ValueError(f"{source}: category id {cat['id']} appears twice")
+                raise UsageError(f"{source}: category id {cat['id']} appears twice")
             id_to_name[cat["id"]] = cat["name"]
         if reference is None:
             reference_source, reference = source, id_to_name
         elif id_to_name != reference:
-            raise ValueError(f"{source} and {reference_source} define different categories; both must be "
+            raise UsageError(f"{source} and {reference_source} define different categories; both must be "
                              f"COCO 2014 instances files of the same release")
     names = sorted(reference.values())
     if len(set(names)) != len(names):
         duplicates = sorted({n for n in names if names.count(n) > 1})
-        raise ValueError(f"{reference_source}: category names must be unique, duplicated: {duplicates}")
+        raise UsageError(f"{reference_source}: category names must be unique, duplicated: {duplicates}")
     if len(names) != COCO_NUM_CATEGORIES and not allow_any_categories:
-        raise ValueError(f"{reference_source}: found {len(names)} categories, expected {COCO_NUM_CATEGORIES} "
+        raise UsageError(f"{reference_source}: found {len(names)} categories, expected {COCO_NUM_CATEGORIES} "
                          f"for COCO 2014 (pass --allow-any-categories for other annotation sets)")
     index_of_name = {name: i for i, name in enumerate(names)}
     return {cat_id: index_of_name[name] for cat_id, name in reference.items()}, names
@@ -93,19 +100,19 @@ def collect_labelled_images(data, prefix, label_of_category, source):
     path_of_image = {}
     for image in data["images"]:
         if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
-            raise ValueError(f"{source}: every image needs 'id' and 'file_name', got {image!r}")
+            raise UsageError(f"{source}: every image needs 'id' and 'file_name', got {image!r}")
         if image["id"] in path_of_image:
-            raise ValueError(f"{source}: image id {image['id']} appears twice")
+            raise UsageError(f"{source}: image id {image['id']} appears twice")
         path_of_image[image["id"]] = f"{prefix}/{image['file_name']}"
     labels_of_image = {}
     for ann in data["annotations"]:
         if not isinstance(ann, dict) or "image_id" not in ann or "category_id" not in ann:
-            raise ValueError(f"{source}: every annotation needs 'image_id' and 'category_id', got {ann!r}")
+            raise UsageError(f"{source}: every annotation needs 'image_id' and 'category_id', got {ann!r}")
         if ann["image_id"] not in path_of_image:
-            raise ValueError(f"{source}: annotation {ann.get('id', '?')} refers to image id {ann['image_id']}, "
+            raise UsageError(f"{source}: annotation {ann.get('id', '?')} refers to image id {ann['image_id']}, "
                              f"which is not in 'images'")
         if ann["category_id"] not in label_of_category:
-            raise ValueError(f"{source}: annotation {ann.get('id', '?')} has category id {ann['category_id']}, "
+            raise UsageError(f"{source}: annotation {ann.get('id', '?')} has category id {ann['category_id']}, "
                              f"which is not in 'categories'")
         labels_of_image.setdefault(ann["image_id"], set()).add(label_of_category[ann["category_id"]])
     return [(path_of_image[i], sorted(labels)) for i, labels in labels_of_image.items()]
@@ -114,9 +121,9 @@ def collect_labelled_images(data, prefix, label_of_category, source):
 def split_indices(num_images, num_query, num_train, seed):
     """(test, database, train) index arrays into the path-sorted image list; see the module docstring."""
     if num_query < 1 or num_train < 1:
-        raise ValueError(f"--num-query ({num_query}) and --num-train ({num_train}) must be >= 1")
+        raise UsageError(f"--num-query ({num_query}) and --num-train ({num_train}) must be >= 1")
     if num_query + num_train > num_images:
-        raise ValueError(f"--num-query ({num_query}) + --num-train ({num_train}) = {num_query + num_train} "
+        raise UsageError(f"--num-query ({num_query}) + --num-train ({num_train}) = {num_query + num_train} "
                          f"exceeds the {num_images} labelled images; training images are drawn from the "
                          f"images that are not queries")
     rng = np.random.default_rng(seed)
@@ -170,9 +177,9 @@ def build_coco_lists(train_ann, val_ann, out_dir, seed=0, num_query=5000, num_tr
     num_classes = len(class_names)
     lines = [_format_line(path, labels, num_classes) for path, labels in images]
     write_lists_atomically(out_dir, {
-        "train.txt": "".join(lines[i] for i in train),
-        "test.txt": "".join(lines[i] for i in test),
-        "database.txt": "".join(lines[i] for i in database),
+        LIST_FILES["train"]: "".join(lines[i] for i in train),
+        LIST_FILES["test"]: "".join(lines[i] for i in test),
+        LIST_FILES["database"]: "".join(lines[i] for i in database),
     })
     return {
         "images_total": num_total,
@@ -196,19 +203,18 @@ def main(argv=None):
     parser.add_argument("--allow-any-categories", action="store_true",
                         help="accept a category count other than 80 (small test annotation sets)")
     args = parser.parse_args(argv)
-    try:
+
+    def build(_argv):
         counts = build_coco_lists(args.train_ann, args.val_ann, args.out_dir, seed=args.seed,
                                   num_query=args.num_query, num_train=args.num_train,
                                   allow_any_categories=args.allow_any_categories)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"images in train+val: {counts['images_total']}, without any category (pruned): "
-          f"{counts['images_without_category']}, kept: {counts['images_kept']}")
-    print(f"wrote {args.out_dir}: test.txt {counts['test']}, database.txt {counts['database']}, "
-          f"train.txt {counts['train']} ({len(counts['classes'])} classes, alphabetical: "
-          f"0 {counts['classes'][0]} ... {len(counts['classes']) - 1} {counts['classes'][-1]})")
-    return 0
+        print(f"images in train+val: {counts['images_total']}, without any category (pruned): "
+              f"{counts['images_without_category']}, kept: {counts['images_kept']}")
+        print(f"wrote {args.out_dir}: test.txt {counts['test']}, database.txt {counts['database']}, "
+              f"train.txt {counts['train']} ({len(counts['classes'])} classes, alphabetical: "
+              f"0 {counts['classes'][0]} ... {len(counts['classes']) - 1} {counts['classes'][-1]})")
+
+    return run_cli(build)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ TORCHVISION_HOST = "https://download.pytorch.org/models/"
 PADDLE_ZOO_HOST = "https://paddle-hapi.bj.bcebos.com/models/"
 PRETRAINED_DIR = "pretrained"
 DEFAULT_BACKBONE = "alexnet"
+CAFFEMODEL_NAME = "bvlc_reference_caffenet.caffemodel"  # the BVLC model zoo's CaffeNet, read by models/caffemodel.py
+CAFFEMODEL_URL = f"http://dl.caffe.berkeleyvision.org/{CAFFEMODEL_NAME}"
 
 
 @dataclass(frozen=True)
@@ -113,10 +115,9 @@ BACKBONES = {b.name: b for b in (
     # The authors' Caffe network (docs/protocol.md#paper-recipe), the paper recipe's backbone: its weights come from
     # a .caffemodel, read by models/caffemodel.py
     Backbone("caffenet", "CaffeNet", "caffenet", "models.caffenet:CaffeNet", (), ("caffenet",), None, 0, "fc8.", 4096,
-             (), None, extra_files=("bvlc_reference_caffenet.caffemodel",), whole=True, own_input=True,
-             weights_source="the BVLC model zoo, http://dl.caffe.berkeleyvision.org/bvlc_reference_caffenet.caffemodel"
-                            ", converted once with `python -m models.caffemodel --convert "
-                            "bvlc_reference_caffenet.caffemodel --out pretrained/caffenet_imagenet.pdparams`"),
+             (), None, extra_files=(CAFFEMODEL_NAME,), whole=True, own_input=True,
+             weights_source=f"the BVLC model zoo, {CAFFEMODEL_URL}, converted once with `python -m models.caffemodel "
+                            f"--convert {CAFFEMODEL_NAME} --out {PRETRAINED_DIR}/caffenet_imagenet.pdparams`"),
 )}
 BACKBONE_NAMES = tuple(BACKBONES)
 
@@ -138,7 +139,7 @@ def build_network(spec):
     return getattr(importlib.import_module(module_name), attr)(**dict(spec.builder_kwargs))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def network_shapes(spec):
     """{our name: shape} of the whole ImageNet network's state (parameters and BatchNorm statistics), read from the
     network built without allocating or initialising anything (paddle.LazyGuard) and under its own name counter, so

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 
+from models.backbones import BACKBONES, CAFFEMODEL_NAME, CAFFEMODEL_URL, PRETRAINED_DIR
 from models.caffenet import IMAGENET_MEAN_BGR, caffe_blob_shapes
 from models.protobuf_wire import (
     FIXED32,
@@ -48,10 +49,8 @@ from models.protobuf_wire import (
 from utils.runtime.errors import MissingFileError, UsageError
 from utils.runtime.fileio import atomic_write
 
-CAFFEMODEL_NAME = "bvlc_reference_caffenet.caffemodel"
-CAFFEMODEL_URL = "http://dl.caffe.berkeleyvision.org/bvlc_reference_caffenet.caffemodel"
-DEFAULT_CAFFEMODEL_PATH = f"pretrained/{CAFFEMODEL_NAME}"
-DEFAULT_CONVERTED_PATH = "pretrained/caffenet_imagenet.pdparams"
+DEFAULT_CAFFEMODEL_PATH = f"{PRETRAINED_DIR}/{CAFFEMODEL_NAME}"
+DEFAULT_CONVERTED_PATH = f"{PRETRAINED_DIR}/{BACKBONES['caffenet'].converted_file}"
 MEAN_FILE_SOURCES = ("thuml/HashNet caffe/data/ilsvrc12/imagenet_mean.binaryproto, or Caffe's "
                      "data/ilsvrc12/get_ilsvrc_aux.sh (http://dl.caffe.berkeleyvision.org/caffe_ilsvrc12.tar.gz)")
 MEAN_KEY = "mean_bgr"

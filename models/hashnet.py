@@ -14,6 +14,7 @@ import paddle.nn as nn
 from models.alexnet import init_kaiming_
 from models.backbones import DEFAULT_BACKBONE, backbone_spec, build_network
 from models.pretrained import load_pretrained
+from utils.datasets.normalization import IMAGENET_MEAN, IMAGENET_STD
 from utils.runtime.errors import UsageError
 
 # A feature unit whose std over the training set is at most this fraction of the features' RMS is taken as constant and
@@ -22,8 +23,6 @@ from utils.runtime.errors import UsageError
 # the RMS (oneDNN against the dynamic graph, docs/testing.md#cross-engine-tolerances), so a kept unit's standardised
 # value is known to ~1e-2 of its std at worst.
 CONSTANT_FEATURE_RTOL = 1e-3
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 def normalize_images(x):
@@ -47,7 +46,7 @@ class HashNet(nn.Layer):
     `pretrained`: a local ImageNet weights file of that backbone (torchvision .pth or Paddle .pdparams) or None for
     a randomly initialised backbone (`init`: "paddle", the layers' own default initialisation, or "kaiming";
     "torchvision" is the older name of "paddle"; "none" fills the backbone with zeros instead of drawing 61 M random
-    values, for a model whose every weight a checkpoint is about to replace: utils/train/engine.build_model).
+    values, for a model whose every weight a checkpoint is about to replace: utils/train/build.build_model).
 
     `feature_mean` / `feature_std` standardise the features (fc7) before the hash layer. They are the identity (0 / 1)
     unless a from-scratch recipe sets them from training-set statistics (docs/protocol.md#training-from-scratch:

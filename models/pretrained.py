@@ -36,8 +36,8 @@ import importlib
 import os
 import sys
 import zipfile
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import paddle
@@ -48,14 +48,14 @@ from models.backbones import BACKBONE_NAMES, BACKBONES, DEFAULT_BACKBONE, PRETRA
 from utils.runtime.errors import MissingFileError, MissingPackageError, UsageError
 from utils.runtime.fileio import atomic_write
 
-TORCHVISION_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
-TORCHVISION_SEED_URL = "https://download.pytorch.org/models/alexnet-owt-4df8aa71.pth"
-DEFAULT_PRETRAINED_PATH = "pretrained/alexnet-owt-7be5be79.pth"
-DEFAULT_CONVERTED_PATH = "pretrained/alexnet_imagenet.pdparams"
+# AlexNet's files and sources, as the backbone registry names them (the current torchvision release first, then the one
+# the seed repository used)
+_ALEXNET = BACKBONES["alexnet"]
+TORCHVISION_URL = _ALEXNET.torchvision_url()
+TORCHVISION_SEED_URL = _ALEXNET.torchvision_url(_ALEXNET.torchvision_files[1])
+DEFAULT_PRETRAINED_PATH = f"{PRETRAINED_DIR}/{_ALEXNET.torchvision_files[0]}"
+DEFAULT_CONVERTED_PATH = f"{PRETRAINED_DIR}/{_ALEXNET.converted_file}"
 PRETRAINED_FLAG = "--backbone_weights"
-_PADDLE_URL_FALLBACK = (
-    "https://paddle-imagenet-models-name.bj.bcebos.com/dygraph/AlexNet_pretrained.pdparams"
-)
 
 # Paddle zoo prefix -> (our prefix, factor on the weight), one map per backbone family. The factor folds the zoo's
 # downscale_in_infer dropout (x * 0.5 at inference, in front of fc6 and fc7) into the weights.
@@ -85,7 +85,7 @@ def paddle_alexnet_url() -> str:
         module = importlib.import_module("paddle.vision.models.alexnet")
         return module.model_urls["alexnet"][0]
     except (ImportError, AttributeError, KeyError):
-        return _PADDLE_URL_FALLBACK
+        return _ALEXNET.paddle_url
 
 
 def _missing_file_message(path: Path, backbone: str = DEFAULT_BACKBONE) -> str:
@@ -271,8 +271,8 @@ def detect_backbone(path: str | os.PathLike) -> tuple[str, dict[str, np.ndarray]
     path = _require_file(path)
     torch_file = _is_torch_file(path)
     raw = read_torch_arrays(path) if torch_file else _load_pdparams(path)
-    for name, spec in BACKBONES.items():
-        if _shapes_in_family(raw, torch_file, spec.family) == network_shapes(spec):
+    for name, spec in BACKBONES.items():  # but CaffeNet, whose weights models/caffemodel.py reads
+        if spec.family in TORCH_KEY_MAPS and _shapes_in_family(raw, torch_file, spec.family) == network_shapes(spec):
             if torch_file:
                 return name, from_torch_layout(raw, spec.family)
             return name, backbone_state_from_file(path, name)
@@ -426,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({', '.join(BACKBONE_NAMES)}) into a .pdparams in this project's layout, so training never needs torch.",
     )
     parser.add_argument("--convert", required=True, metavar="SOURCE",
-                        help=f"local weights file, e.g. alexnet-owt-7be5be79.pth ({TORCHVISION_URL})")
+                        help=f"local weights file, e.g. {_ALEXNET.torchvision_files[0]} ({TORCHVISION_URL})")
     parser.add_argument("--backbone", default=None, choices=BACKBONE_NAMES,
                         help="the backbone the file holds (default: the one its keys and shapes fit)")
     parser.add_argument("--out", default=None,

@@ -7,7 +7,7 @@ else
   # stop here, not inside Paddle's launcher (whose error on a GPU-less machine is "substring not found")
   if ! python -c "import sys, paddle; sys.exit(not (paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0))" 2>/dev/null; then
     echo "error: Paddle sees no GPU (GPUS=$GPUS; CPU-only paddlepaddle or no CUDA device visible); to run CPU processes instead: GPUS=cpu NPROC=2 sh $0 ..." >&2
-    exit 1
+    exit 2  # a user error: utils/runtime/failure.py
   fi
   DEVICES="--gpus $GPUS"; DEVICE_FLAG=""
 fi

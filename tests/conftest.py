@@ -173,7 +173,7 @@ def toy_args(small_toy, run_dir, *extra):
 
 
 # ------------------------------------------------------------------------------------------- training moved the weights
-# what engine.build_model reads of a configuration: runs that agree on these started from the same parameters
+# what build.build_model reads of a configuration: runs that agree on these started from the same parameters
 BUILD_FIELDS = ("seed", "bit", "init", "backbone", "backbone_weights", "pretrained", "train_scope")
 
 
@@ -192,10 +192,10 @@ def _initial_parameters(build_config, _stamp):
     import logging
 
     from utils.runtime import dist
-    from utils.train import engine
+    from utils.train import build
     cfg = argparse.Namespace(**json.loads(build_config))
     dist.seed_everything(cfg.seed)
-    model = engine.build_model(cfg, logging.getLogger("initial-parameters"), weights=cfg.pretrained)
+    model = build.build_model(cfg, logging.getLogger("initial-parameters"), weights=cfg.pretrained)
     trained = {name for name, p in model.named_parameters() if not p.stop_gradient}
     return {name: p.numpy() for name, p in model.named_parameters()}, trained
 

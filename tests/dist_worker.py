@@ -23,10 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import utils.runtime.before_paddle  # noqa: E402,F401  (before anything imports paddle: see that module)
 
 import main_multi_gpu  # noqa: E402
-from utils.config.flags import parse_args  # noqa: E402
 from utils.losses.hashnet_loss import HashNetLoss  # noqa: E402
 from utils.runtime import dist  # noqa: E402
-from utils.train import engine
+from utils.train import build, checkpoint, engine, evaluation  # noqa: E402
+from utils.train.logger import setup_logger  # noqa: E402
+from utils.train.options import parse_args  # noqa: E402
 
 seen, banks = [], []
 original_forward, original_init = HashNetLoss.forward, HashNetLoss.__init__
@@ -43,7 +44,7 @@ def recording_init(self, *args, **kwargs):
 
 
 engine_epoch = [0]
-original_train_one_epoch, original_build_model = engine.train_one_epoch, engine.build_model
+original_train_one_epoch, original_build_model = engine.train_one_epoch, build.build_model
 built, initial_sums = [], []
 
 
@@ -103,15 +104,15 @@ if __name__ == "__main__":
     if os.environ.get("RECORD_RANKS", "1") == "0":
         sys.exit(0)
     # encode the database again with the final weights, through the same sharded + gathered path
-    logger = engine.setup_logger()
+    logger = setup_logger()
     weights = cfg.pretrained if cfg.eval else Path(cfg.run_dir) / f"last_{cfg.bit}.pdckpt"
     if built:
-        model = engine.checkpoint.load_model_weights(built[0], weights)
+        model = checkpoint.load_model_weights(built[0], weights)
     else:
-        model = engine.build_model(cfg, logger, weights=weights)
-    _, loaders = engine.build_data(cfg)
+        model = engine.build_model(cfg, logger, weights=weights)  # the recording one: it notes the initial sums
+    _, loaders = build.build_data(cfg)
     model.eval()
-    raw, labels = engine.predict_outputs(model, loaders["database"])
+    raw, labels = evaluation.predict_outputs(model, loaders["database"])
     record = {"db_raw": raw, "db_labels": labels, "initial_sums": initial_sums[0]}
     if seen:
         record.update(seen_epoch=np.concatenate([np.full(len(i), e) for e, i in seen]),

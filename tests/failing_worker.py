@@ -14,9 +14,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import main_multi_gpu  # noqa: E402  (first of the project's imports: it imports utils.runtime.before_paddle)
-from utils.config.flags import parse_args  # noqa: E402
 from utils.losses.hashnet_loss import HashNetLoss  # noqa: E402
 from utils.runtime import dist  # noqa: E402
+from utils.train.options import parse_args  # noqa: E402
 
 original_forward = HashNetLoss.forward
 steps = [0]

@@ -407,3 +407,24 @@ def test_unreadable_pdparams_names_the_file(tmp_path):
     path.write_bytes(b"\x00 not a pickle")
     with pytest.raises(ValueError, match=re.escape(f"{path}: cannot be read as a Paddle .pdparams")):
         backbone_state_from_file(path)
+
+
+def test_alexnets_files_and_sources_come_from_the_backbone_registry():
+    """models/pretrained.py and models/caffemodel.py name no weight file or URL of their own: the registry's
+    (models/backbones.py) are the only ones."""
+    import models.caffemodel as caffemodel
+    import models.pretrained as pretrained
+    from models.backbones import BACKBONES, CAFFEMODEL_URL
+    alexnet, caffenet = BACKBONES["alexnet"], BACKBONES["caffenet"]
+    assert TORCHVISION_URL == alexnet.torchvision_url() == "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
+    assert pretrained.TORCHVISION_SEED_URL == alexnet.torchvision_url("alexnet-owt-4df8aa71.pth")
+    assert DEFAULT_PRETRAINED_PATH == "pretrained/alexnet-owt-7be5be79.pth" == alexnet.candidates[1]
+    assert pretrained.DEFAULT_CONVERTED_PATH == "pretrained/alexnet_imagenet.pdparams" == alexnet.candidates[0]
+    assert caffemodel.DEFAULT_CONVERTED_PATH == caffenet.candidates[0] == "pretrained/caffenet_imagenet.pdparams"
+    assert caffemodel.DEFAULT_CAFFEMODEL_PATH == "pretrained/" + caffenet.extra_files[0]
+    assert CAFFEMODEL_URL in caffenet.source
+    for module in (pretrained, caffemodel):
+        code = Path(module.__file__).read_text(encoding="utf-8").split('"""', 2)[2]  # after the module docstring
+        for literal in ("download.pytorch.org", "bcebos.com", "alexnet-owt-", "alexnet_imagenet", "caffenet_imagenet",
+                        "reference_caffenet.caffemodel"):
+            assert literal not in code, (module.__name__, literal)

@@ -254,7 +254,7 @@ def test_converter_cli_real_shapes_and_mean(tmp_path, capsys):
 
 def test_converter_cli_reports_a_bad_file(tmp_path, weights, capsys):
     source = write(tmp_path / "small.caffemodel", caffenet_layers(weights), False)
-    assert main(["--convert", str(source), "--out", str(tmp_path / "out.pdparams")]) == 1
+    assert main(["--convert", str(source), "--out", str(tmp_path / "out.pdparams")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {source}: not CaffeNet's weights")
     assert "conv1 weight has shape [6, 3, 11, 11], expected [96, 3, 11, 11]" in err

@@ -124,7 +124,7 @@ def test_truncated_rgb_jpeg_is_refused_naming_it(tmp_path):
 
 
 def test_crop_larger_than_resize_is_refused_naming_both_flags(tmp_path):
-    from utils.config.flags import parse_args
+    from utils.train.options import parse_args
     with pytest.raises(ValueError, match=r"^--crop_size 300 is larger than --resize_size 256"):
         parse_args(["--dataset", "toy", "--output-dir", str(tmp_path), "--resize_size", "256", "--crop_size", "300"])
 
@@ -138,3 +138,56 @@ def test_a_decoded_dataset_is_read_without_loader_workers(root):
     jpeg = ImageList(root, lst, build_transform(False, 36, 32))
     assert build_loader(jpeg, 2, batch_size=2).num_workers == 2
     assert CachedEvalList.decoded and build_loader(CachedEvalList(jpeg, root / "unused.npy"), 2).num_workers == 0
+
+
+def product_modules():
+    """The project's Python files (not tests, benchmarks, nor the ignored tmp/ and output/ folders)."""
+    from conftest import REPO
+    skip = ("tests", "benchmarks", "tmp", "output")
+    return [p for p in REPO.rglob("*.py") if p.relative_to(REPO).parts[0] not in skip and "/." not in p.as_posix()]
+
+
+def test_the_split_names_are_defined_once_and_every_list_writer_and_reader_uses_them(tmp_path):
+    """utils/datasets/splits.py is the only definition of LIST_NAMES; the toy set, the COCO list builder, the checker
+    and the loader name their list files from it."""
+    import ast
+
+    from conftest import REPO, load_data_script
+    from utils.datasets.splits import LIST_FILES, LIST_NAMES
+    from utils.datasets.toy import ensure_toy_dataset
+    defined = sorted(p.relative_to(REPO).as_posix() for p in product_modules()
+                     for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))) if isinstance(node, ast.Assign)
+                     and any(getattr(target, "id", None) == "LIST_NAMES" for target in node.targets))
+    assert defined == ["utils/datasets/splits.py"]
+    assert LIST_NAMES == ("train", "test", "database")
+    assert LIST_FILES == {"train": "train.txt", "test": "test.txt", "database": "database.txt"}
+    toy = ensure_toy_dataset(tmp_path / "toy", num_images=12, num_test=3, num_train=4)
+    assert {p.name for p in toy.glob("*.txt")} - {"classes.txt"} == set(LIST_FILES.values())
+    assert {split: path.name for split, path in dataset_lists("toy", toy).items()} == LIST_FILES
+    assert load_data_script("check_data").DEFAULT_LISTS == tuple(LIST_FILES.values())
+
+
+def test_the_data_and_retrieval_sides_import_neither_the_network_nor_training():
+    """utils/datasets knows nothing of models/ (the ImageNet mean/std live in utils/datasets/normalization.py, which
+    models/hashnet.py reads), and nothing below training imports utils/train."""
+    import ast
+
+    from conftest import REPO
+    from models import hashnet
+    from utils.datasets import normalization
+    below_train = ("datasets", "retrieval", "hashing", "runtime")
+    imports = {}
+    for path in product_modules():
+        rel = path.relative_to(REPO)
+        if rel.parts[0] != "utils" or len(rel.parts) < 3 or rel.parts[1] not in below_train:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            imports.setdefault(rel.as_posix(), set()).update(names)
+    assert len(imports) > 20  # the packages were read
+    upward = {module: sorted(n for n in names if n.startswith("utils.train")
+                             or module.startswith("utils/datasets/") and n.split(".")[0] == "models")
+              for module, names in imports.items()}
+    assert {module: names for module, names in upward.items() if names} == {}
+    assert hashnet.IMAGENET_MEAN is normalization.IMAGENET_MEAN and hashnet.IMAGENET_STD is normalization.IMAGENET_STD

@@ -11,9 +11,9 @@ import pytest
 from conftest import assert_training_moved, run_cli, toy_args
 
 # the toy preset's recipe, evaluated every epoch, the lr halved after epoch 1: a resume at epoch 1 crosses an lr step.
-# A base lr of 6e-3, not the preset's 2e-3: over these 2 x 4 steps 2e-3 moves the mAP by less than the gap between
-# two random networks' first epochs (one gave 0.3614 then 0.3643, the other 0.3687 then 0.3693, random codes 0.3632),
-# 6e-3 by enough to see (0.3662 then 0.3699).
+# A base lr of 6e-3, not the preset's 2e-3: over these 2 x 4 steps 2e-3 moved the mAP by less than the gap between
+# two random networks' first epochs (0.3614 then 0.3643 against 0.3687 then 0.3693, random codes 0.3632; measured
+# before the constant-unit standardisation of 2026-12-06), 6e-3 by enough to see (now 0.3788 then 0.3856).
 # --encoder inference, whatever --encoder auto would pick for runs this small: the frozen backbone's features and
 # every evaluation go through the Paddle Inference predictor that larger runs use, and config.json records the choice
 TRAIN = ("--eval_epoch", "1", "--bit", "16", "--de_step", "1", "--learning-rate", "0.006", "--encoder", "inference")
@@ -57,7 +57,7 @@ def test_training_learns(two_epochs):
 def test_whole_network_training_under_the_fitted_standardisation_is_refused(tmp_path):
     """--dataset toy --train_scope all trained nothing (hash outputs 1e4-1e5, tanh saturated, every gradient 0):
     it is refused before anything runs, saying why and what to use instead."""
-    from utils.config.flags import STANDARDIZED_WHOLE_NETWORK, parse_args
+    from utils.train.options import STANDARDIZED_WHOLE_NETWORK, parse_args
     with pytest.raises(ValueError) as error:
         parse_args(["--dataset", "toy", "--train_scope", "all", "--output-dir", str(tmp_path)])
     assert str(error.value) == STANDARDIZED_WHOLE_NETWORK and "\n" not in str(error.value)
@@ -94,10 +94,10 @@ def test_run_folder_contents(two_epochs):
 
 def test_a_frozen_runs_job_counts_every_view_and_both_evaluation_sets():
     """What --encoder auto decides by in a frozen backbone's run: the images each process encodes."""
-    from utils.train import engine
+    from utils.train import build
     datasets = {"train": [0] * 100, "test": [0] * 10, "database": [0] * 50}
     for views, expected in ((0, 160), (1, 160), (3, 360)):
-        assert engine.frozen_backbone_images(SimpleNamespace(frozen_views=views), datasets) == expected, views
+        assert build.frozen_backbone_images(SimpleNamespace(frozen_views=views), datasets) == expected, views
 
 
 def test_last_checkpoint_holds_everything_to_resume(two_epochs):
@@ -147,7 +147,7 @@ def test_a_checkpoint_apart_from_its_frozen_backbone_is_refused_naming_the_file(
 
 def test_resume_continues_exactly(two_epochs, resumed):
     """Parameters, memory bank, optimizer state, lr schedule, losses, mAPs and the best checkpoint: 2 epochs equal
-    1 + resume + 1, across an lr step (de_step 1) and with a new best epoch in the resumed part."""
+    1 + resume + 1, across an lr step (--lr-step 1) and with a new best epoch in the resumed part."""
     run = resumed["run"]
     straight_rows, resumed_rows = epoch_rows(two_epochs), epoch_rows(run)
     assert [r["epoch"] for r in resumed_rows] == [1, 2]  # the resumed run appends to the same folder
@@ -196,14 +196,14 @@ def test_resume_keeps_the_best_so_far(resumed, small_toy, tmp_path):
 def test_hash_layer_learns_at_ten_times_the_backbone_rate():
     """docs/protocol.md#network: the new hash layer's learning rate is 10x the rest. One momentum-SGD step from rest
     moves each parameter by -lr * its multiplier * its gradient."""
-    from utils.train.engine import build_optimizer
+    from utils.train.recipes.seed import SeedRecipe
     paddle.seed(0)
     with paddle.utils.unique_name.guard():
         from models import HashNet
         model = HashNet(8, init="kaiming")
-    cfg = SimpleNamespace(recipe="seed", learning_rate=0.5, batch_size=64, de_step=50, optimizer="sgd", momentum=0.9,
+    cfg = SimpleNamespace(recipe="seed", learning_rate=0.5, batch_size=64, lr_step=50, optimizer="sgd", momentum=0.9,
                           weight_decay=0.0)
-    optimizer, _ = build_optimizer(cfg, model)
+    optimizer, _ = SeedRecipe(cfg).optimizer(model)
     model.eval()  # no dropout: the gradient is a plain function of the input
     x = paddle.to_tensor(np.random.default_rng(0).standard_normal((4, 3, 64, 64)).astype("float32"))
     (model(x) * paddle.to_tensor(np.random.default_rng(1).standard_normal((4, 8)).astype("float32"))).sum().backward()
@@ -223,7 +223,7 @@ def test_hash_layer_learns_at_ten_times_the_backbone_rate():
 @pytest.mark.parametrize("flag", ["bit", "batch_size", "epoch", "eval_epoch", "step_continuation", "de_step"])
 @pytest.mark.parametrize("value", ["0", "-2"])
 def test_training_flags_must_be_positive(flag, value, tmp_path):
-    from utils.config.flags import parse_args
+    from utils.train.options import parse_args
     with pytest.raises(ValueError, match=f"^--{flag} must be >= 1, got {value}$"):
         parse_args(["--dataset", "toy", "--output-dir", str(tmp_path), f"--{flag}", value])
 
@@ -252,11 +252,11 @@ def test_a_model_built_from_a_checkpoint_holds_that_checkpoint_alone(two_epochs,
     ImageNet file is read (an absent one is no error), and a missing checkpoint is named by the flag that gave it."""
     import logging
 
-    from utils.train import checkpoint, engine
+    from utils.train import build, checkpoint
     cfg = SimpleNamespace(bit=16, backbone="alexnet", backbone_weights=str(tmp_path / "absent.pth"), init="kaiming",
                           train_scope="hash")
     path = two_epochs / "model_best_16.pdparams"
-    model = engine.build_model(cfg, logging.getLogger("test"), weights=path)
+    model = build.build_model(cfg, logging.getLogger("test"), weights=path)
     expected = checkpoint.load_model_state(path)
     assert sorted(model.state_dict()) == sorted(expected)
     for name, value in model.state_dict().items():
@@ -265,7 +265,7 @@ def test_a_model_built_from_a_checkpoint_holds_that_checkpoint_alone(two_epochs,
     missing = tmp_path / "last_16.pdckpt"
     message = f"^resume checkpoint \\(--resume\\) not found: {re.escape(str(missing))}$"
     with pytest.raises(FileNotFoundError, match=message):
-        engine.build_model(cfg, logging.getLogger("test"), weights=missing, what=engine.RESUME_FILE)
+        build.build_model(cfg, logging.getLogger("test"), weights=missing, what=build.RESUME_FILE)
 
 
 def test_eval_reproduces_the_logged_map(two_epochs, small_toy, tmp_path):
@@ -293,19 +293,19 @@ def test_eval_without_checkpoint_is_a_clear_error(small_toy, tmp_path):
 def test_missing_imagenet_weights_warn_on_real_data(tmp_path, monkeypatch, caplog):
     import logging
 
-    from utils.config.flags import parse_args
-    from utils.train import engine
-    monkeypatch.setattr(engine, "PROJECT_ROOT", tmp_path)  # an empty pretrained/ folder
+    from utils.train import build
+    from utils.train.options import parse_args
+    monkeypatch.setattr(build, "PROJECT_ROOT", tmp_path)  # an empty pretrained/ folder
     cfg = parse_args(["--dataset", "coco", "--output-dir", str(tmp_path)])
     logger = logging.getLogger("test-warning")
     with caplog.at_level(logging.WARNING, logger="test-warning"):
-        assert engine.resolve_backbone_weights(cfg, logger) is None
+        assert build.resolve_backbone_weights(cfg, logger) is None
     assert "no ImageNet AlexNet weights found" in caplog.text and "far from the paper" in caplog.text
     (tmp_path / "pretrained").mkdir()
     (tmp_path / "pretrained" / "alexnet-owt-7be5be79.pth").write_bytes(b"")
-    assert engine.resolve_backbone_weights(cfg, logger) == str(tmp_path / "pretrained" / "alexnet-owt-7be5be79.pth")
+    assert build.resolve_backbone_weights(cfg, logger) == str(tmp_path / "pretrained" / "alexnet-owt-7be5be79.pth")
     toy = parse_args(["--dataset", "toy", "--output-dir", str(tmp_path)])
-    assert engine.resolve_backbone_weights(toy, logger) is None  # the toy preset is from scratch on purpose
+    assert build.resolve_backbone_weights(toy, logger) is None  # the toy preset is from scratch on purpose
 
 
 def test_real_coco_images_train_and_evaluate(tmp_path):
@@ -327,7 +327,7 @@ def test_real_coco_images_train_and_evaluate(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())["final"]
     assert metrics["topk"] == 5000 and metrics["num_database"] == 13 and 0 < metrics["map"] <= 1
     config = json.loads((run / "config.json").read_text())
-    assert (config["crop_size"], config["resize_size"], config["step_continuation"]) == (224, 256, 20)
+    assert (config["crop_size"], config["resize_size"], config["continuation_step"]) == (224, 256, 20)
 
 
 def test_training_leaves_the_best_checkpoints_database_codes_for_predict(two_epochs, small_toy, tmp_path, capsys):

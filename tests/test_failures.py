@@ -6,6 +6,7 @@ Every run has a subprocess timeout, so a hang fails the test; no test asserts on
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -176,3 +177,76 @@ def test_a_workers_error_reraised_over_paddles_queue_error_is_printed_without_it
     assert proc.returncode == 1
     assert "Blocking queue" not in proc.stdout + proc.stderr
     assert proc.stdout.strip().splitlines()[-1].endswith("bad image x.jpg (train.txt:5)")
+
+
+# ---------------------------------------------------------------------------------------------- exit status, errors
+def end_process_status(tmp_path, raised):
+    """The exit status and stderr of a process whose top level (run_or_end_process) raises `raised`."""
+    script = tmp_path / "ends.py"
+    script.write_text(
+        "import sys; sys.path.insert(0, %r)\n"
+        "from utils.runtime.errors import UsageError\n"
+        "from utils.runtime.failure import run_or_end_process\n"
+        "def fail():\n"
+        "    raise %s\n"
+        "run_or_end_process(fail)\n" % (str(REPO), raised))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    return proc.returncode, proc.stderr
+
+
+def test_a_user_error_ends_every_command_with_status_2_and_a_bug_with_1(tmp_path):
+    """One exit status for a user error (utils/runtime/failure.py): the training top level, run_cli, the python -m
+    modules and data/ scripts agree with argparse's 2 for a flag it cannot parse; a bug ends with Python's 1."""
+    from utils.runtime.failure import FAILURE_EXIT, USER_ERROR_EXIT
+    assert (USER_ERROR_EXIT, FAILURE_EXIT) == (2, 1)
+    status, err = end_process_status(tmp_path, "UsageError('--epochs must be >= 1, got 0')")
+    assert status == 2 and err.strip() == "error: --epochs must be >= 1, got 0"
+    status, err = end_process_status(tmp_path, "KeyError('internal')")
+    assert status == 1 and "Traceback" in err
+
+    def run(*argv):
+        return subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=REPO, timeout=120)
+
+    sizes = ["--root", str(tmp_path / "toy"), "--num-images", "3", "--num-test", "2", "--num-train", "2"]
+    for proc in (run("-m", "utils.datasets.toy", *sizes),  # a flag value found wrong after parsing
+                 run("-m", "utils.datasets.toy", "--num-images", "many"),  # argparse's own usage error
+                 run(str(REPO / "data" / "make_coco_lists.py"), "--train-ann", str(tmp_path / "none.json"),
+                     "--val-ann", str(tmp_path / "none.json"), "--out-dir", str(tmp_path / "out")),
+                 run(str(REPO / "data" / "check_data.py"), "--data-path", str(tmp_path), "--lists",
+                     str(tmp_path / "none.txt")),
+                 run(str(REPO / "scripts" / "report.py"), "--runs", str(tmp_path / "none"))):
+        assert proc.returncode == 2, (proc.args, proc.returncode, proc.stderr[-2000:])
+        assert "error: " in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_the_user_error_type_is_defined_once_and_the_search_pages_is_one():
+    """utils/runtime/errors.UserError is the only class of that name; every other user error type derives from it,
+    so is_user_error (one `error:` line, exit status 2) knows them all."""
+    import ast
+    defined = {}
+    for path in REPO.rglob("*.py"):
+        if path.relative_to(REPO).parts[0] in ("tmp", "output") or "/." in path.as_posix():
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef) and node.name == "UserError":
+                defined.setdefault(node.name, []).append(path.relative_to(REPO).as_posix())
+    assert defined == {"UserError": ["utils/runtime/errors.py"]}
+    page = (REPO / "utils" / "retrieval" / "search_page.py").read_text(encoding="utf-8")
+    assert "class PageError(UserError):" in page and "from utils.runtime.errors import UserError" in page
+
+
+def test_messages_for_the_user_go_through_one_stderr_helper(capsys):
+    """utils/runtime/console.log_to_stderr is the one helper: the data caches, the database-code cache, the contact
+    sheet and the run-folder read-back print nothing to stderr of their own (tqdm's bars aside)."""
+    import inspect
+
+    from utils.config import run_folder
+    from utils.datasets import cache as datacache
+    from utils.retrieval import contact_sheet
+    from utils.retrieval import search as retrieval
+    from utils.runtime.console import log_to_stderr
+    for module in (datacache, retrieval, run_folder, contact_sheet):
+        assert not re.search(r"print\((?:[^()]|\([^()]*\))*file=sys\.stderr", inspect.getsource(module)), module
+        assert module.log_to_stderr is log_to_stderr, module.__name__
+    log_to_stderr("a note")
+    assert capsys.readouterr() == ("", "a note\n")

@@ -1,7 +1,6 @@
 """utils/retrieval/fast_encoder.py: the Paddle Inference (oneDNN) encoder gives the dynamic graph's codes exactly and
-its raw
-outputs within 1e-4 (relative), in evaluation (engine.evaluate, same mAP) and in predict.py; the layer it was made
-from stays a dynamic-graph layer; --encoder resolves by device."""
+its raw outputs within float rounding (tests/tolerances.py), in evaluation (evaluation.evaluate, same mAP) and in
+predict.py; the layer it was made from stays a dynamic-graph layer; --encoder resolves by device."""
 import logging
 
 import numpy as np
@@ -9,48 +8,48 @@ import paddle
 import pytest
 
 import predict
+import tolerances
 from test_predict import toy_args, toy_checkpoint
-from utils.config.flags import parse_args
 from utils.datasets.image_list import ImageList, build_transform
 from utils.hashing.codes import binarize
 from utils.retrieval import fast_encoder
 from utils.runtime import dist
 from utils.runtime.errors import UsageError
-from utils.train import engine
-
-RAW_TOLERANCE = 1e-4  # of the outputs' scale: a standardised random HashNet's outputs reach tens
+from utils.train import build, evaluation
+from utils.train.options import parse_args
 
 
 @pytest.fixture(scope="module")
 def toy_model(tmp_path_factory):
     """A small toy set, a random standardised 64-bit HashNet (as tests/test_predict.py makes them), its checkpoint
-    and the first 32 database images (72 -> 64 px) with the dynamic graph's outputs on them."""
+    and the first 32 database images (72 -> 64 px) with the dynamic graph's outputs on them; the dynamic graph's fc7
+    and its largest difference from a oneDNN predictor's, in one batch and in batches of 5 (the shapes below)."""
     base = tmp_path_factory.mktemp("fast_encoder")
     root, model, ckpt = toy_checkpoint(base, 64, seed=3)
     dataset = ImageList(root, root / "database.txt", build_transform(False, 72, 64))
     images = np.stack([dataset[i][0] for i in range(32)])
     with paddle.no_grad():
         reference = model(paddle.to_tensor(images)).numpy()
-    return {"root": root, "model": model, "ckpt": ckpt, "images": images, "reference": reference, "base": base}
+    fc7, fc7_difference = tolerances.measured_fc7_difference(model, images, batch_sizes=(None, 5))
+    return {"root": root, "model": model, "ckpt": ckpt, "images": images, "reference": reference, "base": base,
+            "fc7": fc7, "fc7_difference": fc7_difference}
 
 
-def assert_same_encoding(raw, reference):
-    """Raw outputs within RAW_TOLERANCE of their scale and exactly the same ±1 codes, on codes that differ between
-    images (equal codes everywhere would prove nothing)."""
-    assert raw.shape == reference.shape
-    scale = np.abs(reference).max()
-    assert np.abs(raw - reference).max() <= RAW_TOLERANCE * scale, np.abs(raw - reference).max() / scale
-    np.testing.assert_array_equal(binarize(raw), binarize(reference))
-    assert len(np.unique(binarize(reference), axis=0)) > 1
+def assert_same_encoding(raw, reference, toy_model, what, model=None):
+    """Raw outputs within float rounding of the dynamic graph's: the fc7 difference measured between the engines,
+    propagated through the standardisation and the hash layer of `model` (default the fixture's), plus that layer's
+    own rounding (tests/tolerances.py); exactly the same ±1 codes, on codes that differ between images."""
+    tolerance = tolerances.output_tolerance(model or toy_model["model"], toy_model["fc7"], toy_model["fc7_difference"])
+    tolerances.assert_outputs_agree(raw, reference, tolerance, what)
 
 
 def test_predictor_codes_equal_the_dynamic_graph(toy_model):
     encoder = fast_encoder.layer_predictor(toy_model["model"], 64)
     assert isinstance(encoder, fast_encoder.Predictor)
-    assert_same_encoding(encoder(toy_model["images"]), toy_model["reference"])
+    assert_same_encoding(encoder(toy_model["images"]), toy_model["reference"], toy_model, "predictor, batch of 32")
     # any batch size, a CPU tensor as input too
     parts = [encoder(paddle.to_tensor(toy_model["images"][i:i + 5])) for i in range(0, 32, 5)]
-    assert_same_encoding(np.concatenate(parts), toy_model["reference"])
+    assert_same_encoding(np.concatenate(parts), toy_model["reference"], toy_model, "predictor, batches of 5")
     with pytest.raises(ValueError, match="uint8"):
         encoder(toy_model["images"].astype("float32"))
 
@@ -73,8 +72,11 @@ def test_the_layer_stays_dynamic_and_a_new_predictor_takes_its_new_weights(toy_m
     with paddle.no_grad():
         changed = model(paddle.to_tensor(toy_model["images"])).numpy()
     assert not np.array_equal(binarize(changed), binarize(toy_model["reference"]))
-    assert_same_encoding(fast_encoder.model_encoder(model, "inference", 64)(toy_model["images"]), changed)
-    assert_same_encoding(before(toy_model["images"]), toy_model["reference"])  # the old one kept its weights
+    # the same backbone, so the same fc7 difference; the hash layer's tolerance is that of the negated weights
+    assert_same_encoding(fast_encoder.model_encoder(model, "inference", 64)(toy_model["images"]), changed, toy_model,
+                         "new predictor of the changed layer", model)
+    assert_same_encoding(before(toy_model["images"]), toy_model["reference"], toy_model,
+                         "predictor made before the change")  # it kept its weights
 
 
 def test_encoder_choice_by_device_and_job_size():
@@ -110,17 +112,17 @@ def test_evaluation_codes_and_map_equal_the_dynamic_graph(eval_toy, tmp_path, mo
         if threshold:  # auto: the dynamic graph below the threshold, a predictor from it on
             monkeypatch.setattr(fast_encoder, "PREDICTOR_MIN_PIXELS", threshold)
         cfg = eval_toy_cfg(eval_toy, tmp_path, choice.split()[0])
-        _, loaders = engine.build_data(cfg)
+        _, loaders = build.build_data(cfg)
         if not results:  # one random standardised model for every encoder
             paddle.seed(0)
             with paddle.utils.unique_name.guard():
                 model = HashNet(32, init="kaiming")
-            engine.fit_feature_standardization(model, loaders["train_eval"], logging.getLogger("test_fast_encoder"))
+            build.fit_feature_standardization(model, loaders["train_eval"], logging.getLogger("test_fast_encoder"))
         codes = None
         if not threshold:  # auto is checked by what evaluate reports: its encoder and mAP
             encoder = fast_encoder.model_encoder(model, choice, cfg.crop_size)
-            codes = [engine.encode(model, loaders[split], encoder=encoder)[0] for split in ("test", "database")]
-        results[choice] = codes, engine.evaluate(model, loaders, cfg)
+            codes = [evaluation.encode(model, loaders[split], encoder=encoder)[0] for split in ("test", "database")]
+        results[choice] = codes, evaluation.evaluate(model, loaders, cfg)
     (dy_codes, dygraph), (fast_codes, fast) = results["dygraph"], results["inference"]
     for a, b in zip(dy_codes, fast_codes):
         np.testing.assert_array_equal(a, b)
@@ -141,8 +143,8 @@ def test_predict_encoders_agree(toy_model, tmp_path):
         dataset = ImageList(toy_model["root"], toy_model["root"] / "database.txt", transform)
         encoders[choice] = encode_batch(toy_model["images"]), encode_database(dataset)
     (dy_raw, dy_codes), (fast_raw, fast_codes) = encoders["dygraph"], encoders["inference"]
-    assert_same_encoding(dy_raw, toy_model["reference"])
-    assert_same_encoding(fast_raw, toy_model["reference"])
+    assert_same_encoding(dy_raw, toy_model["reference"], toy_model, "predict.py, dygraph")
+    assert_same_encoding(fast_raw, toy_model["reference"], toy_model, "predict.py, inference")
     np.testing.assert_array_equal(fast_codes, dy_codes)
     assert len(fast_codes) == 34 and len(np.unique(fast_codes, axis=0)) > 1
 

@@ -19,13 +19,13 @@ def frozen_setup(eval_toy, tmp_path_factory):
     """The toy recipe's model (random backbone, fc7 standardised) and its training features with VIEWS views, on the
     128 training images of small_toy and fewer evaluation images (eval_toy: the full model encodes them 6 times)."""
     from models import HashNet
-    from utils.config.flags import parse_args
-    from utils.train import engine, frozen
+    from utils.train import build, evaluation, frozen
+    from utils.train.options import parse_args
     cfg = parse_args(["--dataset", "toy", "--list-dir", str(eval_toy["list_dir"]), "--data-path",
                       str(eval_toy["data_path"]), "--bit", "16", "--batch-size", "32", "--num_workers", "0",
                       "--output-dir", str(tmp_path_factory.mktemp("frozen")), "--frozen-views", str(VIEWS),
                       "--encoder", "dygraph"])  # the image path in the same kernels (the fast path: test_fast_encoder)
-    datasets, loaders = engine.build_data(cfg)
+    datasets, loaders = build.build_data(cfg)
     paddle.set_device("cpu")
     paddle.seed(0)
     with paddle.utils.unique_name.guard():
@@ -33,11 +33,11 @@ def frozen_setup(eval_toy, tmp_path_factory):
     model.eval()
     logger = logging.getLogger("test_frozen")
 
-    def outputs_of(dataset, desc):  # what the engine hands utils/train/frozen.py
-        return engine.predict_outputs(model.fc7, engine.encoding_loader(dataset, cfg), desc)
+    def outputs_of(dataset, desc):  # what build.frozen_backbone_sources hands utils/train/frozen.py
+        return evaluation.predict_outputs(model.fc7, build.encoding_loader(dataset, cfg), desc)
 
     train = frozen.training_loader(model, datasets, cfg, logger, outputs_of,
-                                   fit=lambda fc7: engine.fit_feature_standardization(model, None, logger, fc7))
+                                   fit=lambda fc7: build.fit_feature_standardization(model, None, logger, fc7))
     std = model.feature_std.numpy()
     # the statistics were fitted, not left at 1 (the constant units' std is inf: HashNet.fit_standardization)
     assert float(std[np.isfinite(std)].mean()) < 0.5 and np.isinf(std).any()
@@ -96,7 +96,7 @@ def test_no_augmentation_trains_on_the_evaluation_view(frozen_setup):
 def test_cached_features_and_the_hash_layer_give_the_full_models_codes(frozen_setup):
     """Queries and database through the cached features and the hash layer: the same raw outputs, codes and mAP as
     the full model on the images, at the first evaluation and at a later one (after the hash layer changed)."""
-    from utils.train import engine, frozen
+    from utils.train import evaluation, frozen
     from utils.train.logger import setup_logger
     cfg, model, loaders = frozen_setup["cfg"], frozen_setup["model"], frozen_setup["loaders"]
     cached = frozen.EvalFeatures(model, frozen_setup["datasets"], cfg.batch_size, setup_logger(),
@@ -104,14 +104,14 @@ def test_cached_features_and_the_hash_layer_give_the_full_models_codes(frozen_se
     for step in range(2):
         for split in ("test", "database"):
             codes, labels = cached(split, split)
-            raw, image_labels = engine.predict_outputs(model, loaders[split])
+            raw, image_labels = evaluation.predict_outputs(model, loaders[split])
             np.testing.assert_array_equal(frozen.hash_outputs(model.hash_layer, cached.features[split][0],
                                                               cfg.batch_size), raw)
-            np.testing.assert_array_equal(codes, engine.encode(model, loaders[split], keep_zero=True)[0])
+            np.testing.assert_array_equal(codes, evaluation.encode(model, loaders[split], keep_zero=True)[0])
             assert (codes[:, 0] == 0).all() == (step == 1)  # a 0 output stays 0, as the paper rule reads it
             np.testing.assert_array_equal(labels, image_labels)
             assert len(np.unique(codes, axis=0)) > 1  # codes that differ between images: equality means something
-        with_cache, with_images = (engine.evaluate(model, loaders, cfg, encode) for encode in (cached, None))
+        with_cache, with_images = (evaluation.evaluate(model, loaders, cfg, encode) for encode in (cached, None))
         for timing in ("eval_time", "encoder_setup_time"):
             del with_cache[timing], with_images[timing]
         assert with_cache == with_images
@@ -123,12 +123,12 @@ def test_cached_features_and_the_hash_layer_give_the_full_models_codes(frozen_se
 
 
 def test_the_encoder_of_a_frozen_run_is_chosen_for_everything_it_encodes(frozen_setup, monkeypatch):
-    """engine.frozen_backbone_sources makes one encoder for the run, sized (--encoder auto) by the training views, the
+    """build.frozen_backbone_sources makes one encoder for the run, sized (--encoder auto) by the training views, the
     queries and the database together, and the evaluation reports the encoder it made."""
     import copy
 
     from utils.retrieval import fast_encoder
-    from utils.train import engine
+    from utils.train import build
     made = []
 
     def recording(layer, choice, crop_size, images=None):
@@ -138,14 +138,14 @@ def test_the_encoder_of_a_frozen_run_is_chosen_for_everything_it_encodes(frozen_
     monkeypatch.setattr(fast_encoder, "method_encoder", recording)
     cfg = copy.copy(frozen_setup["cfg"])
     cfg.frozen_views = 0  # the evaluation view alone: one pass over the 128 training images
-    _, encode_split = engine.frozen_backbone_sources(frozen_setup["model"], frozen_setup["datasets"], cfg,
-                                                     logging.getLogger("test_frozen"), fit=False)
+    _, encode_split = build.frozen_backbone_sources(frozen_setup["model"], frozen_setup["datasets"], cfg,
+                                                    logging.getLogger("test_frozen"), fit=False)
     assert made == [("dygraph", 64, 128 + 16 + 48)]
     assert encode_split.encoded_by == "dygraph" and len(made) == 1  # the same encoder, not a second one
 
 
 def test_negative_views_are_refused(tmp_path):
-    from utils.config.flags import parse_args
+    from utils.train.options import parse_args
     with pytest.raises(ValueError, match=r"^--frozen-views must be >= 0 \(0 = no augmentation\), got -1$"):
         parse_args(["--dataset", "toy", "--output-dir", str(tmp_path), "--frozen-views", "-1"])
 

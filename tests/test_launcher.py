@@ -10,8 +10,9 @@ import pytest
 
 import main_multi_gpu
 from conftest import REPO, run_cli, toy_args
-from utils.config.flags import SEED_MAX, parse_args
+from utils.config.flags import SEED_MAX
 from utils.runtime import dist
+from utils.train.options import parse_args
 
 # what `python -m paddle.distributed.launch --gpus 1 main_multi_gpu.py` gives its only child (controllers/collective.py)
 LAUNCHER_CHILD = {"PADDLE_TRAINER_ID": "0", "PADDLE_TRAINERS_NUM": "1", "PADDLE_CURRENT_ENDPOINT": "127.0.0.1:6170",
@@ -126,7 +127,7 @@ def paddle_sees_a_gpu():
 def test_multi_gpu_scripts_stop_before_launching_without_a_gpu(script, tmp_path):
     proc = subprocess.run(["sh", script, "--output-dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
                           timeout=300, env={**os.environ, "GPUS": "0,1"})
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     lines = (proc.stdout + proc.stderr).strip().splitlines()
     assert lines[-1].startswith("error: Paddle sees no GPU (GPUS=0,1") and "GPUS=cpu NPROC=2 sh " + script in \
         lines[-1]

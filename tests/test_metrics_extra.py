@@ -6,7 +6,8 @@ from math import comb
 import numpy as np
 import pytest
 
-from utils.hashing.metrics import CalcTopMap, retrieval_metrics, tie_aware_average_precision
+from utils.hashing.metrics import CalcTopMap, retrieval_metrics
+from utils.hashing.tie_aware import tie_aware_average_precision
 
 
 def tie_heavy_data(rng, bits, n_db, n_q, classes=5, prototypes=3, flip=0.08):

@@ -1,4 +1,4 @@
-"""map_paper_rule, the authors' Caffe evaluation rule (utils/hashing/metrics.py; docs/protocol.md#paper-recipe),
+"""map_paper_rule, the authors' Caffe evaluation rule (utils/hashing/paper_rule.py; docs/protocol.md#paper-recipe),
 against brute
 force: inner-product ranking of codes that keep their zeros, ties in database order, queries without a relevant item
 in the database left out; its tie-aware expectation against every order of the database; the retrieval_metrics keys."""
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from utils.hashing.codes import binarize, sign_codes
-from utils.hashing.metrics import map_paper_rule, retrieval_metrics
+from utils.hashing.metrics import retrieval_metrics
+from utils.hashing.paper_rule import map_paper_rule
 
 
 def paper_rule_ap(ranked_relevance, R):
@@ -141,17 +142,17 @@ class Batches:
 
 
 def test_evaluate_ranks_the_paper_rule_on_the_outputs_zeros():
-    """engine.evaluate keeps a 0 output as 0 for the paper rule, and as +1 for every Hamming metric."""
+    """evaluation.evaluate keeps a 0 output as 0 for the paper rule, and as +1 for every Hamming metric."""
     from types import SimpleNamespace
 
     import paddle
 
-    from utils.train import engine
+    from utils.train import evaluation
     rng = np.random.default_rng(8)
     rB, qB, rL, qL = data_with_zeros(rng, n_db=60, n_q=12, bits=5)
     loaders = {"test": Batches(qB * 0.7, qL), "database": Batches(rB * 1.3, rL), "train": Batches(rB[:3], rL[:3])}
-    cfg = SimpleNamespace(encoder="dygraph", crop_size=8, topK=20, seed=0, bit=5)
-    metrics, db_codes = engine.evaluate(paddle.nn.Identity(), loaders, cfg, return_codes=True)
+    cfg = SimpleNamespace(encoder="dygraph", crop_size=8, map_at=20, seed=0, bit=5)
+    metrics, db_codes = evaluation.evaluate(paddle.nn.Identity(), loaders, cfg, return_codes=True)
     assert metrics["map_paper_rule"] == pytest.approx(brute_force(rB, qB, rL, qL, 20)[0], abs=1e-12)
     hamming = retrieval_metrics(binarize(rB), binarize(qB), rL, qL, topk=20)
     assert metrics["map"] == hamming["map"] and metrics["map_paper_rule"] != pytest.approx(hamming["map_paper_rule"])

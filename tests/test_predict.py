@@ -308,6 +308,44 @@ def test_failed_encoding_leaves_the_old_cache_valid(cache_case):
     np.testing.assert_array_equal(cached, codes)
 
 
+def test_both_caches_judge_their_sidecar_with_one_function(cache_case, tmp_path, monkeypatch):
+    """fileio.sidecar_mismatch is the one staleness check: missing, unreadable, or every recorded key that differs
+    (worded by the caller, a difference that does not matter left out); the database-code cache and the data caches
+    (utils/datasets/cache.py) both answer through it."""
+    from utils.datasets import cache as datacache
+    sidecar = tmp_path / "x.json"
+    wanted = {"format": 1, "bit": 64, "checkpoint": {"sha256": "ab", "path": "/new"}}
+    assert fileio.sidecar_mismatch(sidecar, wanted) == (None, "missing")
+    sidecar.write_text("{not json")
+    recorded, reason = fileio.sidecar_mismatch(sidecar, wanted)
+    assert recorded is None and reason.startswith(f"unreadable sidecar {sidecar} (")
+    sidecar.write_text("[1, 2]")
+    assert fileio.sidecar_mismatch(sidecar, wanted) == (None, f"unreadable sidecar {sidecar} (a JSON list, not an "
+                                                               f"object)")
+    fileio.save_json({"format": 2, "bit": 32, "checkpoint": {"sha256": "ab", "path": "/old"}}, sidecar)
+    assert fileio.sidecar_mismatch(sidecar, wanted)[1] == "format differs, bit differs, checkpoint differs"
+    recorded, reason = fileio.sidecar_mismatch(sidecar, wanted, retrieval.explain_mismatch)
+    assert recorded["bit"] == 32  # the same weights under another path: no difference that matters
+    assert reason == "has sidecar format 2, expected 1, holds 32-bit codes, not 64-bit"
+    assert datacache.stale_reason(sidecar, {"format": 2, "bit": 32}) is None
+    assert datacache.stale_reason(sidecar, {"format": 2, "bit": 16}) == "stale: bit differs"
+
+    calls = []
+    real = fileio.sidecar_mismatch
+
+    def spy(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(retrieval, "sidecar_mismatch", spy)
+    monkeypatch.setattr(datacache, "sidecar_mismatch", spy)
+    save, identity = cache_case["save"], cache_case["identity"]
+    retrieval.database_codes(save, identity, cache_case["compute"])
+    assert retrieval.load_cached_codes(save, identity)[1] is None
+    assert datacache.stale_reason(sidecar, {"bit": 64}) == "stale: bit differs"
+    assert calls == [retrieval.cache_paths(save, 64)[1], sidecar]
+
+
 # -------------------------------------------------------------------------------------------------------- outputs
 def test_table_best_match_copy_and_contact_sheet(toy, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
@@ -389,7 +427,7 @@ def test_user_errors_exit_nonzero_with_message(toy, tmp_path, ckpt_32, capsys, c
         i = argv.index("--pretrained")
         del argv[i:i + 2]
     status, out, err = run_predict(argv, capsys)
-    assert status == 1 and out == ""
+    assert status == 2 and out == ""
     assert err.startswith("error: ")
     assert re.search(pattern, err), err
     assert "Traceback" not in err
@@ -400,6 +438,6 @@ def test_cli_error_has_no_traceback(toy, tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "predict.py"), *toy_args(toy, tmp_path, "--img",
                                                                                str(tmp_path / "missing.png"))],
                           capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "error: --img" in proc.stderr and "query image not found" in proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""

@@ -13,9 +13,10 @@ import export_model
 import predict
 from conftest import REPO, run_cli
 from deploy.inference_python import infer
-from utils.config.flags import get_parser, given_flags
+from utils.config.flags import given_flags
 from utils.config.run_folder import resolve_checkpoint, run_config_for
 from utils.datasets.toy import ensure_toy_dataset
+from utils.train.options import get_parser, parse_args
 
 TRAIN_FLAGS = ["--dataset", "mylists", "--bit", "32", "--crop_size", "64", "--resize_size", "72"]
 
@@ -150,10 +151,10 @@ def test_old_relative_paths_resolve_against_the_training_folder_then_the_project
     (start / "datasets" / "mine").mkdir(parents=True)
     (start / "lists").mkdir()
     run = write_config(start / "output" / "old", run_dir="output/old", data_path="./datasets/mine",
-                       list_dir="lists", dataset="mine", bit=16, list_prefix_map="a=b", epoch=3)
+                       list_dir="lists", dataset="mine", bit=16, list_prefix_map="a=b", epochs=3)
     values = run_config_for(run / "model_best_16.pdparams")["values"]
     assert values["data_path"] == str(start / "datasets" / "mine") and values["list_dir"] == str(start / "lists")
-    assert values["list_prefix_map"] == "a=b" and "epoch" not in values  # data keys generically, no training keys
+    assert values["list_prefix_map"] == "a=b" and "epochs" not in values  # data keys generically, no training keys
 
     moved = tmp_path / "elsewhere" / "renamed"  # moved: the training folder is unknown, so the project root
     shutil.copytree(run, moved)
@@ -164,6 +165,31 @@ def test_old_relative_paths_resolve_against_the_training_folder_then_the_project
     (tmp_path / "config.json").write_text("{broken")
     with pytest.raises(ValueError, match=r"config\.json is not valid JSON"):
         run_config_for(tmp_path)
+
+
+def test_a_run_folder_written_at_7316a2e_is_read_under_todays_keys(small_toy, tmp_path):
+    """tests/data/config_7316a2e.json is the config.json main_single_gpu.py wrote at commit 7316a2e (--dataset toy
+    --bit 16 --map-at 150 --epochs 2 --eval-every 1 --lr-step 1), before the keys took their flags' names: topK,
+    epoch, eval_epoch, de_step, step_continuation. Read back (run_folder.OLD_KEYS), --eval and predict.py take its
+    mAP@150, bit width, sizes and data as they take today's."""
+    old = json.loads((REPO / "tests" / "data" / "config_7316a2e.json").read_text())
+    assert (old["topK"], old["epoch"], old["de_step"]) == (150, 2, 1) and "map_at" not in old  # as written then
+    # its data paths were that machine's: the generated toy lists stand in for them
+    run = write_config(tmp_path / "old_run", **dict(old, data_path=str(small_toy["data_path"]),
+                                                    list_dir=str(small_toy["list_dir"])))
+    (run / "model_best_16.pdparams").write_bytes(b"")  # only its name is resolved here
+    values = run_config_for(run)["values"]
+    assert values["map_at"] == 150 and "topK" not in values
+    assert (values["bit"], values["crop_size"], values["resize_size"], values["dataset"]) == (16, 64, 72, "toy")
+
+    evaluation = parse_args(["--eval", "--pretrained", str(run), "--output-dir", str(tmp_path)])
+    assert (evaluation.map_at, evaluation.metric, evaluation.bit, evaluation.crop_size) == (150, "mAP@150", 16, 64)
+    assert evaluation.list_dir == str(small_toy["list_dir"])
+    assert parse_args(["--eval", "--pretrained", str(run), "--map-at", "20", "--output-dir",
+                       str(tmp_path)]).metric == "mAP@20"  # a flag still wins
+    query = predict.parse_args(["--pretrained", str(run), "--img", "query.jpg"])
+    assert (query.bit, query.crop_size, query.resize_size) == (16, 64, 72)
+    assert (query.data_path, query.list_dir) == (str(small_toy["data_path"]), str(small_toy["list_dir"]))
 
 
 def test_given_flags_tells_typed_flags_from_defaults():

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import run_cli, toy_args
 from utils.config.flags import SEED_MAX
-from utils.datasets.sampling import TrainBatchSampler, shuffle_key
+from utils.datasets.sampling import TrainBatchSampler, TwoStreamBatchSampler, shuffle_key
 from utils.losses.hashnet_loss import HashNetLoss
 from utils.runtime import dist
 
@@ -93,6 +93,29 @@ def test_repeated_index_in_a_gathered_step_keeps_the_highest_rank():
     loss.write_bank(u, y, paddle.to_tensor([1, 3, 3, 4]))
     np.testing.assert_allclose(loss.U.numpy(), [[0, 0], [0.1, 0.2], [0, 0], [0.5, 0.6], [0.7, 0.8]])
     np.testing.assert_array_equal(loss.Y.numpy()[3], [0, 0, 1])
+
+
+def two_stream_passes(seed, num_items=12, half=4, passes=3):
+    """{stream: (passes, num_items) dataset indices} the paper recipe's sampler draws, read as the engine reads it
+    (one block of whole iterations, each the first stream's half then the second's)."""
+    iterations = passes * num_items // half
+    sampler = TwoStreamBatchSampler(num_items, half, iterations, iterations_per_block=iterations, seed=seed)
+    sampler.set_epoch(1)
+    batches = np.array([[index for _, index in batch] for batch in sampler])
+    return {stream: batches[:, stream * half:(stream + 1) * half].reshape(passes, num_items) for stream in (0, 1)}
+
+
+def test_each_pass_of_a_two_stream_sampler_is_a_fresh_shuffle_fixed_by_the_seed():
+    """A stream that re-read one permutation would give every pass the same order: the same pairs every pass of the
+    paper recipe's pairwise loss. A fresh permutation per pass, the same ones for the same seed (exact resume)."""
+    drawn, again, other = two_stream_passes(seed=7), two_stream_passes(seed=7), two_stream_passes(seed=8)
+    for stream in (0, 1):
+        passes = drawn[stream]
+        assert all(sorted(order) == list(range(12)) for order in passes)  # each pass a permutation of the set
+        assert len({tuple(order) for order in passes}) == 3, passes  # and no two passes alike
+        np.testing.assert_array_equal(again[stream], passes)
+        assert not np.array_equal(other[stream], passes)
+    assert not np.array_equal(drawn[0], drawn[1])
 
 
 # ------------------------------------------------------------------------------------- two processes, replicated

@@ -196,6 +196,22 @@ def test_requirements_of_the_page_are_optional():
     assert proc.stdout.splitlines()[-1] == "[]"
 
 
+def test_the_pages_errors_are_user_errors():
+    """The page's error (an answer with an HTTP status) is a UserError like every other, so a command that meets one
+    outside a request reports it as one `error:` line with status 2 (utils/runtime/failure.py), not as a bug."""
+    from utils.retrieval.search_page import PageError, parse_k
+    from utils.runtime.errors import UserError, is_user_error
+    from utils.runtime.failure import run_cli
+    with pytest.raises(PageError) as raised:
+        parse_k("0", 12, 50)
+    assert isinstance(raised.value, UserError) and is_user_error(raised.value) and raised.value.status == 400
+    assert str(raised.value) == "k must be from 1 to 50, got 0"
+
+    def run(argv):
+        raise raised.value
+    assert run_cli(run) == 2
+
+
 # -------------------------------------------------------------------------------------------------------- browser
 @pytest.fixture
 def browser(tmp_path, monkeypatch):

@@ -9,8 +9,10 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, SHARED, load_data_script, run_cli
-from utils.config.flags import PRESETS, parse_args, parse_path_prefix, preset_for
+from utils.config.flags import parse_path_prefix
+from utils.config.presets import PRESETS, preset_for
 from utils.datasets.image_list import build_datasets, map_list_path, read_list_file
+from utils.train.options import parse_args
 
 check_data = load_data_script("check_data")
 
@@ -203,11 +205,11 @@ def test_shared_imagenet_lists_resolve_under_a_temporary_root(tmp_path, capsys):
 def test_presets_give_each_dataset_its_metric(tmp_path, dataset, top_k, data_path):
     args = parse_args(["--dataset", dataset, "--output-dir", str(tmp_path)])
     # data paths are stored absolute, so a run folder works from any directory
-    assert (args.topK, args.metric, args.data_path) == (top_k, f"mAP@{top_k}", os.path.abspath(data_path))
+    assert (args.map_at, args.metric, args.data_path) == (top_k, f"mAP@{top_k}", os.path.abspath(data_path))
     coco = parse_args(["--dataset", "coco", "--output-dir", str(tmp_path)])
     differs = {k for k in PRESETS["default"] if getattr(args, k) != getattr(coco, k)}
     # otherwise the seed repository's COCO recipe (docs/protocol.md#seed-recipe)
-    assert differs <= {"topK", "data_path", "path_prefix"}
+    assert differs <= {"map_at", "data_path", "path_prefix"}
     assert parse_args(["--dataset", dataset, "--topK", "100", "--output-dir", str(tmp_path)]).metric == "mAP@100"
     assert parse_args(["--dataset", "toy", "--output-dir", str(tmp_path)]).metric == "mAP@all"
 
@@ -223,7 +225,7 @@ def test_imagenet_run_records_metric_mapping_and_protocol(tmp_path):
              "--backbone_weights", "none", "--resize_size", "72", "--crop_size", "64",
              "--output-dir", run.parent, "--run-name", run.name])
     config = json.loads((run / "config.json").read_text())
-    assert (config["metric"], config["topK"], config["path_prefix"]) == ("mAP@1000", 1000, [f"{IMAGENET_PREFIX}="])
+    assert (config["metric"], config["map_at"], config["path_prefix"]) == ("mAP@1000", 1000, [f"{IMAGENET_PREFIX}="])
     final = json.loads((run / "metrics.json").read_text())["final"]
     assert (final["topk"], final["num_train"], final["num_query"], final["num_database"]) == (1000, 8, 4, 10)
     assert "mAP@1000" in (run / "log_train_16.txt").read_text()

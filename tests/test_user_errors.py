@@ -1,5 +1,6 @@
 """Every entry point and script answers a user error with one `error:` line saying what is wrong and what to do, no
-traceback, exit status 1; a bug keeps its traceback. Each case is a fresh process, as a user runs it."""
+traceback, exit status 2 (utils/runtime/failure.py); a bug keeps its traceback and exits 1. Each case is a fresh
+process, as a user runs it."""
 import os
 import subprocess
 import sys
@@ -14,8 +15,9 @@ MISSING = "/nonexistent/run/model_best_16.pdparams"
 
 
 def one_error_line(proc):
-    """The process failed with status 1 and its stderr is one `error:` line (nothing else but warnings); returns it."""
-    assert proc.returncode == 1, (proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:])
+    """The process failed with status 2 (a user error) and its stderr is one `error:` line (nothing else but
+    warnings); returns it."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:])
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     lines = [line for line in proc.stderr.splitlines() if line.strip() and "Warning" not in line
              and not line.startswith("  warnings.warn")]
@@ -94,9 +96,9 @@ def test_run_command_sorts_user_errors_from_bugs(capsys):
             raise exc
         return run
 
-    assert run_command(fails_with(UsageError("--x must be 1"))) == 1
+    assert run_command(fails_with(UsageError("--x must be 1"))) == 2
     assert capsys.readouterr().err == "error: --x must be 1\n"
-    assert run_command(fails_with(MissingFileError("a.txt: not found"))) == 1
+    assert run_command(fails_with(MissingFileError("a.txt: not found"))) == 2
     assert capsys.readouterr().err == "error: a.txt: not found\n"
     # a plain ValueError is a bug: it propagates (its traceback is printed by Python)
     with pytest.raises(ValueError, match="internal"):
@@ -111,3 +113,31 @@ def test_a_bug_keeps_its_traceback(tmp_path):
                       "def run(argv):\n    raise KeyError('internal')\nsys.exit(run_cli(run))\n" % str(REPO))
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "Traceback" in proc.stderr and proc.stderr.strip().endswith("KeyError: 'internal'")
+
+
+def test_converting_a_file_of_no_backbone_names_the_keys_found(tmp_path):
+    """`python -m models.pretrained --convert` reads the backbone from the file's keys; a file that fits none (CaffeNet,
+    whose weights models/caffemodel.py reads, included) is a user error, not a KeyError."""
+    import numpy as np
+    import paddle
+    paddle.save({"fc.weight": np.zeros((3, 3), np.float32)}, str(tmp_path / "other.pdparams"))
+    line = one_error_line(run_cli(["-m", "models.pretrained", "--convert", tmp_path / "other.pdparams", "--out",
+                                   tmp_path / "out.pdparams"], check=False))
+    assert line.startswith(f"error: {tmp_path / 'other.pdparams'}: its keys and shapes match none of the backbones' "
+                           "ImageNet networks (alexnet, resnet18, ")
+    assert line.endswith("Found keys: fc.weight") and not (tmp_path / "out.pdparams").exists()
+
+
+def test_serve_without_flask_reads_its_flags_first_then_names_flask(tmp_path):
+    """serve.py where Flask is not installed (a package `flask` that fails to import stands in for it): the flags and
+    the checkpoint are checked first (the README's test command runs without Flask), then Flask is named before the
+    model loads."""
+    (tmp_path / "flask").mkdir()
+    (tmp_path / "flask" / "__init__.py").write_text("raise ImportError('Flask is not installed')\n")
+    (tmp_path / "model_best_16.pdparams").touch()
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    line = one_error_line(run_cli(["serve.py", "--pretrained", MISSING], check=False, env=env))
+    assert line.startswith(f"error: --pretrained {MISSING}: checkpoint not found")
+    line = one_error_line(run_cli(["serve.py", "--pretrained", tmp_path / "model_best_16.pdparams"], check=False,
+                                  env=env))
+    assert line == "error: serve.py needs Flask: pip install -r requirements-web.txt"

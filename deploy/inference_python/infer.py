@@ -23,7 +23,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # utils/ is shared with predict.py
 import utils.runtime.before_paddle  # noqa: E402,F401  (before anything imports paddle: see that module)
 
-from utils.config.flags import DATA_FLAGS, RETRIEVAL_FLAGS, add_flag, add_flags, entry_parser, resolve_flags, str2bool  # noqa: E402
+from utils.config.flags import DATA_FLAGS, RETRIEVAL_FLAGS, add_flag, add_flags, entry_parser, str2bool  # noqa: E402
+from utils.config.resolve import resolve_flags  # noqa: E402
 from utils.config.run_folder import is_data_key  # noqa: E402
 from utils.runtime.errors import MissingFileError, SetupError, UsageError  # noqa: E402
 from utils.runtime.failure import run_cli  # noqa: E402
@@ -65,14 +66,16 @@ class HashInference:
     def __init__(self, model_dir, use_gpu=False, gpu_id=0, enable_mkldnn=False, cpu_threads=None):
         import paddle
 
-        from utils.datasets.image_list import IMAGENET_MEAN, IMAGENET_STD, build_transform
+        from utils.datasets.image_list import build_transform
+        from utils.datasets.normalization import IMAGENET_MEAN, IMAGENET_STD
         from utils.retrieval.fast_encoder import Predictor, create_predictor
 
         self.model_dir = Path(model_dir)
         self.meta = read_export_meta(model_dir)
         if (self.meta["mean"], self.meta["std"]) != (list(IMAGENET_MEAN), list(IMAGENET_STD)):
             raise UsageError(f"{self.model_dir / META_NAME}: mean/std {self.meta['mean']}/{self.meta['std']} differ "
-                             f"from utils/datasets/image_list.py's {IMAGENET_MEAN}/{IMAGENET_STD}; re-export the model")
+                             f"from utils/datasets/normalization.py's {IMAGENET_MEAN}/{IMAGENET_STD}; re-export the "
+                             f"model")
         self.bit = int(self.meta["bit"])
         self.resize_size, self.crop_size = int(self.meta["resize_size"]), int(self.meta["crop_size"])
         self.resize_mode = self.meta.get("resize_mode", "short")  # exports before --resize-mode: the short side

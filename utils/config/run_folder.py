@@ -8,17 +8,21 @@ run_dir), else to the project folder.
 """
 import json
 import os
-import sys
 from pathlib import Path
 
 from utils import PROJECT_ROOT
+from utils.runtime.console import log_to_stderr
 from utils.runtime.errors import MissingFileError, UsageError
 
 # What a trained model needs to be used as it was trained. Overriding a MODEL key contradicts training (warned);
 # overriding a data key searches or evaluates another database (said in a note).
 MODEL_KEYS = ("bit", "backbone", "resize_size", "resize_mode", "crop_size")  # no "backbone": an AlexNet run
-EVAL_KEYS = ("topK",)  # --eval also reports the run's mAP@K
+EVAL_KEYS = ("map_at",)  # --eval also reports the run's mAP@K
 PATH_KEYS = ("data_path", "list_dir")  # stored absolute; old relative ones are resolved by _training_cwd
+# Runs written before the configuration keys took their flags' names (7316a2e and earlier) stored the seed
+# repository's names; their config.json is read under today's, so a run folder of any age stays enough.
+OLD_KEYS = {"topK": "map_at", "epoch": "epochs", "eval_epoch": "eval_every", "de_step": "lr_step",
+            "step_continuation": "continuation_step"}
 
 
 def is_data_key(key):
@@ -60,8 +64,9 @@ def run_config_for(path):
     """The training settings of the run folder --pretrained names, or None when it has no config.json.
 
     Returns {"path": config.json, "values": {key: value}} with the model keys (bit, sizes), the data keys
-    (is_data_key), topK, and data paths made absolute. Runs written before paths were stored absolute are read
-    relative to the folder the run was started in (deduced from the recorded run_dir), else to the project root.
+    (is_data_key), map_at, and data paths made absolute; an old run's keys under today's names (OLD_KEYS). Runs
+    written before paths were stored absolute are read relative to the folder the run was started in (deduced from
+    the recorded run_dir), else to the project root.
     """
     if path is None:
         return None
@@ -75,6 +80,7 @@ def run_config_for(path):
         raise UsageError(f"{config_path} is not valid JSON ({err}); fix it or pass the data flags explicitly") from err
     if not isinstance(config, dict):
         raise UsageError(f"{config_path}: expected a JSON object of training flags, got {type(config).__name__}")
+    config = {OLD_KEYS.get(key, key): value for key, value in config.items()}
     values = {k: v for k, v in config.items() if k in MODEL_KEYS + EVAL_KEYS or is_data_key(k)}
     bases = [b for b in (_training_cwd(config, run_dir), PROJECT_ROOT) if b is not None]
     for key in PATH_KEYS:
@@ -100,7 +106,7 @@ def apply_run_config(args, given, extra_keys=(), config=None, log=None, spelled=
     config = config if config is not None else run_config_for(getattr(args, "pretrained", None))
     if config is None:
         return None
-    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    log = log or log_to_stderr
     for key, trained in config["values"].items():
         if not hasattr(args, key) or (key not in MODEL_KEYS and not is_data_key(key) and key not in extra_keys):
             continue

@@ -1,9 +1,9 @@
 """Decoded-image caches, opt-in with --cache_dir (imported only then; docs/data.md#data-caches).
 
 - Evaluation cache: the evaluation view (Resize + CenterCrop, uint8 CHW) of a list, one (n, 3, crop, crop) .npy
-  read through a memory map. Evaluation decodes the same ~117,000 COCO JPEGs with the same deterministic transform
-  15 times per bit width; from the cache an item is a 147 KB read. The items equal the JPEG path's bit for bit, so
-  codes and mAP are identical.
+  read through a memory map. Every evaluation decodes the same JPEGs with the same deterministic transform (COCO's
+  sizes and counts: docs/data.md#data-caches); from the cache an item is one read of its pixels. The items equal the
+  JPEG path's bit for bit, so codes and mAP are identical.
 - Training cache: the Resize(resize_size) images of a list (uint8 HWC, sizes differ), one flat file of raw pixels
   (.u8) plus an (n, 3) .npy table of offset, height, width. RandomCrop and RandomHorizontalFlip run on them as before,
   seeded the same way (utils/datasets/image_list.ImageList), so the crops are bit-identical to the JPEG path's.
@@ -17,9 +17,7 @@ interrupted build. Under several processes rank 0 builds and the others wait, th
 """
 import copy
 import hashlib
-import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -30,9 +28,9 @@ from tqdm import tqdm
 
 from utils.datasets.image_list import ImageList, build_loader, build_transform, resize
 from utils.runtime import dist
+from utils.runtime.console import log_to_stderr
 from utils.runtime.errors import SetupError
-from utils.runtime.fileio import atomic_write
-from utils.train.checkpoint import save_json
+from utils.runtime.fileio import atomic_write, save_json, sidecar_mismatch
 
 FORMAT = 1
 EVAL_BUILD_BATCH = 32
@@ -40,11 +38,6 @@ EVAL_BUILD_BATCH = 32
 
 def human_size(num_bytes):
     return f"{num_bytes / 1e9:.2f} GB" if num_bytes >= 1e9 else f"{num_bytes / 1e6:.1f} MB"
-
-
-def log_to_stderr(message):
-    """The default log: stderr, so that predict.py's and infer.py's --json output on stdout stays clean."""
-    print(message, file=sys.stderr, flush=True)
 
 
 def fingerprint(dataset, view):
@@ -66,18 +59,14 @@ def cache_files(cache_dir, dataset, view, data_suffix=".npy", extra=()):
     return (cache_dir / f"{stem}{data_suffix}", cache_dir / f"{stem}.json", *(cache_dir / f"{stem}{e}" for e in extra))
 
 
+CHANGES = {"list_sha256": "the list changed", "images_sha256": "listed images changed (size or mtime)"}
+
+
 def stale_reason(sidecar, wanted):
     """None when the sidecar records `wanted` and its data files have the sizes it wrote, else why not."""
-    if not sidecar.is_file():
-        return "missing"
-    try:
-        saved = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        return f"unreadable sidecar ({err})"
-    changed = [key for key in wanted if saved.get(key) != wanted[key]]
-    if changed:
-        return "stale: " + ", ".join({"list_sha256": "the list changed", "images_sha256": "listed images changed "
-                                      "(size or mtime)"}.get(key, f"{key} differs") for key in changed)
+    saved, reason = sidecar_mismatch(sidecar, wanted, lambda key, old, new: CHANGES.get(key, f"{key} differs"))
+    if reason:
+        return reason if saved is None else "stale: " + reason
     for name, size in saved.get("file_sizes", {}).items():
         path = sidecar.parent / name
         if not path.is_file() or path.stat().st_size != size:

@@ -16,12 +16,11 @@ import paddle
 from paddle.vision import transforms as T
 from PIL import Image
 
-from models.hashnet import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 (the normalisation runs in the network)
 from utils import PROJECT_ROOT
 from utils.config.flags import parse_path_prefix
+from utils.datasets.splits import LIST_FILES, LIST_NAMES
 from utils.runtime.errors import BadImageError, MissingFileError, UsageError
 
-LIST_NAMES = ("train", "test", "database")
 # Batches in flight per loader worker. uint8 batches are small (COCO: 128 x 147 KB = 19 MB), so a deeper queue than
 # Paddle's default 2 costs little and absorbs the spread of JPEG decode times.
 PREFETCH_FACTOR = 4
@@ -155,8 +154,8 @@ def load_rgb(path):
 
 
 def to_chw_uint8(image):
-    """PIL RGB image -> uint8 (3, H, W) array: what the loaders hand to the network (models/hashnet.py
-    normalises on the device)."""
+    """PIL RGB image -> uint8 (3, H, W) array: what the loaders hand to the network (which normalises it on the
+    device, utils/datasets/normalization.py)."""
     return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
 
 
@@ -280,7 +279,7 @@ def build_loader(dataset, num_workers, batch_size=1, batch_sampler=None, persist
 def dataset_lists(name, list_dir=None):
     """The three list files of dataset NAME (default folder data/NAME); a clear error when any is missing."""
     list_dir = Path(list_dir) if list_dir else PROJECT_ROOT / "data" / name
-    lists = {split: list_dir / f"{split}.txt" for split in LIST_NAMES}
+    lists = {split: list_dir / LIST_FILES[split] for split in LIST_NAMES}
     missing = [str(p) for p in lists.values() if not p.is_file()]
     if missing:
         raise MissingFileError(

@@ -3,10 +3,10 @@
 Each 64x64 RGB image shows 1 to 3 simple shapes of distinct classes (TOY_CLASSES) on a random grey-ish solid or
 gradient background with light noise. Every class has its own hue (jittered, with varied saturation and
 brightness): the toy recipe trains only the hash layer on a frozen, randomly initialised AlexNet
-(docs/protocol.md#training-from-scratch), and such features tell shapes apart barely better than chance (measured: a
-ridge probe of 16x16 pixels or of the random fc7 gives mAP 0.36-0.38 against 0.36 for random codes when colour is
-random), while they do see colour. The lists follow the COCO protocol of docs/protocol.md#ms-coco-protocol (same line
-format, same split structure), so everything that reads COCO lists reads these too:
+(docs/protocol.md#training-from-scratch), and such features tell shapes apart barely better than chance while they do
+see colour (measured: docs/training.md#the-from-scratch-recipe). The lists follow the COCO protocol of
+docs/protocol.md#ms-coco-protocol (same line format, same split structure), so everything that reads COCO lists reads
+these too:
   test.txt      queries (DEFAULT_NUM_TEST random images)
   database.txt  every image that is not a query
   train.txt     DEFAULT_NUM_TRAIN random database images
@@ -38,7 +38,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from utils.datasets.splits import LIST_FILES
 from utils.runtime.errors import SetupError, UsageError
+from utils.runtime.failure import run_cli
 
 TOY_CLASSES = (
     "circle",
@@ -61,10 +63,9 @@ MAX_OBJECTS = 3
 # Bump when the drawing or the split procedure changes, so existing folders are rebuilt.
 GENERATOR_VERSION = 2
 MARKER_NAME = ".complete"
-LIST_NAMES = ("train.txt", "test.txt", "database.txt")
 # Everything ensure_toy_dataset writes at the top level; anything else in root means the folder is not
 # ours, and we refuse to delete it.
-_OWN_ENTRIES = frozenset({"images", "classes.txt", MARKER_NAME, *LIST_NAMES})
+_OWN_ENTRIES = frozenset({"images", "classes.txt", MARKER_NAME, *LIST_FILES.values()})
 
 _SUPERSAMPLE = 2  # shapes are drawn at 2x and box-filtered down, which antialiases their edges
 _MIN_OBJECT_PX = 14  # object extent in output pixels; below ~12 px star/hexagon/circle blur together
@@ -102,7 +103,7 @@ def is_complete(root, params):
         return False
     if recorded.get("params_hash") != _params_hash(params):
         return False
-    return all((Path(root) / name).is_file() for name in LIST_NAMES)
+    return all((Path(root) / name).is_file() for name in LIST_FILES.values())
 
 
 # ---------------------------------------------------------------- drawing
@@ -277,8 +278,8 @@ def _generate_into(folder, params, show_progress, num_workers):
     test_ids = order[: params["num_test"]]
     database_ids = order[params["num_test"]:]
     train_ids = database_ids[split_rng.permutation(len(database_ids))[: params["num_train"]]]
-    for name, ids in (("test.txt", test_ids), ("database.txt", database_ids), ("train.txt", train_ids)):
-        (folder / name).write_text("".join(lines[i] for i in ids), encoding="utf-8")
+    for split, ids in (("test", test_ids), ("database", database_ids), ("train", train_ids)):
+        (folder / LIST_FILES[split]).write_text("".join(lines[i] for i in ids), encoding="utf-8")
     (folder / "classes.txt").write_text("".join(c + "\n" for c in TOY_CLASSES), encoding="utf-8")
     marker = {"params": params, "params_hash": _params_hash(params)}
     (folder / MARKER_NAME).write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n", encoding="utf-8")
@@ -354,20 +355,19 @@ def main(argv=None):
     parser.add_argument("--num-train", type=int, default=DEFAULT_NUM_TRAIN)
     parser.add_argument("--force", action="store_true", help="regenerate even when a complete copy exists")
     args = parser.parse_args(argv)
-    start = time.perf_counter()
-    try:
+
+    def generate(_argv):
+        start = time.perf_counter()
         root = ensure_toy_dataset(args.root, seed=args.seed, num_images=args.num_images,
                                   num_test=args.num_test, num_train=args.num_train, force=args.force,
                                   show_progress=True)
-    except (ValueError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    seconds = time.perf_counter() - start
-    counts = {name: sum(1 for _ in open(root / name, encoding="utf-8")) for name in LIST_NAMES}
-    print(f"toy dataset at {root}: {args.num_images} images, "
-          + ", ".join(f"{name} {count}" for name, count in counts.items())
-          + f" ({seconds:.1f} s)")
-    return 0
+        seconds = time.perf_counter() - start
+        counts = {name: sum(1 for _ in open(root / name, encoding="utf-8")) for name in LIST_FILES.values()}
+        print(f"toy dataset at {root}: {args.num_images} images, "
+              + ", ".join(f"{name} {count}" for name, count in counts.items())
+              + f" ({seconds:.1f} s)")
+
+    return run_cli(generate)
 
 
 if __name__ == "__main__":

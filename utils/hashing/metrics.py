@@ -1,156 +1,33 @@
-"""Retrieval metrics of Hamming ranking (pure numpy; docs/protocol.md#metric): mAP@K (``CalcTopMap`` and the plain
-loop it must match), the closed-form tie-aware AP, the authors' Caffe rule (``map_paper_rule``) and the paper-style
-``retrieval_metrics``.
+"""Retrieval metrics of Hamming ranking (pure numpy; docs/protocol.md#metric): mAP@K (``CalcTopMap``, the seed's,
+and the plain loop it must match) and the paper-style bundle ``retrieval_metrics`` (mAP@K, its tie-aware expectation,
+precision within a Hamming radius, P@N, the PR curve and the authors' rule), computed in one pass over the queries.
 
-Codes are packed and ranked by utils.hashing.codes. mAP looks labels (packed with ``pack_labels``) up only for the
-top-K candidates. ``retrieval_metrics`` needs the relevance of every database item and gets it from per-class
-item bitmaps instead (OR of the query's classes, byte-sized work).
+The pieces: utils/hashing/relevance.py (input checks, relevance, AP, the chunked loop), utils/hashing/tie_aware.py
+(the closed-form tie-aware AP), utils/hashing/paper_rule.py (the authors' Caffe rule, ``map_paper_rule``); codes are
+packed and ranked by utils/hashing/codes.py.
 
 Paddle is not imported at module level; paddle Tensors are accepted anywhere codes or labels are and
 converted with ``.numpy()``.
 """
-
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
-from tqdm import tqdm
 
-from utils.hashing.codes import (
-    _CHUNK_PAIRS,
-    _MAX_CHUNK_ROWS,
-    _check_codes,
-    _check_topk,
-    _stable_topk_rows,
-    _to_numpy,
-    binarize,
-    hamming_distances,
-    pack_codes,
-    pack_labels,
+from utils.hashing.codes import _check_topk, _stable_topk_rows, binarize, hamming_distances, pack_codes, pack_labels
+from utils.hashing.paper_rule import _inner_product_ap, _paper_rule_mean
+from utils.hashing.relevance import (
+    _average_precision,
+    _check_retrieval_inputs,
+    _chunks,
+    _class_bitmaps,
+    _class_lists,
+    _default_workers,
+    _relevance,
+    _relevance_all,
+    _run_chunks,
+    _show_progress,
 )
+from utils.hashing.tie_aware import _level_histogram, _tie_aware_ap_rows
 
-__all__ = ["CalcTopMap", "CalcTopMap_reference", "map_paper_rule", "retrieval_metrics", "tie_aware_average_precision"]
-
-# Below this many query x database pairs a second worker costs more than it saves.
-_PARALLEL_MIN_PAIRS = 20_000_000
-_PROGRESS_MIN_PAIRS = 200_000_000
-
-
-# ----------------------------------------------------------------------------------------------- inputs
-def _check_labels(labels, name, rows, rows_name):
-    labels = _to_numpy(labels, name)
-    if labels.ndim != 2:
-        raise ValueError(f"{name}: expected multi-hot labels of shape (n, classes), got shape {labels.shape}")
-    if labels.shape[0] != rows:
-        raise ValueError(f"{name} has {labels.shape[0]} rows but {rows_name} has {rows} codes; "
-                         "labels and codes must describe the same items in the same order")
-    if labels.size and not np.all((labels == 0) | (labels == 1)):
-        bad = labels[(labels != 0) & (labels != 1)].ravel()[0].item()
-        raise ValueError(f"{name}: labels must be 0/1 multi-hot (found {bad!r})")
-    return labels
-
-
-def _check_retrieval_inputs(rB, qB, retrievalL, queryL, topk, caller, allow_zero=False):
-    rB = _check_codes(rB, f"{caller}: rB (database codes)", allow_zero)
-    qB = _check_codes(qB, f"{caller}: qB (query codes)", allow_zero)
-    if rB.shape[1] != qB.shape[1]:
-        raise ValueError(f"{caller}: rB has {rB.shape[1]} bits per code but qB has {qB.shape[1]}; "
-                         "database and query codes must come from the same model")
-    if rB.shape[0] == 0 or qB.shape[0] == 0:
-        raise ValueError(f"{caller}: empty input ({rB.shape[0]} database codes, {qB.shape[0]} query codes)")
-    retrievalL = _check_labels(retrievalL, f"{caller}: retrievalL (database labels)", rB.shape[0], "rB")
-    queryL = _check_labels(queryL, f"{caller}: queryL (query labels)", qB.shape[0], "qB")
-    if retrievalL.shape[1] != queryL.shape[1]:
-        raise ValueError(f"{caller}: retrievalL has {retrievalL.shape[1]} classes but queryL has "
-                         f"{queryL.shape[1]}")
-    topk = _check_topk(topk, f"{caller}: topk")
-    return rB, qB, retrievalL, queryL, topk
-
-
-# ---------------------------------------------------------------------------------------------- mAP
-def _relevance(q_labels_packed, db_labels_packed, rows, index):
-    """Boolean (rows, k): does database item index[i, j] share a label with query rows[i]?
-
-    Only the top-K candidates are looked up: one uint64 AND per label word and candidate.
-    """
-    rel = None
-    for w in range(db_labels_packed.shape[0]):
-        shared = np.bitwise_and(db_labels_packed[w][index], q_labels_packed[w, rows][:, None])
-        rel = shared != 0 if rel is None else rel | (shared != 0)
-    return rel
-
-
-def _class_bitmaps(labels):
-    """Per class, a bitmap of the items carrying it: (classes + 1, ceil(n / 8)) uint8, last row empty."""
-    bitmaps = np.zeros((labels.shape[1] + 1, (labels.shape[0] + 7) // 8), dtype=np.uint8)
-    bitmaps[:-1] = np.packbits(labels.T > 0, axis=1)
-    return bitmaps
-
-
-def _class_lists(labels):
-    """Classes of each item as a padded (n, max classes) index matrix; padding is the empty bitmap row."""
-    present = labels > 0
-    width = max(1, int(present.sum(axis=1).max(initial=0)))
-    lists = np.full((labels.shape[0], width), labels.shape[1], dtype=np.int64)
-    rows, cols = np.nonzero(present)
-    slot = np.arange(rows.size) - np.searchsorted(rows, rows)        # position among the row's classes
-    lists[rows, slot] = cols
-    return lists
-
-
-def _relevance_all(bitmaps, class_lists, n):
-    """Boolean (queries, n): database items sharing a class with each query (OR of its class bitmaps).
-
-    Byte-sized bitmaps make this ~30x cheaper than ANDing every item's uint64 label words.
-    """
-    acc = bitmaps[class_lists[:, 0]]
-    for j in range(1, class_lists.shape[1]):
-        np.bitwise_or(acc, bitmaps[class_lists[:, j]], out=acc)
-    return np.unpackbits(acc, axis=1, count=n).view(bool)
-
-
-def _average_precision(rel):
-    """AP of each row of a relevance matrix given in rank order (docs/protocol.md#metric); 0 without hits."""
-    hits = np.cumsum(rel, axis=1, dtype=np.int32)
-    found = hits[:, -1].astype(np.int64)
-    hits *= rel                                    # rank among relevant, at the relevant positions only
-    total = (hits / np.arange(1, rel.shape[1] + 1, dtype=np.float64)).sum(axis=1)
-    return np.divide(total, found, out=np.zeros(rel.shape[0]), where=found > 0), found
-
-
-def _default_workers(num_workers, pairs):
-    if num_workers is None:
-        return min(2, os.cpu_count() or 1) if pairs >= _PARALLEL_MIN_PAIRS else 1
-    if isinstance(num_workers, bool) or not isinstance(num_workers, (int, np.integer)) or num_workers < 1:
-        raise ValueError(f"num_workers must be a positive integer or None, got {num_workers!r}")
-    return int(num_workers)
-
-
-def _chunks(nq, n):
-    """Query ranges of ~1M query x database pairs: big enough to amortise Python, small enough for cache."""
-    rows = max(1, min(_MAX_CHUNK_ROWS, _CHUNK_PAIRS // max(1, n)))
-    return [(s, min(nq, s + rows)) for s in range(0, nq, rows)]
-
-
-def _run_chunks(fn, chunks, num_workers, progress, desc):
-    """fn(start, stop) over all chunks, in threads (numpy releases the GIL in the heavy loops)."""
-    bar = tqdm(total=len(chunks), desc=desc, disable=not progress, leave=False)
-    try:
-        if num_workers == 1:
-            for start, stop in chunks:
-                fn(start, stop)
-                bar.update()
-        else:
-            with ThreadPoolExecutor(max_workers=num_workers) as pool:
-                for future in [pool.submit(fn, s, e) for s, e in chunks]:
-                    future.result()
-                    bar.update()
-    finally:
-        bar.close()
-
-
-def _show_progress(progress, pairs):
-    return pairs >= _PROGRESS_MIN_PAIRS if progress is None else bool(progress)
+__all__ = ["CalcTopMap", "CalcTopMap_reference", "retrieval_metrics"]
 
 
 def _per_query_ap(rB, qB, retrievalL, queryL, topk, num_workers, progress, caller):
@@ -211,172 +88,6 @@ def CalcTopMap_reference(rB, qB, retrievalL, queryL, topk):
         total += np.mean(rank / position)
     return total / qB.shape[0]
 
-
-# ---------------------------------------------------------------------------------------------- extra metrics
-def tie_aware_average_precision(level_counts, level_relevant, k):
-    """Expected AP@k of one query over all orders of equal-distance items (exact, closed form).
-
-    level_counts[l], level_relevant[l]: items and relevant items at Hamming distance l. The expectation
-    is over uniformly random orders inside every tie group; a group straddling the cut at k also
-    randomises which of its items fall inside the top k. Definition of AP as in docs/protocol.md#metric (0 when
-    no relevant item is in the top k).
-
-    Derivation: in a tie group of n items (r relevant) at positions s+1..s+n after R relevant items, slot
-    p is relevant with probability r/n and, given that, holds on average 1 + (p-1)(r-1)/(n-1) of the
-    group's relevant items, so the group adds (r/n)(R+1)H1 + r(r-1)/(n(n-1)) H2 to the sum of
-    rank/position, with H1 = sum_p 1/(s+p) and H2 = sum_p (p-1)/(s+p) = n - (s+1)H1. Groups wholly inside
-    the top k do not change the number of relevant items found (R0), and their order is independent of
-    the straddling group's; the straddling group puts X ~ Hypergeometric(n, r, L = k - s) relevant items
-    inside, uniformly over its L slots. So E[AP] = sum_x P(X=x) (A + B(x)) / (R0 + x), with A the full
-    groups' sum and B(x) the straddling group's term with (n, r) replaced by (L, x).
-    """
-    counts = np.asarray(level_counts, dtype=np.int64)[None, :]
-    relevant = np.asarray(level_relevant, dtype=np.int64)[None, :]
-    return float(_tie_aware_ap_rows(counts, relevant, _check_topk(k, "tie_aware_average_precision: k"))[0])
-
-
-def _expected_rank_sum(n, r, s, before):
-    """Expected sum of rank/position over the relevant items of tie groups (elementwise arrays).
-
-    n items, r relevant, positions s+1..s+n, `before` relevant items ranked earlier; 0 where n == 0.
-    """
-    n, r, s, before = (np.asarray(v, dtype=np.float64) for v in (n, r, s, before))
-    h1 = _harmonic(s + n) - _harmonic(s)
-    h2 = n - (s + 1.0) * h1
-    single = np.divide(r, n, out=np.zeros(np.broadcast(n, r).shape), where=n > 0)
-    pair = np.divide(r * (r - 1.0), n * (n - 1.0), out=np.zeros(np.broadcast(n, r).shape), where=n > 1)
-    return single * (before + 1.0) * h1 + pair * h2
-
-
-def _tie_aware_ap_rows(counts, relevant, k, max_terms=1 << 20):
-    """tie_aware_average_precision for every row of (queries, levels) count matrices at once."""
-    starts = np.cumsum(counts, axis=1) - counts
-    before = np.cumsum(relevant, axis=1) - relevant
-    full = (counts > 0) & (starts + counts <= k)
-    a = np.where(full, _expected_rank_sum(counts, relevant, starts, before), 0.0).sum(axis=1)
-    r0 = np.where(full, relevant, 0).sum(axis=1)
-    result = np.divide(a, r0, out=np.zeros(a.shape), where=r0 > 0)
-    straddling = (starts < k) & (starts + counts > k)           # at most one level per row
-    rows = np.flatnonzero(straddling.any(axis=1))
-    if rows.size == 0:
-        return result
-    level = np.argmax(straddling[rows], axis=1)
-    n, r, s = counts[rows, level], relevant[rows, level], starts[rows, level]
-    slots = k - s
-    x_low, x_high = np.maximum(0, slots - (n - r)), np.minimum(r, slots)
-    width = int((x_high - x_low).max()) + 1
-    step = max(1, max_terms // width)                            # bound the (rows, x) temporaries
-    for b in range(0, rows.size, step):
-        sl = slice(b, b + step)
-        x = x_low[sl, None] + np.arange(width)[None, :]
-        valid = x <= x_high[sl, None]
-        x = np.where(valid, x, x_low[sl, None])
-        pmf = _hypergeometric_pmf(x, valid, n[sl, None], r[sl, None], slots[sl, None])
-        b_x = _expected_rank_sum(slots[sl, None], x, s[sl, None], r0[rows[sl], None])
-        found = r0[rows[sl], None] + x
-        terms = np.divide(a[rows[sl], None] + b_x, found, out=np.zeros(x.shape), where=found > 0)
-        result[rows[sl]] = (pmf * terms).sum(axis=1)
-    return result
-
-
-_HARMONIC = np.zeros(1)
-
-
-def _grow_table(table, top, build):
-    if top < table.shape[0]:
-        return table
-    return build(max(top + 1, 2 * table.shape[0], 1024))
-
-
-def _harmonic(m):
-    """H(m) = sum_{i=1..m} 1/i for integer-valued arrays m (table grown on demand)."""
-    global _HARMONIC
-    m = np.asarray(m).astype(np.int64)
-    _HARMONIC = _grow_table(_HARMONIC, int(m.max(initial=0)),
-                            lambda size: np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, size))]))
-    return _HARMONIC[m]
-
-
-def _hypergeometric_pmf(x, valid, n, r, draws):
-    """P(X = x) for X ~ Hypergeometric(n items, r marked, draws), rows of consecutive x from the lowest.
-
-    Built from the ratio P(x)/P(x-1) = (r-x+1)(draws-x+1) / (x (n-r-draws+x)) in log space, so no large
-    factorials cancel; normalised per row. Entries where valid is False get 0.
-    """
-    prev = x[:, :-1].astype(np.float64)
-    num = (r - prev) * (draws - prev)
-    den = (prev + 1.0) * (n - r - draws + prev + 1.0)
-    ok = valid[:, 1:]
-    log_ratio = np.log(np.where(ok, num, 1.0)) - np.log(np.where(ok, den, 1.0))
-    log_pmf = np.concatenate([np.zeros((x.shape[0], 1)), np.cumsum(log_ratio, axis=1)], axis=1)
-    log_pmf = np.where(valid, log_pmf, -np.inf)
-    pmf = np.exp(log_pmf - log_pmf.max(axis=1, keepdims=True))
-    return pmf / pmf.sum(axis=1, keepdims=True)
-
-
-# ---------------------------------------------------------------------------------------------- the authors' rule
-def _level_histogram(dist, rel_all, levels):
-    """Per row, the items and the relevant items at each distance level: two (rows, levels) int64 matrices."""
-    rows = dist.shape[0]
-    # one bincount histograms (row, level, relevant) for the whole chunk
-    key = np.add(dist, np.arange(rows, dtype=np.intp)[:, None] * levels, dtype=np.intp)
-    key <<= 1
-    np.bitwise_or(key, rel_all, out=key)
-    hist = np.bincount(key.ravel(), minlength=rows * levels * 2).reshape(rows, levels, 2)
-    return hist.sum(axis=2), hist[:, :, 1]
-
-
-def _inner_product_ap(q_signs, db_signs, rel_all, k):
-    """AP@k of inner-product ranking (ties in database order) and its tie-aware expectation, per query row.
-
-    Codes in {-1, 0, +1}: bits - q.d, in 0..2 bits, orders the database as -q.d does.
-    """
-    bits = q_signs.shape[1]
-    # small integers: the float32 product is exact
-    dist = np.rint(bits - q_signs.astype(np.float32) @ db_signs.astype(np.float32).T).astype(np.uint16)
-    index, _ = _stable_topk_rows(dist, k, 2 * bits)
-    ap, _ = _average_precision(np.take_along_axis(rel_all, index, axis=1))
-    level_n, level_r = _level_histogram(dist, rel_all, 2 * bits + 1)
-    return ap, _tie_aware_ap_rows(level_n, level_r, k)
-
-
-def _has_relevant(retrievalL, queryL):
-    """Per query: does any database item share a label with it (a class of the query occurs in the database)?"""
-    return (queryL > 0) @ (retrievalL > 0).any(axis=0) > 0
-
-
-def _paper_rule_mean(ap, has_relevant):
-    """The authors' mean: over the queries with a relevant item in the database (0.0 when there is none)."""
-    return float(ap[has_relevant].mean()) if has_relevant.any() else 0.0
-
-
-def map_paper_rule(rB, qB, retrievalL, queryL, topk, tie_aware=False, num_workers=None, progress=None):
-    """mAP@topk by the rule of the authors' Caffe evaluation (docs/protocol.md#paper-recipe).
-
-    rB, qB: codes in {-1, 0, +1}, the sign of the outputs with 0 kept (codes.sign_codes; ±1 codes work as they are).
-    Database ranked by inner product with the query, ties in database order; relevant = shares >= 1 label;
-    AP = sum over the top K of precision@i * rel_i / (relevant items in the top K), 0 when there is none; the mean
-    leaves out the queries with no relevant item in the whole database (0.0 when every query is left out).
-    tie_aware: the expectation over all orders of equal inner products instead of database order (their
-    np.argsort's tie order is unspecified).
-    """
-    caller = "map_paper_rule"
-    rB, qB, retrievalL, queryL, topk = _check_retrieval_inputs(rB, qB, retrievalL, queryL, topk, caller,
-                                                               allow_zero=True)
-    db_bitmaps, q_classes = _class_bitmaps(retrievalL), _class_lists(queryL)
-    nq, n = qB.shape[0], rB.shape[0]
-    k = min(topk, n)
-    ap = np.zeros(nq)
-
-    def chunk(start, stop):
-        rel_all = _relevance_all(db_bitmaps, q_classes[start:stop], n)
-        stable, ties = _inner_product_ap(qB[start:stop], rB, rel_all, k)
-        ap[start:stop] = ties if tie_aware else stable
-
-    pairs = nq * n
-    _run_chunks(chunk, _chunks(nq, n), _default_workers(num_workers, pairs),
-                _show_progress(progress, pairs), f"mAP@{topk} (paper rule)")
-    return _paper_rule_mean(ap, _has_relevant(retrievalL, queryL))
 
 
 def retrieval_metrics(rB, qB, retrievalL, queryL, topk=5000,

@@ -280,14 +280,17 @@ def main(argv=None):
     false, or drawn again)."""
     import argparse
     import sys
+
+    from utils.runtime.failure import USER_ERROR_EXIT
     parser = argparse.ArgumentParser(prog="python -m utils.hashing.plots",
                                      description="draw a run's figures afterwards")
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders holding metrics.json")
     for run in parser.parse_args(argv).runs:
         try:
             paths = save_metric_plots(run)
-        except (ValueError, OSError) as err:
-            sys.exit(f"python -m utils.hashing.plots: {err}")
+        except (ValueError, OSError) as err:  # a run folder or file the user named: one line
+            print(f"python -m utils.hashing.plots: {err}", file=sys.stderr)
+            sys.exit(USER_ERROR_EXIT)
         print(f"{run}: {', '.join(str(p) for p in paths)}")
 
 

@@ -11,16 +11,17 @@ import paddle.nn as nn
 from utils.runtime.errors import UsageError
 
 
-def continuation_scale(epoch, step_continuation=20):
+def continuation_scale(epoch, continuation_step=20):
     """scale of tanh(scale * o) for a 1-based epoch: sqrt(floor((epoch - 1) / step) + 1).
 
-    With step_continuation=20, 150 epochs run scale 1, sqrt(2), ..., sqrt(8): the activation sharpens towards sign.
+    With continuation_step=20 (--continuation-step), 150 epochs run scale 1, sqrt(2), ..., sqrt(8): the activation
+    sharpens towards sign.
     """
     if epoch < 1:
         raise ValueError(f"epochs are 1-based; got epoch={epoch}")
-    if step_continuation < 1:
-        raise UsageError(f"--step_continuation must be >= 1; got {step_continuation}")
-    return math.sqrt((epoch - 1) // step_continuation + 1)
+    if continuation_step < 1:
+        raise UsageError(f"--continuation-step must be >= 1; got {continuation_step}")
+    return math.sqrt((epoch - 1) // continuation_step + 1)
 
 
 class HashNetLoss(nn.Layer):

@@ -5,6 +5,7 @@ import os
 import sys
 
 from utils.datasets.image_list import load_rgb
+from utils.runtime.console import log_to_stderr
 
 THUMB_SIZE = 160
 CAPTION_HEIGHT = 28
@@ -83,13 +84,13 @@ def contact_sheet(entry):
 def show(path):
     """Open an image with PIL's viewer; skipped (with a note) where no display is available."""
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        print(f"--show: no display (DISPLAY unset); contact sheet saved at {path}", file=sys.stderr)
+        log_to_stderr(f"--show: no display (DISPLAY unset); contact sheet saved at {path}")
         return False
     from PIL import Image
     try:
         with Image.open(path) as image:
             image.show()
     except Exception as err:  # viewers fail in many ways; the sheet is saved anyway
-        print(f"--show: could not open a viewer ({err}); contact sheet saved at {path}", file=sys.stderr)
+        log_to_stderr(f"--show: could not open a viewer ({err}); contact sheet saved at {path}")
         return False
     return True

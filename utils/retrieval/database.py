@@ -6,7 +6,8 @@ predict.py, infer.py and the search page (serve.py) search it; utils/retrieval/s
 import os
 from pathlib import Path
 
-from utils.datasets.image_list import LIST_NAMES, ImageList, dataset_lists, read_list_file
+from utils.datasets.image_list import ImageList, dataset_lists, read_list_file
+from utils.datasets.splits import LIST_NAMES
 
 # COCO's label j is the j-th category in alphabetical order (data/make_coco_lists.py,
 # docs/protocol.md#list-files): 73 = train.

@@ -2,7 +2,7 @@
 
 The dynamic graph's CPU kernels run HashNet several times slower than the same network as a static program under
 `paddle.inference` with oneDNN (fused conv + bias + ReLU, fc kernels; benchmarks/bench_cpu.py), so on the CPU the
-evaluation (utils/train/engine.py), predict.py / serve.py and deploy/inference_python/infer.py encode through a
+evaluation (utils/train/evaluation.py), predict.py / serve.py and deploy/inference_python/infer.py encode through a
 predictor.
 On a GPU the dynamic graph is fast and stays (--encoder auto). Making a predictor costs about 2 s on the CPU (the
 conversion, a copy of the weights, oneDNN's first runs), so --encoder auto keeps the dynamic graph for a job too small
@@ -14,7 +14,7 @@ inference.pdiparams), `create_predictor` (the Config) and `Predictor` (numpy uin
 `layer_predictor` ties them together for a layer in memory: its current weights go through a temporary folder that
 is removed once the predictor has loaded it. A predictor holds a copy of the weights it was made from, so the
 evaluation of a network that trains makes a new one each time (about a second for HashNet; the log says how long),
-and a frozen backbone's run makes one for the whole run (utils/train/engine.frozen_backbone_sources).
+and a frozen backbone's run makes one for the whole run (utils/train/build.frozen_backbone_sources).
 """
 import copy
 import shutil
@@ -26,12 +26,9 @@ import numpy as np
 from utils.config.flags import ENCODERS
 
 MODEL_FILES = ("inference.json", "inference.pdmodel")  # PIR program / legacy ProgramDesc
-# --encoder auto on the CPU: a job of fewer pixels than this is encoded by the dynamic graph. Where the predictor
-# starts to pay depends on the machine more than on anything here. Toy runs with a frozen AlexNet, 64 px, one thread,
-# 368 images (user + system CPU time of the whole run, the fc7 of every image computed once), on the same kind of
-# 2-core machine on two days: the dynamic graph 1.5 s ahead on one (break-even ~1,600 images), the predictor 2.8 s
-# ahead on the other, whose dygraph kernels ran 3x slower (break-even ~130). 256 images keeps the jobs of a few
-# dozen images (a query, a small test set) off the ~2 s of making a predictor and gives every run the fast path
+# --encoder auto on the CPU: a job of fewer pixels than this (256 toy images) is encoded by the dynamic graph, which
+# keeps a job of a few dozen images (a query, a small test set) off the ~2 s of making a predictor and gives every
+# run the fast path. Where the predictor starts to pay depends on the machine (measured: docs/training.md#evaluate)
 PREDICTOR_MIN_PIXELS = 256 * 64 * 64
 PARAMS_FILE = "inference.pdiparams"
 INPUT_NAME = "x"

@@ -27,20 +27,19 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from utils.datasets.image_list import IMAGENET_MEAN, IMAGENET_STD, build_loader, load_rgb
+from utils.datasets.image_list import build_loader, load_rgb
+from utils.datasets.normalization import IMAGENET_MEAN, IMAGENET_STD
 from utils.hashing.codes import binarize, pack_codes, topk_search
 from utils.retrieval.contact_sheet import contact_sheet, show
 from utils.retrieval.database import Database
+from utils.runtime.console import log_to_stderr
 from utils.runtime.errors import MissingFileError, UsageError
-from utils.runtime.fileio import atomic_write, sha256_of
-from utils.train import checkpoint
+from utils.runtime.fileio import atomic_write, save_json, sha256_of, sidecar_mismatch
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".ppm", ".tif", ".tiff", ".webp")
 CACHE_FORMAT = 1
-
-
-def log(message):
-    print(message, file=sys.stderr, flush=True)
+# the identity's entries a cache must match, in the order a difference is told; data_root is informative only
+CHECKED_KEYS = ("format", "bit", "checkpoint", "database_list", "preprocess", "num_items")
 
 
 # --------------------------------------------------------------------------------------------------------- queries
@@ -114,25 +113,20 @@ def cache_identity(bit, checkpoint_fingerprint, database, resize_size, crop_size
     return identity
 
 
-def cache_mismatch(saved, wanted):
-    """Why a cache recorded as `saved` cannot stand for `wanted` (one short phrase), or None when it can."""
-    if saved.get("format") != wanted["format"]:
-        return f"has sidecar format {saved.get('format')}, expected {wanted['format']}"
-    if saved.get("bit") != wanted["bit"]:
-        return f"holds {saved.get('bit')}-bit codes, not {wanted['bit']}-bit"
-    old, new = saved.get("checkpoint") or {}, wanted["checkpoint"]
-    if old.get("sha256") != new["sha256"]:
-        return (f"was made by other weights ({old.get('path')}, sha256 {str(old.get('sha256'))[:12]}) than "
-                f"{new['path']} (sha256 {new['sha256'][:12]})")
-    old, new = saved.get("database_list") or {}, wanted["database_list"]
-    if old.get("sha256") != new["sha256"]:
-        return f"was made for another database list ({old.get('path')}, sha256 {str(old.get('sha256'))[:12]}) " \
-               f"than {new['path']} (sha256 {new['sha256'][:12]})"
-    if saved.get("preprocess") != wanted["preprocess"]:
-        return f"was made with preprocessing {saved.get('preprocess')}, not {wanted['preprocess']}"
-    if saved.get("num_items") != wanted["num_items"]:
-        return f"holds {saved.get('num_items')} codes, the list has {wanted['num_items']}"
-    return None
+def explain_mismatch(key, saved, wanted):
+    """One short phrase on how a cache's recorded `key` differs from the wanted one, or None when the difference
+    does not matter (a checkpoint or list recorded under another path or mtime: only their contents count)."""
+    if key in ("checkpoint", "database_list"):
+        saved = saved or {}
+        if saved.get("sha256") == wanted["sha256"]:
+            return None
+        made = "by other weights" if key == "checkpoint" else "for another database list"
+        return (f"was made {made} ({saved.get('path')}, sha256 {str(saved.get('sha256'))[:12]}) than "
+                f"{wanted['path']} (sha256 {wanted['sha256'][:12]})")
+    return {"format": f"has sidecar format {saved}, expected {wanted}",
+            "bit": f"holds {saved}-bit codes, not {wanted}-bit",
+            "preprocess": f"was made with preprocessing {saved}, not {wanted}",
+            "num_items": f"holds {saved} codes, the list has {wanted}"}[key]
 
 
 def load_cached_codes(save_path, identity):
@@ -142,13 +136,9 @@ def load_cached_codes(save_path, identity):
         return None, None
     if not sidecar.is_file():
         return None, f"has no sidecar {sidecar.name} saying which weights made it"
-    try:
-        saved = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        return None, f"has an unreadable sidecar {sidecar} ({err})"
-    reason = cache_mismatch(saved, identity)
+    saved, reason = sidecar_mismatch(sidecar, {key: identity[key] for key in CHECKED_KEYS}, explain_mismatch)
     if reason:
-        return None, reason
+        return None, reason if saved is not None else f"has an {reason}"
     if sha256_of(npy) != saved.get("codes_sha256"):
         return None, "changed after its sidecar was written (sha256 differs)"
     codes = np.load(npy)
@@ -167,7 +157,7 @@ def save_codes(save_path, codes, identity):
             np.save(f, np.asarray(codes, dtype=np.float32))
 
     atomic_write(npy, write_npy)
-    checkpoint.save_json(dict(identity, codes_sha256=sha256_of(npy)), sidecar)
+    save_json(dict(identity, codes_sha256=sha256_of(npy)), sidecar)
     return npy
 
 
@@ -176,12 +166,12 @@ def database_codes(save_path, identity, compute):
     npy, _ = cache_paths(save_path, identity["bit"])
     codes, reason = load_cached_codes(save_path, identity)
     if codes is not None:
-        log(f"database codes: {npy} ({codes.shape[0]} x {codes.shape[1]} bits, cached)")
+        log_to_stderr(f"database codes: {npy} ({codes.shape[0]} x {codes.shape[1]} bits, cached)")
         return codes
     if reason:
-        log(f"database code cache {npy} {reason}; recomputing")
+        log_to_stderr(f"database code cache {npy} {reason}; recomputing")
     else:
-        log(f"database codes: encoding {identity['num_items']} images once; cached in {npy}")
+        log_to_stderr(f"database codes: encoding {identity['num_items']} images once; cached in {npy}")
     codes = np.asarray(compute(), dtype=np.float32)
     if codes.shape != (identity["num_items"], identity["bit"]):
         raise RuntimeError(f"database encoding returned shape {codes.shape}, expected "
@@ -290,7 +280,7 @@ def run_retrieval(args, queries, bit, transform, encode_batch, encode_database, 
     query_codes = binarize(encode_images(encode_batch, queries, transform, args.batch_size))
     database, db_codes = load_database(args, bit, transform, encode_database, checkpoint_fingerprint, resize_size,
                                        crop_size)
-    indices, distances = search(query_codes, db_codes, args.topk)
+    indices, distances = search(query_codes, db_codes, args.num_results)
     results = build_results(queries, indices, distances, database, bit)
     for entry in results:
         save_outputs(entry, args.save_path)

@@ -27,6 +27,7 @@ from utils.datasets.image_list import read_list_file
 from utils.hashing.codes import binarize, pack_codes, topk_search
 from utils.retrieval.contact_sheet import COLOURS
 from utils.retrieval.search import build_results, encode_images
+from utils.runtime.errors import UserError
 
 MAX_PIXELS = 40_000_000  # larger images are refused (PIL's decompression-bomb guard starts at 89 M)
 MAX_K = 1000
@@ -35,8 +36,9 @@ THUMB_PIXELS = 192
 QUERY_CHOICES = 500  # the query list's first entries offered in the drop-down; any other by its number
 
 
-class UserError(Exception):
-    """A request the page answers with a message (and this HTTP status) instead of results."""
+class PageError(UserError):
+    """A request the page answers with a message (and this HTTP status) instead of results: a user error like any
+    other (utils/runtime/errors.py), which the page tells instead of one `error:` line."""
 
     def __init__(self, message, status=400):
         super().__init__(message)
@@ -77,7 +79,7 @@ class SearchService:
 
     def query_file(self, index):
         if not 0 <= index < len(self.query_paths):
-            raise UserError(f"no query #{index}: the query list has {len(self.query_paths)} images "
+            raise PageError(f"no query #{index}: the query list has {len(self.query_paths)} images "
                             f"(0 to {len(self.query_paths) - 1})")
         return self.inside_root(self.query_paths[index])
 
@@ -101,9 +103,9 @@ class SearchService:
         return entry
 
     def add_upload(self, name, data):
-        """Decode an uploaded file in full (or raise UserError), encode it; returns its token."""
+        """Decode an uploaded file in full (or raise PageError), encode it; returns its token."""
         if not data:
-            raise UserError(f"the uploaded file {name!r} is empty (0 bytes)")
+            raise PageError(f"the uploaded file {name!r} is empty (0 bytes)")
         image = decode_upload(name, data)
         suffix = Path(name).suffix.lower() if Path(name).suffix.lower() in (".png", ".jpg", ".jpeg") else ".png"
         with tempfile.TemporaryDirectory(prefix="hashnet_upload_") as tmp:
@@ -136,7 +138,7 @@ class SearchService:
         with self._lock:
             record = self.uploads.get(token)
         if record is None:
-            raise UserError(f"the uploaded image is no longer held by the server (it keeps the last {UPLOADS_KEPT}); "
+            raise PageError(f"the uploaded image is no longer held by the server (it keeps the last {UPLOADS_KEPT}); "
                             f"upload it again", 404)
         entry = self.search(record["code"], k, record["name"], record["labels"])
         entry.update(source="upload", token=token, query_thumb=url_for("upload_thumb", token=token))
@@ -144,25 +146,25 @@ class SearchService:
 
 
 def decode_upload(name, data):
-    """The uploaded bytes as an RGB image, fully decoded; UserError with the reason when they are not one."""
+    """The uploaded bytes as an RGB image, fully decoded; PageError with the reason when they are not one."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
                 size = image.size
                 if size[0] * size[1] > MAX_PIXELS:
-                    raise UserError(f"{name!r} is {size[0]} x {size[1]} pixels; the limit is {MAX_PIXELS:,} pixels",
+                    raise PageError(f"{name!r} is {size[0]} x {size[1]} pixels; the limit is {MAX_PIXELS:,} pixels",
                                     413)
                 image.load()  # a truncated file fails here, not half-way through the encoder
                 return image.convert("RGB")
-    except UserError:
+    except PageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise UserError(f"{name!r} is too large to decode safely ({err})", 413) from err
+        raise PageError(f"{name!r} is too large to decode safely ({err})", 413) from err
     except Image.UnidentifiedImageError as err:
-        raise UserError(f"{name!r} is not an image this page can read (PNG, JPEG, GIF, BMP, WebP, TIFF, ...)") from err
+        raise PageError(f"{name!r} is not an image this page can read (PNG, JPEG, GIF, BMP, WebP, TIFF, ...)") from err
     except (OSError, ValueError, SyntaxError) as err:  # PIL's broken-file errors
-        raise UserError(f"{name!r} could not be decoded: {err} (a truncated or damaged image?)") from err
+        raise PageError(f"{name!r} could not be decoded: {err} (a truncated or damaged image?)") from err
 
 
 def thumbnail_png(path):
@@ -187,9 +189,9 @@ def parse_k(value, default, limit):
     try:
         k = int(value)
     except ValueError:
-        raise UserError(f"k must be a whole number from 1 to {limit}, got {value!r}") from None
+        raise PageError(f"k must be a whole number from 1 to {limit}, got {value!r}") from None
     if not 1 <= k <= limit:
-        raise UserError(f"k must be from 1 to {limit}, got {k}")
+        raise PageError(f"k must be from 1 to {limit}, got {k}")
     return k
 
 
@@ -229,11 +231,11 @@ def create_app(service, default_k=12, max_upload_mb=16):
                 try:
                     index = int(chosen)
                 except ValueError:
-                    raise UserError(f"a query is chosen by its number in the query list, got {chosen!r}") from None
+                    raise PageError(f"a query is chosen by its number in the query list, got {chosen!r}") from None
                 entry = service.search_query(index, k)
             else:
-                raise UserError("nothing to search: choose an image file to upload, or pick a query from the list")
-        except UserError as err:
+                raise PageError("nothing to search: choose an image file to upload, or pick a query from the list")
+        except PageError as err:
             return page(error=str(err), status=err.status, k=k)
         return page(entry=entry, k=k)
 
@@ -245,7 +247,7 @@ def create_app(service, default_k=12, max_upload_mb=16):
     def query_thumb(index):
         try:
             path = service.query_file(index)
-        except UserError as err:
+        except PageError as err:
             abort(404, str(err))
         return Response(thumbnail_png(path), mimetype="image/png")
 

@@ -114,8 +114,8 @@ def broadcast_object(obj, src=0):
 
 def broadcast_layer(layer, src=0, suffixes=None):
     """Every rank takes rank src's parameters and buffers of `layer`, in place (what DataParallel does to the layer it
-    wraps); only those whose names end with one of `suffixes` when given. engine.build_model gives every rank rank 0's
-    new network this way."""
+    wraps); only those whose names end with one of `suffixes` when given. utils/train/build.build_model gives every
+    rank rank 0's new network this way."""
     if get_world_size() == 1:
         return
     for name, tensor in layer.state_dict().items():

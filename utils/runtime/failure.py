@@ -1,4 +1,16 @@
-"""How a training or evaluation process ends when something fails: the cause as the last line, then at once.
+"""How a training or evaluation process ends when something fails: the cause as the last line, then at once; and
+the exit status every command of the project ends with.
+
+Exit status, the same for every command (main_*.py, predict.py, serve.py, export_model.py, infer.py, data/*.py,
+scripts/report.py and every `python -m` module):
+- 0: done;
+- 2 (USER_ERROR_EXIT): a user error (utils/runtime/errors.py: a flag, a path, a file, a missing package), told in
+  one `error: ...` line without a traceback. argparse exits 2 for a flag it cannot parse, so a flag value found
+  wrong later ends the same way, and a script can tell "fix the command or the data" from "the program failed";
+- 1 (FAILURE_EXIT): anything else, a bug with its traceback (Python's own status for an uncaught exception), or a
+  rank whose collective broke because another rank stopped.
+data/check_data.py answers 1 when its check finds missing or undecodable images (its finding, each image named,
+as grep answers 1 for no match) and 2 when it cannot check (a flag, a list's format).
 
 Why not just let the exception propagate:
 - Paddle's DataLoader loads in a thread of this process (num_workers 0), where an exception kills the thread
@@ -25,7 +37,8 @@ import traceback
 
 from utils.runtime.errors import BadImageError, UserError, is_user_error
 
-EXIT_CODE = 1
+USER_ERROR_EXIT = 2
+FAILURE_EXIT = 1
 PEER_GRACE = 20  # seconds a rank whose collective broke waits for the launcher to stop it (it polls every 1 s)
 QUEUE_KILLED = "Blocking queue is killed"  # Paddle's main-thread error once a loader thread has failed
 _dying = threading.Lock()
@@ -60,9 +73,14 @@ def _rank_and_world():
         return 0, 1
 
 
+def exit_status(exc):
+    """The status a process ends with after `exc`: USER_ERROR_EXIT for a user error, else FAILURE_EXIT."""
+    return USER_ERROR_EXIT if is_user_error(exc) else FAILURE_EXIT
+
+
 def end_process(exc, where="main thread"):
     """Print the traceback (not for a user error), log the cause as the last line (console and log file), end the
-    process now."""
+    process now with exit_status(exc) (FAILURE_EXIT for a rank whose collective broke)."""
     if threading.current_thread() is not threading.main_thread():
         _thread_failed.set()
     else:
@@ -106,9 +124,9 @@ def end_process(exc, where="main thread"):
         if secondary:
             if threading.current_thread() is threading.main_thread():
                 # stopped by the launcher: exit with our status, not Paddle's SIGTERM report and -15
-                signal.signal(signal.SIGTERM, lambda *_: os._exit(EXIT_CODE))
+                signal.signal(signal.SIGTERM, lambda *_: os._exit(FAILURE_EXIT))
             time.sleep(PEER_GRACE)
-        os._exit(EXIT_CODE)
+        os._exit(FAILURE_EXIT if secondary else exit_status(exc))
 
 
 def _thread_hook(args):
@@ -119,7 +137,7 @@ def _thread_hook(args):
 
 def run_or_end_process(fn, *args, **kwargs):
     """fn(*args, **kwargs) as the top level of a process: any exception in it or in a thread it started ends the
-    process (exit status 1) with the cause as the last line. KeyboardInterrupt and SystemExit pass through.
+    process (exit_status) with the cause as the last line. KeyboardInterrupt and SystemExit pass through.
 
     Only for a process's top level: it ends the process, so never call it inside a test runner.
     """
@@ -134,10 +152,10 @@ def run_or_end_process(fn, *args, **kwargs):
 
 
 def run_cli(run, argv=None):
-    """Run a command's body and return its exit status: 0, or 1 after a user error (utils/runtime/errors.py: a flag, a
-    path,
-    a file), printed as one `error: <what is wrong and what to do>` line on stderr with no traceback. A missing file
-    counts as a user error too. Anything else is a bug and propagates with its traceback.
+    """Run a command's body and return its exit status: 0, or USER_ERROR_EXIT after a user error
+    (utils/runtime/errors.py: a flag, a path, a file), printed as one `error: <what is wrong and what to do>` line on
+    stderr with no traceback. A missing file counts as a user error too. Anything else is a bug and propagates with
+    its traceback (Python then exits 1).
 
     A failure in another thread (a bad database image met by the DataLoader's loading thread) ends the process at
     once the same way: left alone, that thread dies and the main thread waits on the loader forever.
@@ -145,7 +163,7 @@ def run_cli(run, argv=None):
     def thread_failed(args):
         if args.exc_type is not SystemExit:
             print(f"error: {cause_of(args.exc_value)}", file=sys.stderr, flush=True)
-            os._exit(EXIT_CODE)
+            os._exit(exit_status(args.exc_value))
 
     previous, threading.excepthook = threading.excepthook, thread_failed
     try:
@@ -154,7 +172,7 @@ def run_cli(run, argv=None):
         if not is_user_error(err):
             raise
         print(f"error: {err}", file=sys.stderr, flush=True)
-        return EXIT_CODE
+        return USER_ERROR_EXIT
     finally:
         threading.excepthook = previous
     return 0

@@ -1,9 +1,11 @@
-"""Atomic file writes (temp file in the same folder, then rename: a crash never leaves a half-written file) and
-file fingerprints (what a cache records about the files that made it).
+"""Atomic file writes (temp file in the same folder, then rename: a crash never leaves a half-written file), file
+fingerprints and the check of a cache's JSON sidecar (what a cache records about the files that made it, and why it
+no longer stands for them).
 
 No Paddle import here, so light tools (plots, reports) can use it too.
 """
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -46,3 +48,39 @@ def file_fingerprint(path):
     path = Path(path)
     stat = path.stat()
     return {"path": str(path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime, "sha256": sha256_of(path)}
+
+
+def save_json(obj, path):
+    """Write `obj` as indented JSON (keys sorted, anything else as its str), atomically. Every process that calls it
+    writes: under several processes, call it on one (utils/train/checkpoint.save_json: rank 0)."""
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, sort_keys=True, default=str)
+            f.write("\n")
+    atomic_write(path, write)
+    return Path(path)
+
+
+def sidecar_mismatch(sidecar, wanted, explain=None):
+    """Why the JSON file `sidecar` does not vouch for `wanted` (what a cache must have been made from), or None when
+    it does; returns (what the sidecar records, or None when it is missing or unreadable; the reason, or None).
+
+    The reason is 'missing', 'unreadable sidecar <path> (<error>)', or one phrase per key of `wanted` whose recorded
+    value differs, in `wanted`'s order, joined by ', '. explain(key, recorded value, wanted value) words a
+    difference, or returns None when it does not matter (a checkpoint's mtime when its sha256 is the same); by
+    default '<key> differs'. The two caches (utils/datasets/cache.py, utils/retrieval/search.py) add their own
+    checks of the data files after this one.
+    """
+    sidecar = Path(sidecar)
+    if not sidecar.is_file():
+        return None, "missing"
+    try:
+        recorded = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        return None, f"unreadable sidecar {sidecar} ({err})"
+    if not isinstance(recorded, dict):
+        return None, f"unreadable sidecar {sidecar} (a JSON {type(recorded).__name__}, not an object)"
+    explain = explain or (lambda key, old, new: f"{key} differs")
+    phrases = [explain(key, recorded.get(key), value) for key, value in wanted.items() if recorded.get(key) != value]
+    phrases = [phrase for phrase in phrases if phrase]
+    return recorded, ", ".join(phrases) or None

@@ -6,11 +6,11 @@ the fc7 standardisation) with a `frozen_backbone` entry naming that file and its
 230 MB (AlexNet), twice per epoch. Every reader goes through `load_model_state`, which puts the two back together
 from the checkpoint's folder, so a run folder stays complete on its own (copy or move it whole).
 """
-import json
 from pathlib import Path
 
 import paddle
 
+from utils.runtime import fileio
 from utils.runtime.dist import is_main_process
 from utils.runtime.errors import MissingFileError, UsageError
 from utils.runtime.fileio import atomic_write, sha256_of
@@ -26,12 +26,9 @@ def save(obj, path):
 
 
 def save_json(obj, path):
+    """fileio.save_json, on rank 0 only."""
     if is_main_process():
-        def write(tmp):
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(obj, f, indent=2, sort_keys=True, default=str)
-                f.write("\n")
-        atomic_write(path, write)
+        fileio.save_json(obj, path)
     return Path(path)
 
 

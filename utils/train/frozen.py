@@ -10,8 +10,7 @@ every epoch and over queries and database at every evaluation:
   applies only the hash layer, in the loader's batch shapes: in one process the codes equal the image path's bit
   for bit (an `--eval` run of the checkpoint reproduces the logged mAP).
 Features are gathered from every rank in dataset order (engine.predict_outputs), so every process holds all of them
-in float32: 16 MB per 1,000 images and view (the toy set's 1,000 training and 2,400 evaluation images: 56 MB; COCO's
-117,218 database images would take 1.9 GB per process).
+in float32, 4,096 floats per image and view (the sizes: docs/training.md#the-frozen-backbone-views-time-and-memory).
 
 Augmentation, --frozen-views N:
 - 0: each training image's evaluation view (Resize + CenterCrop), the images the from-scratch recipe's fc7
@@ -20,19 +19,9 @@ Augmentation, --frozen-views N:
   path draws in epoch k (ImageList seeds it by (seed, epoch, index)) and epoch e trains on view (e - 1) % N + 1, so
   with N >= --epochs every epoch sees the crops training on the images would (to float rounding: the backbone runs on
   other batches). Each view is one more backbone pass over the training set.
-
-Why 0 is the default, measured on the toy demo (`sh scripts/demo.sh`'s run with --frozen-views N: 12 epochs, 64
-bits, mAP@2000 of the best checkpoint, one process on 2 cores, the backbone through the predictor):
-    --frozen-views   0       2       4       12
-    mAP              0.5401  0.5150  0.5165  0.5201  (--seed 0: 0.5240 with 0 views, 0.5150 with 2)
-    backbone passes  1       3       5       13      over the 1,000 training images (~2 s each)
-    training run     12.6 s  16.9 s  21.1 s  39.3 s
-No augmentation is the best and the fastest. It was for the random network the Kaiming init drew before its values
-came from NumPy too (0.5517, 0.5333, 0.5336, 0.5374; training on the images, 12 fresh crops per image, 0.5389).
-Random crops hurt here through the standardisation: 986 of the 4,096 fc7 units are dead on the training images'
-evaluation crops, where the statistics are fitted (std floored at 1e-6), and some of them fire on a random crop,
-which standardised becomes an outlier (max |feature| 31.6 over the evaluation crops, 1.7e4 over a random view; 76 of
-the 1,000 images have one beyond 100) that evaluation never produces.
+0 is the default because on the toy demo no augmentation was both the best and the fastest: random crops wake fc7
+units that are constant on the evaluation crops the standardisation is fitted on, and they become outliers that
+evaluation never produces (the measurements: docs/training.md#the-frozen-backbone-views-time-and-memory).
 
 A resumed run recomputes the features with the checkpoint's backbone and standardisation through this same code,
 so it continues bit for bit.
@@ -136,9 +125,9 @@ def hash_outputs(hash_layer, features, batch_size):
 class EvalFeatures:
     """The queries' and the database's features (datasets 'test' and 'database'), computed by the backbone at the
     first evaluation (after the standardisation is fitted: it is part of them); called as (split, desc) -> (codes,
-    labels) through the hash layer alone: engine.evaluate's encode_split. The codes are the image path's, the sign with
-    0 kept (engine.encode(keep_zero=True): the paper rule reads the 0s). encoder_kind() names what ran the backbone
-    (fast_encoder.encoder_kind)."""
+    labels) through the hash layer alone: evaluation.evaluate's encode_split. The codes are the image path's, the
+    sign with 0 kept (evaluation.encode(keep_zero=True): the paper rule reads the 0s). encoder_kind() names what ran
+    the backbone (fast_encoder.encoder_kind)."""
 
     def __init__(self, model, datasets, batch_size, logger, outputs_of, encoder_kind):
         self.model, self.datasets, self.batch_size, self.logger = model, datasets, batch_size, logger
