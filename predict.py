@@ -8,11 +8,13 @@ The database codes are computed once and cached in --save_path (default <run fol
 else ./output): database_code_{bit}.npy + a .json sidecar naming the checkpoint, list and preprocessing that made
 them; another checkpoint or list recomputes them. For every query:
 a table of rank, Hamming distance, shared labels and path (or with --json one JSON object per line), the best match
-copied into --save_path and a contact sheet {query}_top{k}.png. When --pretrained names a run folder (or a checkpoint
-in one), flags left unset take the run's values from its config.json (bit width, dataset, lists, data root, image
-sizes); a flag given explicitly wins, with a warning when it contradicts training. Flags still unset take the
-dataset preset's values (utils/config/presets.py). The Paddle Inference twin of this script is
-deploy/inference_python/infer.py.
+copied into --save_path and a contact sheet {query}_top{k}.png. A query that cannot be read is named on stderr
+and skipped (with --json: {"query", "error"} in its place), the others answered, and the command exits 2; the
+result count, contact sheet and image size limits are utils/retrieval/limits.py's, said when applied.
+When --pretrained names a run folder (or a checkpoint in one), flags left unset take the run's values from its
+config.json (bit width, dataset, lists, data root, image sizes); a flag given explicitly wins, with a warning when
+it contradicts training. Flags still unset take the dataset preset's values (utils/config/presets.py). The Paddle
+Inference twin of this script is deploy/inference_python/infer.py.
 """
 import utils.runtime.before_paddle  # noqa: F401  (first, before anything imports paddle: see that module)
 

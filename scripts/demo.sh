@@ -1,13 +1,14 @@
 #!/bin/sh
-# The main job on the built-in toy set, on any CPU in about 20 s (2 cores; 22 s from a fresh clone): generate the
-# toy images (first run only),
+# The main job on the built-in toy set, on any CPU (32 s of CPU time; README.md has wall times): generate the toy
+# images (first run only),
 # train HashNet (64 bits; the frozen random backbone runs once per run, utils/train/frozen.py), print the best checkpoint's
 # mAP (from its evaluation during training, on the whole database) next to random codes' mAP, and show the top 10 of
 # a typical query as a contact sheet (predict.py, on the database codes the training run left in its folder).
 set -e
 cd "$(dirname "$0")/.."
 RUN=${RUN:-toy_demo}
-python main_single_gpu.py --dataset toy --bit 64 --num_workers 2 --run-name "$RUN" "$@"
+# --overwrite: a second demo moves the first one's folder aside (output/$RUN.old-<time>) rather than mixing with it
+python main_single_gpu.py --dataset toy --bit 64 --num_workers 2 --run-name "$RUN" --overwrite "$@"
 # the first 9 queries, to show the one of median precision: typical, neither the best nor the worst
 QUERIES=$(head -n 9 data/toy/test.txt | sed 's|^\([^ ]*\).*|data/toy/\1|')
 # shellcheck disable=SC2086  # one argument per query path

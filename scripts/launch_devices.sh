@@ -19,6 +19,21 @@ case "$*" in *--run[-_]name*)
   esac;;
 esac
 
+# flag_value FLAG DEFAULT ARGS...: the last value ARGS give FLAG (--a-b VALUE, --a_b VALUE or --a-b=VALUE), else
+# DEFAULT: the scripts name their launch logs by the dataset and output folder a run really uses.
+flag_value() {
+  flag=$1; value=$2; shift 2
+  alt=$(printf '%s' "$flag" | tr - _ | sed 's/^__/--/')
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      "$flag"|"$alt") if [ $# -gt 1 ]; then value=$2; shift; fi;;
+      "$flag"=*|"$alt"=*) value=${1#*=};;
+    esac
+    shift
+  done
+  printf '%s' "$value"
+}
+
 # launch LOG_DIR ARGS...: paddle.distributed.launch with the device flags. When the job fails, the launcher's own
 # "Exit code" line comes last; repeat the failing rank's cause (its FAILED line, utils/runtime/failure.py) after it, so the
 # last line says what went wrong (a rank whose collective merely broke because a peer stopped is not the cause).

@@ -8,14 +8,16 @@ set -e
 cd "$(dirname "$0")/.."
 . scripts/dataset_defaults.sh
 . scripts/launch_devices.sh
+# the launcher's logs (workerlog.*) under the output folder, named by the dataset the runs really use
+LOGS="$(flag_value --output-dir output "$@")/launch_logs/$(flag_value --dataset "$DATASET" "$@")"
 for pair in 16:0 32:2000 48:200 64:2000; do
   bit=${pair%%:*}; seed=${pair##*:}
   if [ "$RECIPE" = paper ]; then
-    launch "output/launch_logs/${DATASET}_${bit}bits_paper" \
+    launch "${LOGS}_${bit}bits_paper" \
       main_multi_gpu.py $DEVICE_FLAG --recipe paper --dataset "$DATASET" --data-path "$DATA_PATH" --bit "$bit" \
       --seed "$seed" --topK "$TOPK" --output-dir output --run-name "{dataset}_{bit}bits_paper" --resume auto "$@"
   else
-    launch "output/launch_logs/${DATASET}_${bit}bits" \
+    launch "${LOGS}_${bit}bits" \
       main_multi_gpu.py $DEVICE_FLAG --dataset "$DATASET" --data-path "$DATA_PATH" --bit "$bit" --seed "$seed" \
       --batch-size 64 --learning_rate 0.001 --sampling replicated --epoch 150 --eval_epoch 10 --topK "$TOPK" \
       --output-dir output --run-name "{dataset}_{bit}bits" --resume auto "$@"

@@ -395,7 +395,8 @@ def test_folder_query_sorted_and_unknown_labels(toy, tmp_path, capsys):
 def ckpt_32(toy):
     # load_model_weights reads the bit width from hash_layer.weight before anything else
     path = toy["base"] / "model_best_32.pdparams"
-    paddle.save({"hash_layer.weight": paddle.zeros([4096, 32])}, str(path))
+    from utils.train import checkpoint  # with its checksum, as training writes it (no "no checksum" note)
+    checkpoint.save({"hash_layer.weight": paddle.zeros([4096, 32])}, path)
     return path
 
 

@@ -12,7 +12,9 @@ So does the database: an export of a run folder records the run's dataset, lists
 infer.py searches it with no other flag (explicit --dataset/--data-path/--list-dir override it, with a note).
 CPU by default, with oneDNN unless --enable_mkldnn false, threads with --cpu_threads; --use_gpu on a CUDA build.
 With --codes-only, or when neither the export nor a flag names a database, it prints one line per image: the path
-and its code as a 0/1 string (or JSON lines with --json).
+and its code as a 0/1 string (or JSON lines with --json). As in predict.py, an unreadable query is named and skipped
+(with --json: {"image" or "query", "error"} in its place), the others answered, and the command exits 2; the limits
+are utils/retrieval/limits.py's.
 """
 import json
 import sys
@@ -172,12 +174,20 @@ def run(argv=None, out=None):
         args.resize_mode = engine.resize_mode
         return retrieval.run_retrieval(args, paths, engine.bit, engine.transform, engine.run, encode_database,
                                        source, engine.resize_size, engine.crop_size, out=out)
-    codes = engine.postprocess(engine.encode_paths(paths, args.batch_size))
+    readable, raw, failures = retrieval.encode_queries(engine.run, paths, engine.transform, args.batch_size, "infer")
+    codes = dict(zip(readable, engine.postprocess(raw))) if readable else {}
     rows = []
-    for path, code in zip(paths, codes):
-        bits = "".join("1" if v > 0 else "0" for v in code)
+    for path in paths:
+        if path in failures:  # told on stderr already; --json keeps one object per image
+            rows.append({"image": str(path), "error": failures[path]})
+            if args.json:
+                print(json.dumps(rows[-1]), file=out, flush=True)
+            continue
+        bits = "".join("1" if v > 0 else "0" for v in codes[path])
         rows.append({"image": str(path), "bit": engine.bit, "code": bits})
         print(json.dumps(rows[-1]) if args.json else f"{path}  {bits}", file=out, flush=True)
+    if failures:
+        raise retrieval.failed_queries_error(failures, len(paths))
     return rows
 
 

@@ -11,7 +11,9 @@
 Each cache is `<cache_dir>/<list folder>-<list name>-<hash of the list's path>-<view>.*` with a sidecar `.json`
 holding the fingerprint it was built for: the list's sha256, the size and mtime of every listed image (a replaced
 or re-encoded image changes its size or mtime; hashing the images' content would read the whole dataset, as long
-as building the cache) and the image sizes. A cache whose fingerprint differs is deleted and rebuilt, never used.
+as building the cache), the data files' sizes and their sha256 (checked by rank 0 before every use: a damaged cache
+is rebuilt, saying so; docs/training.md#checksums-and-damaged-files). A cache whose fingerprint differs is deleted
+and rebuilt, never used.
 The data file is written to a temporary file and renamed, the sidecar after it: a cache without its sidecar is an
 interrupted build. Under several processes rank 0 builds and the others wait, then every rank reads its shard.
 """
@@ -30,7 +32,8 @@ from utils.datasets.image_list import ImageList, build_loader, build_transform, 
 from utils.runtime import dist
 from utils.runtime.console import log_to_stderr
 from utils.runtime.errors import SetupError
-from utils.runtime.fileio import atomic_write, save_json, sidecar_mismatch
+from utils.runtime.fileio import atomic_write, save_json, sha256_of, sidecar_mismatch
+from utils.runtime.integrity import NO_CHECKSUM_NOTE
 
 FORMAT = 1
 EVAL_BUILD_BATCH = 32
@@ -62,8 +65,10 @@ def cache_files(cache_dir, dataset, view, data_suffix=".npy", extra=()):
 CHANGES = {"list_sha256": "the list changed", "images_sha256": "listed images changed (size or mtime)"}
 
 
-def stale_reason(sidecar, wanted):
-    """None when the sidecar records `wanted` and its data files have the sizes it wrote, else why not."""
+def stale_reason(sidecar, wanted, check_digests=False, log=log_to_stderr):
+    """None when the sidecar records `wanted` and its data files have the sizes it wrote (and with check_digests
+    the sha256 it recorded: rank 0, before using a cache), else why not. A sidecar without digests (a cache built
+    before they were recorded) passes with one note."""
     saved, reason = sidecar_mismatch(sidecar, wanted, lambda key, old, new: CHANGES.get(key, f"{key} differs"))
     if reason:
         return reason if saved is None else "stale: " + reason
@@ -71,6 +76,13 @@ def stale_reason(sidecar, wanted):
         path = sidecar.parent / name
         if not path.is_file() or path.stat().st_size != size:
             return f"{path} is missing or has another size than it was written with"
+    if check_digests:
+        digests = saved.get("file_sha256")
+        if digests is None:
+            log(f"note: data cache {sidecar.with_suffix('')}.*: {NO_CHECKSUM_NOTE}")
+        for name, digest in (digests or {}).items():
+            if sha256_of(sidecar.parent / name) != digest:
+                return f"damaged: the sha256 of {name} differs from the one recorded in {sidecar.name}"
     return None
 
 
@@ -78,7 +90,7 @@ def ensure_cache(files, wanted, needed_bytes, build, log):
     """Build the cache when it is missing or stale (rank 0; the others wait), then check it on every rank."""
     data, sidecar = files[0], files[1]
     if dist.is_main_process():
-        reason = stale_reason(sidecar, wanted)
+        reason = stale_reason(sidecar, wanted, check_digests=True, log=log)
         if reason:
             for path in files:
                 path.unlink(missing_ok=True)  # a stale cache is never used; free its disk before building
@@ -93,7 +105,9 @@ def ensure_cache(files, wanted, needed_bytes, build, log):
             start = time.time()
             written = build()
             sizes = {path.name: path.stat().st_size for path in written}
-            save_json(dict(wanted, file_sizes=sizes, built_in_seconds=round(time.time() - start, 1)), sidecar)
+            digests = {path.name: sha256_of(path) for path in written}  # checked on every use (integrity.py)
+            save_json(dict(wanted, file_sizes=sizes, file_sha256=digests,
+                           built_in_seconds=round(time.time() - start, 1)), sidecar)
     dist.barrier()
     reason = stale_reason(sidecar, wanted)
     if reason:

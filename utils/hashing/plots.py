@@ -207,11 +207,21 @@ def _pn_plot(views, title, path, source):
     return save_figure(fig, path)
 
 
-def _training_plot(rows, best_epoch, k, title, path):
+def round_axis(rows, unit):
+    """(the x value of each row, the axis label) in the run's unit: config.json's "unit" is "iteration" for the paper
+    recipe, whose rows are blocks of --snapshot-every iterations (each row's "iteration" is the block's last one)."""
+    if unit == "iteration" and all("iteration" in r for r in rows):
+        return {r["epoch"]: r["iteration"] for r in rows}, "iteration"
+    return {r["epoch"]: r["epoch"] for r in rows}, "epoch"
+
+
+def _training_plot(rows, best_epoch, k, title, path, unit="epoch"):
+    from matplotlib.ticker import MaxNLocator
     fig, ax = new_figure(7.0, 4.4)
-    epochs = [r["epoch"] for r in rows]
-    ax.plot(epochs, [r["loss"] for r in rows], color="tab:blue", label="training loss")
-    ax.set_xlabel("epoch")
+    x_of, unit = round_axis(rows, unit)
+    ax.plot([x_of[r["epoch"]] for r in rows], [r["loss"] for r in rows], color="tab:blue", label="training loss")
+    ax.set_xlabel(unit)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole: no 1.2 epochs
     ax.set_ylabel("training loss", color="tab:blue")
     ax.tick_params(axis="y", labelcolor="tab:blue")
     ax.grid(alpha=0.3)
@@ -219,17 +229,17 @@ def _training_plot(rows, best_epoch, k, title, path):
     evaluated = [r for r in rows if r.get("map") is not None]
     if evaluated:
         ax2 = ax.twinx()
-        e = [r["epoch"] for r in evaluated]
+        e = [x_of[r["epoch"]] for r in evaluated]
         handles += ax2.plot(e, [r["map"] for r in evaluated], color="tab:red", marker="o", markersize=4,
                             label=f"mAP@{k or 'K'} (query set)")
         random_rows = [r for r in evaluated if r.get("map_random_codes") is not None]
         if random_rows:
-            handles += ax2.plot([r["epoch"] for r in random_rows], [r["map_random_codes"] for r in random_rows],
+            handles += ax2.plot([x_of[r["epoch"]] for r in random_rows], [r["map_random_codes"] for r in random_rows],
                                 color="grey", linestyle=":", label=f"mAP@{k or 'K'} of random codes")
         best = [r for r in evaluated if r["epoch"] == best_epoch]
         if best:
-            handles += ax2.plot([best_epoch], [best[0]["map"]], marker="*", markersize=14, color="tab:red",
-                                linestyle="none", label=f"best epoch {best_epoch}")
+            handles += ax2.plot([x_of[best_epoch]], [best[0]["map"]], marker="*", markersize=14, color="tab:red",
+                                linestyle="none", label=f"best {unit} {x_of[best_epoch]}")
         ax2.set_ylabel(f"mAP@{k or 'K'}", color="tab:red")
         ax2.tick_params(axis="y", labelcolor="tab:red")
         ax2.set_ylim(0, 1)
@@ -271,7 +281,7 @@ def save_metric_plots(metrics_json_path_or_dict, out_dir=None):
     rows = load_epochs(out_dir)
     if rows:
         written.append(_training_plot(rows, doc.get("best_epoch"), k, run_title("Training", config, final),
-                                      out_dir / "training_curve.png"))
+                                      out_dir / "training_curve.png", (config or {}).get("unit", "epoch")))
     return written
 
 

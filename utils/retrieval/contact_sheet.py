@@ -58,8 +58,9 @@ def _legend_keys(entry):
     if entry.get("query_labels") is None:
         keys = [("query", "query (labels unknown: not in the dataset lists, so results are not marked)")]
     else:
-        keys = [("query", "query"), ("right", "shares a label with the query"),
-                ("wrong", "shares no label with the query")]
+        # PIL's default bitmap font draws "shares a" as "sharesa": wording without a one-letter word
+        keys = [("query", "query"), ("right", "label in common with the query"),
+                ("wrong", "no label in common with the query")]
     return keys
 
 

@@ -16,8 +16,11 @@ is removed once the predictor has loaded it. A predictor holds a copy of the wei
 evaluation of a network that trains makes a new one each time (about a second for HashNet; the log says how long),
 and a frozen backbone's run makes one for the whole run (utils/train/build.frozen_backbone_sources).
 """
+import contextlib
 import copy
+import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -32,6 +35,31 @@ MODEL_FILES = ("inference.json", "inference.pdmodel")  # PIR program / legacy Pr
 PREDICTOR_MIN_PIXELS = 256 * 64 * 64
 PARAMS_FILE = "inference.pdiparams"
 INPUT_NAME = "x"
+# Paddle 3.x's glog warning (eager_utils.cc) the first time a program is built: its own Python operators (x + y,
+# x - y, x / y, paddle.pow, ...) hand `out=None` to the C++ op under PIR. Nothing in this project passes out=; every
+# network warns. save_program drops this one line and lets every other line through.
+PIR_OUT_WARNING = "static graph(PIR) not support input out tensor"
+
+
+@contextlib.contextmanager
+def stderr_without(fragment):
+    """Hold what the process writes to its stderr (fd 2: C++ glog lines and Python alike) while the block runs, then
+    write it back without the lines containing `fragment`. GLOG_minloglevel would hide every warning of the whole
+    process, and glog's level cannot be changed once Paddle has started it."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines = held.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if fragment not in line))
+            sys.stderr.flush()
 
 
 def save_program(layer, folder, crop_size):
@@ -48,8 +76,9 @@ def save_program(layer, folder, crop_size):
     twin.eval()
     spec = [InputSpec([None, 3, int(crop_size), int(crop_size)], "uint8", INPUT_NAME)]
     # full_graph=True: the AST translator, which honours input_spec (Paddle 3.x defaults to SOT, which ignores it)
-    static_layer = paddle.jit.to_static(twin, input_spec=spec, full_graph=True)
-    paddle.jit.save(static_layer, str(folder / "inference"))
+    with stderr_without(PIR_OUT_WARNING):
+        static_layer = paddle.jit.to_static(twin, input_spec=spec, full_graph=True)
+        paddle.jit.save(static_layer, str(folder / "inference"))
     model_file = next((name for name in MODEL_FILES if (folder / name).is_file()), None)
     if model_file is None or not (folder / PARAMS_FILE).is_file():
         raise RuntimeError(f"paddle.jit.save wrote {sorted(p.name for p in folder.iterdir())}, expected {PARAMS_FILE} "

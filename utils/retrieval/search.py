@@ -32,8 +32,9 @@ from utils.datasets.normalization import IMAGENET_MEAN, IMAGENET_STD
 from utils.hashing.codes import binarize, pack_codes, topk_search
 from utils.retrieval.contact_sheet import contact_sheet, show
 from utils.retrieval.database import Database
+from utils.retrieval.limits import cap_results, check_pixels, sheet_results
 from utils.runtime.console import log_to_stderr
-from utils.runtime.errors import MissingFileError, UsageError
+from utils.runtime.errors import MissingFileError, UsageError, UserError
 from utils.runtime.fileio import atomic_write, save_json, sha256_of, sidecar_mismatch
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".ppm", ".tif", ".tiff", ".webp")
@@ -66,6 +67,8 @@ def load_batch(paths, transform):
     """Decode and preprocess images exactly as ImageList does for the database; (n, 3, crop, crop) uint8."""
     arrays = []
     for path in paths:
+        if Path(path).is_file():
+            check_pixels(path)  # from the header, before a decompression bomb is decoded
         try:
             image = load_rgb(path)
         except FileNotFoundError as err:
@@ -82,6 +85,36 @@ def encode_images(encode_batch, paths, transform, batch_size, desc="encode queri
     outputs = [np.asarray(encode_batch(load_batch(paths[s:s + batch_size], transform)), dtype=np.float32)
                for s in tqdm(starts, desc=desc, leave=False, disable=len(starts) < 2, file=sys.stderr)]
     return np.concatenate(outputs)
+
+
+def encode_queries(encode_batch, paths, transform, batch_size, desc="encode queries"):
+    """(readable paths, their raw outputs, {path: reason} of the others): encode_images that reports an unreadable,
+    vanished or over-limit query in one line and goes on with the rest, so one bad file does not cost the batch."""
+    readable, outputs, failures = [], [], {}
+    starts = range(0, len(paths), batch_size)
+    for start in tqdm(starts, desc=desc, leave=False, disable=len(starts) < 2, file=sys.stderr):
+        arrays = []
+        for path in paths[start:start + batch_size]:
+            try:
+                arrays.append(load_batch([path], transform)[0])
+            except UserError as err:
+                failures[path] = str(err)
+                log_to_stderr(f"error: {err} (skipped; the other queries are answered)")
+                continue
+            readable.append(path)
+        if arrays:
+            outputs.append(np.asarray(encode_batch(np.stack(arrays)), dtype=np.float32))
+    return readable, (np.concatenate(outputs) if outputs else None), failures
+
+
+class QueriesFailed(UsageError):
+    """Some queries of a batch could not be read; the others were answered. Ends the command with exit 2."""
+
+
+def failed_queries_error(failures, total):
+    names = ", ".join(str(path) for path in list(failures)[:3]) + (", ..." if len(failures) > 3 else "")
+    return QueriesFailed(f"{len(failures)} of {total} queries could not be read ({names}); each is named above, "
+                         f"the others were answered")
 
 
 def encode_dataset(encode_batch, dataset, batch_size, num_workers, desc="encode database"):
@@ -242,8 +275,9 @@ def format_table(entry):
 
 
 # --------------------------------------------------------------------------------------------------------- outputs
-def save_outputs(entry, save_path):
-    """Copy the best match into save_path (as the seed did) and write the contact sheet PNG; records both."""
+def save_outputs(entry, save_path, sheet_limit=None):
+    """Copy the best match into save_path (as the seed did) and write the contact sheet PNG (of the first
+    sheet_limit results, default all); records both."""
     save_path = Path(save_path)
     save_path.mkdir(parents=True, exist_ok=True)
     best = Path(entry["results"][0]["path"])
@@ -251,7 +285,8 @@ def save_outputs(entry, save_path):
     if not (copy.exists() and copy.resolve() == best.resolve()):
         shutil.copyfile(best, copy)
     sheet_path = save_path / f"{Path(entry['query']).stem}_top{entry['topk']}.png"
-    atomic_write(sheet_path, lambda tmp: contact_sheet(entry).save(tmp, format="PNG"))
+    drawn = dict(entry, results=entry["results"][:sheet_limit])
+    atomic_write(sheet_path, lambda tmp: contact_sheet(drawn).save(tmp, format="PNG"))
     entry["best_match_copy"], entry["contact_sheet"] = str(copy), str(sheet_path)
     return entry
 
@@ -274,20 +309,36 @@ def run_retrieval(args, queries, bit, transform, encode_batch, encode_database, 
     """The whole predict/infer flow for the query paths (collect_images); returns the list of result dicts, also
     printed to `out` (default stdout).
 
-    Queries are decoded and encoded before the database so a bad query fails before minutes of encoding.
+    Queries are decoded and encoded before the database so a bad query is told before minutes of encoding. An
+    unreadable query is reported (one line on stderr; with --json an object {"query", "error"} in its place) and
+    the others answered; then QueriesFailed ends the command with exit 2.
     """
     out = out or sys.stdout
-    query_codes = binarize(encode_images(encode_batch, queries, transform, args.batch_size))
-    database, db_codes = load_database(args, bit, transform, encode_database, checkpoint_fingerprint, resize_size,
-                                       crop_size)
-    indices, distances = search(query_codes, db_codes, args.num_results)
-    results = build_results(queries, indices, distances, database, bit)
-    for entry in results:
-        save_outputs(entry, args.save_path)
-        print(json.dumps(entry, ensure_ascii=False) if args.json else format_table(entry) + "\n", file=out,
-              flush=True)
-        if args.show:
-            show(entry["contact_sheet"])
+    readable, raw, failures = encode_queries(encode_batch, queries, transform, args.batch_size)
+    answered = {}
+    if readable:
+        database, db_codes = load_database(args, bit, transform, encode_database, checkpoint_fingerprint,
+                                           resize_size, crop_size)
+        k = cap_results(args.num_results, len(database))
+        indices, distances = search(binarize(raw), db_codes, k)
+        answered = dict(zip(readable, build_results(readable, indices, distances, database, bit)))
+        sheet_limit = sheet_results(k)
+    results = []
+    for query in queries:
+        entry = answered.get(query)
+        if entry is None:
+            entry = {"query": str(query), "error": failures[query]}
+            if args.json:
+                print(json.dumps(entry, ensure_ascii=False), file=out, flush=True)
+        else:
+            save_outputs(entry, args.save_path, sheet_limit)
+            print(json.dumps(entry, ensure_ascii=False) if args.json else format_table(entry) + "\n", file=out,
+                  flush=True)
+            if args.show:
+                show(entry["contact_sheet"])
+        results.append(entry)
+    if failures:
+        raise failed_queries_error(failures, len(queries))
     return results
 
 

@@ -6,6 +6,7 @@ Flask (requirements-web.txt) is imported only here and in serve.py; nothing else
   build_results for labels and shared labels, so the page and `predict.py --json` agree.
 - Images are addressed by their index in the database or query list, never by a path from the request, and every
   file is checked to lie inside the data root before it is read (a list line like `../x.jpg` is refused).
+- Limits (results, pixels): utils/retrieval/limits.py, as in predict.py and infer.py.
 - Uploads: at most --max-upload-mb (default 16 MB) and MAX_PIXELS pixels; the image is decoded in full before it is
   encoded, so a non-image, a truncated image, an oversized file or an empty request gets a message on the page (HTTP
   400 / 413) and the server keeps serving. Uploads live in memory only (the last UPLOADS_KEPT, for "more results").
@@ -26,11 +27,11 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from utils.datasets.image_list import read_list_file
 from utils.hashing.codes import binarize, pack_codes, topk_search
 from utils.retrieval.contact_sheet import COLOURS
+from utils.retrieval.limits import MAX_PIXELS, MAX_RESULTS, cap_results
 from utils.retrieval.search import build_results, encode_images
 from utils.runtime.errors import UserError
 
-MAX_PIXELS = 40_000_000  # larger images are refused (PIL's decompression-bomb guard starts at 89 M)
-MAX_K = 1000
+MAX_K = MAX_RESULTS  # the limits of predict.py and infer.py too (utils/retrieval/limits.py)
 UPLOADS_KEPT = 32
 THUMB_PIXELS = 192
 QUERY_CHOICES = 500  # the query list's first entries offered in the drop-down; any other by its number
@@ -200,6 +201,7 @@ def create_app(service, default_k=12, max_upload_mb=16):
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
     app.jinja_env.globals.update(fmt=format_labels, grouped=grouped, hexcode=hex_code)
     limit = min(MAX_K, len(service.database))
+    default_k = cap_results(default_k, len(service.database))  # --num-results over the limit: said once, at start
 
     def page(entry=None, error=None, status=200, k=None):
         k = k or min(default_k, limit)

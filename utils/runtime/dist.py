@@ -3,6 +3,7 @@ from utils.runtime.before_paddle import LAUNCHER_VARIABLES, USER_OMP_NUM_THREADS
 
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 import paddle
@@ -27,6 +28,23 @@ def launched_by_paddle():
     """True in a process started by `python -m paddle.distributed.launch` or `paddle.distributed.spawn`, even a
     world of one (`--gpus 0`): both set the trainer id and this trainer's endpoint; a bare start sets neither."""
     return all(name in os.environ for name in LAUNCHER_VARIABLES)
+
+
+def echo_to_launcher_console(line):
+    """Rank 0 under `paddle.distributed.launch`: write `line` to the launcher's own stderr as well, where its
+    "Terminating with signal 15" and "Exit with signal 15" lines go (the launcher sends our stdout to workerlog.0 and
+    stops echoing it once it is told to terminate), so the console's last lines carry it. Best effort: nothing when
+    the parent is not the launcher or its stderr cannot be opened (/proc missing)."""
+    if not launched_by_paddle() or get_rank() != 0:
+        return
+    parent = os.getppid()
+    try:
+        if b"paddle.distributed.launch" not in Path(f"/proc/{parent}/cmdline").read_bytes():
+            return
+        with open(f"/proc/{parent}/fd/2", "a", encoding="utf-8") as console:
+            console.write(line + "\n")
+    except OSError:
+        pass
 
 
 def launcher_gpu():

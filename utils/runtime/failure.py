@@ -35,7 +35,7 @@ import threading
 import time
 import traceback
 
-from utils.runtime.errors import BadImageError, UserError, is_user_error
+from utils.runtime.errors import BadImageError, UserError, is_file_system_error, is_user_error, user_message
 
 USER_ERROR_EXIT = 2
 FAILURE_EXIT = 1
@@ -54,6 +54,8 @@ def cause_of(exc):
         return text.split("BadImageError: ", 1)[-1] if isinstance(exc, BadImageError) else text
     if isinstance(exc, (BadImageError, UserError)):  # written for the user: the message alone
         return text
+    if is_file_system_error(exc):  # a full or unwritable disk: the file, the folder, the space, what to do
+        return user_message(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -98,9 +100,9 @@ def end_process(exc, where="main thread"):
             exc.__suppress_context__ = True     # own "queue killed" one: that one is noise beside the cause
         sys.stdout.flush()
         if is_user_error(exc):  # told in one line, on stderr as well as in the log's last line below
-            print(f"error: {cause_of(exc) if isinstance(exc, (BadImageError, UserError)) else exc}", file=sys.stderr,
-                  flush=True)
-        else:  # a bug keeps its traceback
+            print(f"error: {cause_of(exc) if isinstance(exc, (BadImageError, UserError)) else user_message(exc)}",
+                  file=sys.stderr, flush=True)
+        elif not secondary:  # a bug keeps its traceback; a collective broken by a peer's stop is said in one line
             print(f"\nFailed in the {where}" + (f" of rank {rank}" if world > 1 else "") + ":", file=sys.stderr)
             traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
             sys.stderr.flush()
@@ -171,7 +173,7 @@ def run_cli(run, argv=None):
     except Exception as err:  # noqa: BLE001 -- sorted below: a user error is one line, anything else re-raised
         if not is_user_error(err):
             raise
-        print(f"error: {err}", file=sys.stderr, flush=True)
+        print(f"error: {user_message(err)}", file=sys.stderr, flush=True)
         return USER_ERROR_EXIT
     finally:
         threading.excepthook = previous

@@ -4,9 +4,11 @@ no longer stands for them).
 
 No Paddle import here, so light tools (plots, reports) can use it too.
 """
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -14,20 +16,51 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write(path, write_fn):
-    """Call write_fn(tmp_path) on a temp file next to `path`, then rename it onto `path` (atomic on POSIX)."""
+def ensure_free_space(path, needed_bytes):
+    """Refuse, before writing, a file of about `needed_bytes` that the folder of `path` has no room for: raises the
+    OSError(ENOSPC) a full disk would, naming the file and the space needed (utils/runtime/errors.describe_os_error
+    words it, with the free space, as the run's last line)."""
+    folder = Path(path).parent
+    if needed_bytes and shutil.disk_usage(folder).free < needed_bytes:
+        err = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        err.needed_bytes = int(needed_bytes)
+        raise err
+
+
+def atomic_write(path, write_fn, size=None):
+    """Call write_fn(tmp_path) on a temp file next to `path`, then rename it onto `path` (atomic on POSIX).
+
+    The free space is checked first against `size` (bytes), or else the size of the file being replaced (the new one
+    is written beside it). A write that fails (a full disk, no permission, a read-only file system) leaves `path` as
+    it was and raises its OSError naming `path` (and for a full disk the space needed), never the temp file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_free_space(path, size if size is not None else (path.stat().st_size if path.is_file() else 0))
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise _naming(err, path) from None
     os.close(fd)
     try:
         write_fn(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes the file owner-only; give it a normal file's permissions
         os.replace(tmp, path)
+    except OSError as err:
+        written = os.path.getsize(tmp) if os.path.exists(tmp) else 0
+        raise _naming(err, path, max(written, size or 0, path.stat().st_size if path.is_file() else 0)) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def _naming(err, path, needed_bytes=0):
+    """`err` naming `path` (the file meant, not a temp file) and, when larger, the bytes it needed at least."""
+    if err.filename is None or Path(str(err.filename)).name.startswith(f".{path.name}."):
+        err.filename = str(path)
+    if needed_bytes > getattr(err, "needed_bytes", 0):
+        err.needed_bytes = int(needed_bytes)
+    return err
 
 
 def atomic_write_bytes(path, data):

@@ -6,22 +6,27 @@ the fc7 standardisation) with a `frozen_backbone` entry naming that file and its
 230 MB (AlexNet), twice per epoch. Every reader goes through `load_model_state`, which puts the two back together
 from the checkpoint's folder, so a run folder stays complete on its own (copy or move it whole).
 """
+import re
 from pathlib import Path
 
 import paddle
 
-from utils.runtime import fileio
+from utils.runtime import fileio, integrity
 from utils.runtime.dist import is_main_process
 from utils.runtime.errors import MissingFileError, UsageError
-from utils.runtime.fileio import atomic_write, sha256_of
+from utils.runtime.fileio import sha256_of
 
 FROZEN_BACKBONE = "frozen_backbone"  # the entry of a checkpoint whose backbone is in a file of its own
 
 
-def save(obj, path):
-    """paddle.save, atomically, on rank 0 only."""
+def save(obj, path, holds=None, keep_previous=False):
+    """paddle.save, atomically, on rank 0 only, with its checksum sidecar saying what it `holds`
+    (utils/runtime/integrity.py). keep_previous (the last checkpoint): the new version is read back before it takes
+    the name, and the version it replaces is kept as <stem>.prev<suffix>."""
     if is_main_process():
-        atomic_write(path, lambda tmp: paddle.save(obj, tmp))
+        check = (lambda tmp: paddle.load(tmp)) if keep_previous else None
+        integrity.write_checked(path, lambda tmp: paddle.save(obj, tmp), holds or Path(path).name, check,
+                                keep_previous)
     return Path(path)
 
 
@@ -32,11 +37,27 @@ def save_json(obj, path):
     return Path(path)
 
 
-def load(path, what="checkpoint"):
+def alternatives(path):
+    """The run's other checkpoints of the same bit width beside `path`, what a refusal offers: the last checkpoint,
+    the previous one, the best model (a checkpoint is replaced first by one that can also resume the run)."""
     path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"{what} not found: {path}")
-    return paddle.load(str(path))
+    found = re.fullmatch(r"(last|model_best)_(\d+)(\.prev)?\.pd\w+", path.name)
+    if not found:
+        return []
+    bit = found.group(2)
+    names = (f"last_{bit}.pdckpt", f"last_{bit}.prev.pdckpt", f"model_best_{bit}.pdparams")
+    return [path.parent / name for name in names if name != path.name and (path.parent / name).is_file()]
+
+
+def load(path, what="checkpoint", advice=None):
+    """paddle.load after integrity.verified: a damaged, empty, truncated or unparsable file is one line naming it,
+    what it holds and the newest intact checkpoint beside it (or `advice`)."""
+    path = integrity.verified(path, what, alternatives(path), advice=advice)
+    try:
+        return paddle.load(str(path))
+    except Exception as err:  # noqa: BLE001 - pickle, EOF and Paddle's own parse errors: the file, not the program
+        raise UsageError(integrity.refusal(path, f"cannot be read ({type(err).__name__}: {str(err)[:120]})",
+                                           integrity.holds(path, what=what), alternatives(path), advice)) from err
 
 
 def hash_bits_of(model_state, path):
@@ -59,14 +80,17 @@ def _backbone_and_rest(model):
             {name: value for name, value in state.items() if name not in names})
 
 
-def save_frozen_backbone(model, path, reuse=None):
+def save_frozen_backbone(model, path, reuse=None, holds=None):
     """Write the backbone's entries of `model` to `path` on rank 0 and return the reference a checkpoint carries to
     it ({"file": its name, "sha256"}). `reuse`, the reference of the checkpoint a run resumes from, keeps the file
     when it is that one, unchanged (the earlier checkpoints name it)."""
     path = Path(path)
     if reuse and reuse["file"] == path.name and path.is_file() and sha256_of(path) == reuse["sha256"]:
         return reuse
-    save(_backbone_and_rest(model)[0], path)
+    backbone = _backbone_and_rest(model)[0]
+    if is_main_process():  # 230 MB for AlexNet: refused before writing when it cannot fit
+        fileio.ensure_free_space(path, sum(t.numel().item() * t.element_size() for t in backbone.values()))
+    save(backbone, path, holds)
     return {"file": path.name, "sha256": sha256_of(path) if is_main_process() else None}
 
 
@@ -78,11 +102,11 @@ def model_entries(model, frozen=None):
     return {"model": _backbone_and_rest(model)[1], FROZEN_BACKBONE: frozen}
 
 
-def save_weights(model, path, frozen=None):
+def save_weights(model, path, frozen=None, holds=None):
     """A model_best_*.pdparams: the plain state dict (what --pretrained and the seed's files hold), or with a frozen
     backbone model_entries (what the run changes and the backbone's reference)."""
     entries = model_entries(model, frozen)
-    return save(entries if frozen else entries["model"], path)
+    return save(entries if frozen else entries["model"], path, holds)
 
 
 def load_model_state(path, what="checkpoint (--pretrained)"):
@@ -100,12 +124,15 @@ def load_model_state(path, what="checkpoint (--pretrained)"):
         raise MissingFileError(f"{path} holds the weights a frozen-backbone run trained, not its backbone, which is in "
                                f"{backbone} (written once per run): not found. Copy the run folder whole, or that "
                                f"file next to the checkpoint")
+    backbone_state = load(backbone, f"the frozen backbone {path} was trained with",
+                          advice="every checkpoint of its run needs it: restore it from a copy of the run folder, or "
+                                 "retrain")
     found = sha256_of(backbone)
     if found != reference["sha256"]:
         raise UsageError(f"{backbone} is not the backbone {path} was trained with (sha256 {reference['sha256'][:12]} "
                          f"recorded, {found[:12]} found): a later run in the same folder wrote another one; use that "
                          f"run's checkpoints, or retrain")
-    return {**load(backbone, "frozen backbone"), **entries["model"]}
+    return {**backbone_state, **entries["model"]}
 
 
 def load_model_weights(model, path, what="checkpoint (--pretrained)"):

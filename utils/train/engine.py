@@ -14,9 +14,10 @@ from tqdm import tqdm
 
 from models.pretrained import BATCHNORM_STATISTICS
 from utils.hashing.plots import save_metric_plots
-from utils.runtime import dist
+from utils.runtime import dist, integrity
+from utils.runtime.errors import UsageError, UserError
 from utils.runtime.failure import run_or_end_process
-from utils.train import checkpoint, preemption
+from utils.train import checkpoint, preemption, run_lock
 from utils.train.build import RESUME_FILE, build_data, build_model, fit_feature_standardization, frozen_backbone_sources
 from utils.train.evaluation import evaluate
 from utils.train.logger import AverageMeter, append_jsonl, keep_epoch_rows, setup_logger
@@ -66,7 +67,16 @@ def save_training_state(path, model, optimizer, scheduler, criterion, epoch, bes
     augmentation from (seed, epoch, index), so seed and epoch determine it."""
     checkpoint.save({**checkpoint.model_entries(model, frozen), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "criterion": criterion.state_dict(), "epoch": epoch,
-                     "best": best, "bit": cfg.bit, "config": vars(cfg)}, path)
+                     "best": best, "bit": cfg.bit, "config": vars(cfg)}, path,
+                    holds=held(cfg, "the last checkpoint", epoch), keep_previous=True)
+
+
+def held(cfg, what, epoch=None):
+    """What a checkpoint holds, for its checksum sidecar and the messages naming it: 'the best model of run X,
+    epoch 12' (utils/runtime/integrity.py)."""
+    recipe = recipe_for(cfg)
+    at = "" if epoch is None else f", {recipe.unit} {recipe.in_units(epoch)}"
+    return f"{what} of run {Path(cfg.run_dir).name}{at}"
 
 
 def load_training_state(path, optimizer, scheduler, criterion):
@@ -88,11 +98,37 @@ def resolve_resume(recipe, logger):
     if cfg.resume != "auto":
         path = Path(cfg.resume)
         return path / f"last_{cfg.bit}.pdckpt" if path.is_dir() else path
-    path = Path(cfg.run_dir) / f"last_{cfg.bit}.pdckpt"
-    if dist.broadcast_object(path.is_file()):
-        return path
-    logger.info("--resume auto: no %s yet, starting from %s 1", path, recipe.unit)
+    choice = {}
+    if dist.is_main_process():  # rank 0 chooses (or refuses), every rank takes its answer
+        try:
+            choice = {"path": auto_resume_file(Path(cfg.run_dir) / f"last_{cfg.bit}.pdckpt", logger)}
+        except UserError as err:
+            choice = {"refused": err}
+    choice = dist.broadcast_object(choice)
+    if "refused" in choice:
+        raise choice["refused"]
+    if choice["path"]:
+        return Path(choice["path"])
+    logger.info("--resume auto: no %s yet, starting from %s 1", Path(cfg.run_dir) / f"last_{cfg.bit}.pdckpt",
+                recipe.unit)
     return None
+
+
+def auto_resume_file(last, logger):
+    """(rank 0) The checkpoint --resume auto continues from: `last`, or when it is missing or damaged the previous
+    one kept beside it (utils/runtime/integrity.py), saying so; None when there is neither (a fresh start)."""
+    previous = integrity.previous_path(last)
+    if not last.is_file() and not previous.is_file():
+        return None
+    reason = "is missing" if not last.is_file() else integrity.damage(last)[1]
+    if not reason:
+        return str(last)
+    if not integrity.is_intact(previous):
+        raise UsageError(integrity.refusal(last, reason, integrity.holds(last, what="the last checkpoint"),
+                                           checkpoint.alternatives(last)))
+    logger.warning("--resume auto: %s %s; continuing from the previous checkpoint %s (%s)", last, reason, previous,
+                   integrity.holds(previous))
+    return str(previous)
 
 
 def stop_message(recipe, done):
@@ -108,6 +144,12 @@ def stop_message(recipe, done):
         return f"stopped by SIGTERM during {unit} 1, before any checkpoint: {how} starts again from {unit} 1"
     return f"stopped by SIGTERM during {unit} {done + 1}: {last} holds {unit} {done}; {how} to continue from {unit} " \
            f"{done + 1}"
+
+
+def announce_stop(message, logger):
+    """The stop line, in the log and, under the launcher, on its console too (where workerlog.0 no longer shows)."""
+    logger.error("%s", message)
+    dist.echo_to_launcher_console(message)
 
 
 def save_retrieval_codes(cfg, codes, checkpoint_path):
@@ -137,13 +179,32 @@ def write_plots(cfg, logger):
 
 
 # ------------------------------------------------------------------------------------------------------- the runs
+def claim_on_main_process(cfg):
+    """Rank 0 claims the run folder (utils/train/run_lock.py: its lock, a fresh folder for a default name, no earlier
+    run overwritten) before anything is written there; every rank gets the folder, or raises rank 0's refusal."""
+    claim = None
+    if dist.is_main_process():
+        try:
+            note = run_lock.claim_run_folder(cfg, training=not cfg.eval)
+            claim = {"run_dir": cfg.run_dir, "run_name": cfg.run_name, "note": note}
+        except UserError as err:
+            claim = {"refused": err}
+    claim = dist.broadcast_object(claim)
+    if "refused" in claim:
+        raise claim["refused"]
+    return claim
+
+
 def setup(cfg):
-    """Device, seeds, run folder (rank 0's name wins), logger, config.json."""
+    """Device, seeds, run folder (rank 0's, locked), logger, config.json."""
     dist.select_device(cfg.device)
     if cfg.num_workers is None:
         cfg.num_workers = dist.default_num_workers()  # here, where the processes sharing this machine are known
-    cfg.run_dir = dist.broadcast_object(cfg.run_dir)
+    claim = claim_on_main_process(cfg)
+    cfg.run_dir, cfg.run_name = claim["run_dir"], claim["run_name"]
     logger = setup_logger(cfg.run_dir, cfg.log_path)
+    if claim["note"]:
+        logger.info("%s", claim["note"])
     checkpoint.save_json(vars(cfg), Path(cfg.run_dir) / "config.json")
     logger.info("config: %s", " ".join(f"{k}={v}" for k, v in sorted(vars(cfg).items())))
     logger.info("world size %d, device %s, paddle %s", dist.get_world_size(), paddle.get_device(),
@@ -153,10 +214,16 @@ def setup(cfg):
 
 
 def run_eval(cfg):
-    """--eval: evaluate a checkpoint and write metrics.json in the run folder."""
+    """--eval: evaluate a checkpoint and write metrics.json in the run folder (by default beside the checkpoint's
+    run folder, utils/train/options.py). The folder is made only once the checkpoint and the data have loaded, so
+    an evaluation that cannot start leaves nothing behind (those first lines go to the console only)."""
+    dist.select_device(cfg.device)
+    if cfg.num_workers is None:
+        cfg.num_workers = dist.default_num_workers()
+    console = setup_logger()
+    model = build_model(cfg, console, weights=cfg.pretrained)
+    datasets, loaders = build_data(cfg, console)
     logger = setup(cfg)
-    model = build_model(cfg, logger, weights=cfg.pretrained)
-    datasets, loaders = build_data(cfg, logger)
     metrics = evaluate(model, loaders, cfg, logger=logger)
     logger.info("%s: mAP@%d = %.4f (random codes %.4f)", cfg.pretrained, metrics["topk"], metrics["map"],
                 metrics["map_random_codes"])
@@ -187,8 +254,8 @@ def run_train(cfg, wrap_model=None):
         done, best, frozen = load_training_state(resume, optimizer, scheduler, criterion)
         start_epoch = done + 1
         keep_epoch_rows(run_dir / "epochs.jsonl", done)  # rows of an epoch whose checkpoint never got written
-        logger.info("resumed from %s after %s %d (best mAP %.4f at %s %d)", resume, recipe.unit, recipe.in_units(done),
-                    best["map"], recipe.unit, recipe.in_units(best["epoch"]))
+        logger.info("resumed from %s after %s %d (%s)", resume, recipe.unit, recipe.in_units(done),
+                    recipe.describe_best(best))
         if done >= cfg.rounds:
             logger.info("all %d %ss were already trained; nothing to do (raise %s to train longer)", cfg.rounds,
                         recipe.round_word, recipe.length_flag)
@@ -198,14 +265,16 @@ def run_train(cfg, wrap_model=None):
         train_batches, encode_split = frozen_backbone_sources(model, datasets, cfg, logger, fit)
         trained = model.hash_layer
         # written once; the checkpoints then hold only what the run changes (utils/train/checkpoint.py)
-        frozen = checkpoint.save_frozen_backbone(model, run_dir / f"frozen_backbone_{cfg.bit}.pdparams", frozen)
+        frozen = checkpoint.save_frozen_backbone(model, run_dir / f"frozen_backbone_{cfg.bit}.pdparams", frozen,
+                                                 held(cfg, "the frozen backbone"))
     elif fit:
         fit_feature_standardization(model, loaders["train_eval"], logger)
     net = wrap_model(trained) if wrap_model else trained
 
     last_path, final = run_dir / f"last_{cfg.bit}.pdckpt", None
     # SIGTERM (preemption) stops the run at once, saying from which epoch the last checkpoint continues
-    guard = preemption.SigtermGuard(lambda done: logger.error("%s", stop_message(recipe, done)), done=start_epoch - 1)
+    guard = preemption.SigtermGuard(lambda done: announce_stop(stop_message(recipe, done), logger),
+                                    done=start_epoch - 1)
     guard.install()
     for epoch in range(start_epoch, cfg.rounds + 1):
         dist.seed_everything(cfg.seed, epoch)
@@ -222,8 +291,10 @@ def run_train(cfg, wrap_model=None):
             row.update(map=final["map"], map_random_codes=final["map_random_codes"])
             if final["map"] > best["map"]:
                 best = {"map": final["map"], "epoch": epoch, "metrics": final}
-                best_path = checkpoint.save_weights(model, run_dir / f"model_best_{cfg.bit}.pdparams", frozen)
-                checkpoint.save(optimizer.state_dict(), run_dir / f"model_best_{cfg.bit}.pdopt")
+                best_path = checkpoint.save_weights(model, run_dir / f"model_best_{cfg.bit}.pdparams", frozen,
+                                                    held(cfg, "the best model", epoch))
+                checkpoint.save(optimizer.state_dict(), run_dir / f"model_best_{cfg.bit}.pdopt",
+                                held(cfg, "the optimizer state of the best model", epoch))
                 save_retrieval_codes(cfg, db_codes, best_path)
             logger.info("%s mAP@%d: %.4f (best %.4f at %s %d; random codes %.4f)", recipe.round_name(epoch),
                         final["topk"], final["map"], best["map"], recipe.unit, recipe.in_units(best["epoch"]),

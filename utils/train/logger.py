@@ -8,6 +8,21 @@ from utils.runtime.dist import get_rank, is_main_process
 from utils.runtime.fileio import atomic_write
 
 
+class RunLogFile(logging.FileHandler):
+    """The run's log file. A disk that fills up (or turns read-only) is said once, in one line on stderr, and the
+    log goes on on the console alone: logging's default is a traceback for every line that cannot be written."""
+    failed = False
+
+    def handleError(self, record):  # noqa: N802 -- logging's name
+        err = sys.exc_info()[1]
+        if not isinstance(err, OSError):
+            return super().handleError(record)
+        if not self.failed:
+            self.failed = True
+            print(f"warning: the log file {self.baseFilename} cannot be written ({err.strerror}); the log goes on on "
+                  f"the console only", file=sys.stderr, flush=True)
+
+
 def setup_logger(run_dir=None, log_name="log.txt"):
     """Logger printing to the console; rank 0 also writes `run_dir/log_name`. Other ranks print with a prefix."""
     logger = logging.getLogger("hashnet")
@@ -23,7 +38,7 @@ def setup_logger(run_dir=None, log_name="log.txt"):
     logger.addHandler(console)
     if run_dir is not None and is_main_process():
         Path(run_dir).mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(Path(run_dir) / log_name, encoding="utf-8")
+        file_handler = RunLogFile(Path(run_dir) / log_name, encoding="utf-8")
         file_handler.setFormatter(fmt)
         logger.addHandler(file_handler)
     return logger
@@ -33,8 +48,12 @@ def append_jsonl(path, row):
     """One JSON object per line (per epoch): easy to load with pandas.read_json(lines=True). Rank 0 only."""
     if not is_main_process():
         return
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row, sort_keys=True) + "\n")
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row, sort_keys=True) + "\n")
+    except OSError as err:  # a full disk: name the file (utils/runtime/errors.describe_os_error words it)
+        err.filename = err.filename or str(path)
+        raise
 
 
 def keep_epoch_rows(path, last_epoch):

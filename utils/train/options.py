@@ -20,7 +20,7 @@ from utils.config.flags import (
 )
 from utils.config.presets import BIT_SEEDS, metric_name
 from utils.config.resolve import resolve_flags
-from utils.config.run_folder import EVAL_KEYS, resolve_checkpoint
+from utils.config.run_folder import EVAL_KEYS, resolve_checkpoint, run_folder_of
 from utils.runtime.errors import UsageError
 from utils.train.recipes import RECIPES, resolve_recipe
 
@@ -48,6 +48,9 @@ def get_parser(description="HashNet (ICCV 2017) in PaddlePaddle"):
              help="last_{bit}.pdckpt (or its run folder) to continue training from; 'auto' = the run folder's "
                   "last_{bit}.pdckpt when there is one, else start fresh (rerun the identical command after "
                   "preemption)")
+    add_flag(g, "--overwrite", action="store_true",
+             help="train into a --run-name folder that holds an earlier run: move that run aside to "
+                  "<folder>.old-<time> first (without it, or --resume, such a folder is refused)")
     add_flag(g, "--output-dir", default="output", help="parent folder of the run folders")
     add_flag(g, "--run-name", default=None,
              help="run folder name; {dataset} and {bit} are filled in (default {dataset}_{bit}bits_train_{time}, "
@@ -135,12 +138,19 @@ def parse_args(argv=None, description=None):
         args.pretrained = str(resolve_checkpoint(args.pretrained, args.bit))
         if "backbone_weights" not in given:
             args.backbone_weights = "none"  # the checkpoint holds every weight: no ImageNet file to look for
+        if "output_dir" not in given:  # beside the evaluated run, not under whatever folder the command runs in
+            args.output_dir = str(run_folder_of(args.pretrained).resolve().parent)
     args.metric = metric_name(args.map_at)
     resolve_recipe(args, given, flag_spellings(parser, argv))
     if args.seed is None:
         args.seed = BIT_SEEDS.get(args.bit, 0)
     if args.log_path is None:
         args.log_path = f"log_{'eval' if args.eval else 'train'}_{args.bit}.txt"
+    if args.overwrite and args.resume:
+        raise UsageError(f"--overwrite (move the run folder's earlier run aside and start again) and --resume "
+                         f"{args.resume} (continue it) contradict each other: give one")
+    # a default timestamped name is made unique when the folder is created (utils/train/run_lock.claim_fresh_folder)
+    args.run_name_is_default = args.run_name is None and not args.resume
     if args.run_name is None:
         if args.resume == "auto":
             args.run_name = f"{args.dataset}_{args.bit}bits_train"

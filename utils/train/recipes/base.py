@@ -47,6 +47,13 @@ class Recipe:
         """A round counted in the recipe's unit."""
         return rounds
 
+    def describe_best(self, best):
+        """The best evaluation so far for the resume line: 'best mAP 0.5401 at epoch 3', or 'no evaluation yet'
+        (a run resumed before its first evaluation holds the placeholder mAP -1 at round 0)."""
+        if best.get("epoch", 0) <= 0 or best.get("map", -1.0) < 0:
+            return "no evaluation yet"
+        return f"best mAP {best['map']:.4f} at {self.unit} {self.in_units(best['epoch'])}"
+
     def round_name(self, rounds):
         """How logs name a round: 'Epoch[003/150]'."""
         return f"Epoch[{rounds:03d}/{self.cfg.rounds:03d}]"
