@@ -298,3 +298,21 @@ def test_serve_cli_prints_its_local_address_and_serves(site):
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+def test_a_listed_query_the_page_cannot_encode_is_a_message_not_a_500(site, monkeypatch):
+    """A query of the list that is over the pixel limit (413) or unreadable (422) is named on the page, as an upload
+    would be; the server goes on answering."""
+    from PIL import Image
+    service, client = site["service"], site["client"]
+    huge, broken = site["base"] / "huge_query.png", site["base"] / "broken_query.png"
+    side = int(MAX_PIXELS ** 0.5) + 10
+    Image.new("1", (side, side)).save(huge)
+    broken.write_bytes(b"not an image")
+    for path, status, words in ((huge, 413, f"the limit is {MAX_PIXELS:,} pixels"), (broken, 422, "unreadable")):
+        monkeypatch.setattr(service, "query_file", lambda index, path=path: path)
+        page = client.get("/search?query=0")
+        assert page.status_code == status
+        assert words in error_of(page.get_data(as_text=True)) and path.name in error_of(page.get_data(as_text=True))
+    monkeypatch.undo()
+    assert client.get("/search?query=0").status_code == 200

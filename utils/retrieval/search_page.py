@@ -98,7 +98,10 @@ class SearchService:
 
     def search_query(self, index, k):
         path = self.query_file(index)
-        code = self.encode_file(path)
+        try:
+            code = self.encode_file(path)
+        except UserError as err:  # a listed image over the pixel limit, or unreadable: the page says which
+            raise PageError(str(err), 413 if "pixels" in str(err) else 422) from err
         entry = self.search(code, k, self.query_paths[index], self.query_labels[index])
         entry.update(source="query", query_index=index, query_thumb=url_for("query_thumb", index=index))
         return entry
