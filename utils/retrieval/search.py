@@ -80,16 +80,14 @@ def load_batch(paths, transform):
 
 
 def encode_images(encode_batch, paths, transform, batch_size, desc="encode queries"):
-    """Raw outputs (n, bits) of encode_batch over the images, in order, batch by batch."""
-    starts = range(0, len(paths), batch_size)
-    outputs = [np.asarray(encode_batch(load_batch(paths[s:s + batch_size], transform)), dtype=np.float32)
-               for s in tqdm(starts, desc=desc, leave=False, disable=len(starts) < 2, file=sys.stderr)]
-    return np.concatenate(outputs)
+    """Raw outputs (n, bits) of encode_batch over the images, in order, batch by batch; an unreadable image raises."""
+    return encode_queries(encode_batch, paths, transform, batch_size, desc, skip_unreadable=False)[1]
 
 
-def encode_queries(encode_batch, paths, transform, batch_size, desc="encode queries"):
-    """(readable paths, their raw outputs, {path: reason} of the others): encode_images that reports an unreadable,
-    vanished or over-limit query in one line and goes on with the rest, so one bad file does not cost the batch."""
+def encode_queries(encode_batch, paths, transform, batch_size, desc="encode queries", skip_unreadable=True):
+    """(readable paths, their raw outputs, {path: reason} of the others), batch by batch. An unreadable, vanished or
+    over-limit query is reported in one line and the rest go on, so one bad file does not cost the batch (unless
+    skip_unreadable is False: then its UserError is raised)."""
     readable, outputs, failures = [], [], {}
     starts = range(0, len(paths), batch_size)
     for start in tqdm(starts, desc=desc, leave=False, disable=len(starts) < 2, file=sys.stderr):
@@ -98,6 +96,8 @@ def encode_queries(encode_batch, paths, transform, batch_size, desc="encode quer
             try:
                 arrays.append(load_batch([path], transform)[0])
             except UserError as err:
+                if not skip_unreadable:
+                    raise
                 failures[path] = str(err)
                 log_to_stderr(f"error: {err} (skipped; the other queries are answered)")
                 continue

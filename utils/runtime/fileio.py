@@ -94,6 +94,21 @@ def save_json(obj, path):
     return Path(path)
 
 
+def read_json_object(path):
+    """(the JSON object in the file `path`, None); (None, None) when there is no such file; (None, why it is not a
+    JSON object) otherwise. The one reader of the sidecars (caches here, checksums in utils/runtime/integrity.py)."""
+    path = Path(path)
+    if not path.is_file():
+        return None, None
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        return None, str(err)
+    if not isinstance(recorded, dict):
+        return None, f"a JSON {type(recorded).__name__}, not an object"
+    return recorded, None
+
+
 def sidecar_mismatch(sidecar, wanted, explain=None):
     """Why the JSON file `sidecar` does not vouch for `wanted` (what a cache must have been made from), or None when
     it does; returns (what the sidecar records, or None when it is missing or unreadable; the reason, or None).
@@ -104,15 +119,9 @@ def sidecar_mismatch(sidecar, wanted, explain=None):
     default '<key> differs'. The two caches (utils/datasets/cache.py, utils/retrieval/search.py) add their own
     checks of the data files after this one.
     """
-    sidecar = Path(sidecar)
-    if not sidecar.is_file():
-        return None, "missing"
-    try:
-        recorded = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        return None, f"unreadable sidecar {sidecar} ({err})"
-    if not isinstance(recorded, dict):
-        return None, f"unreadable sidecar {sidecar} (a JSON {type(recorded).__name__}, not an object)"
+    recorded, why = read_json_object(sidecar)
+    if recorded is None:
+        return None, f"unreadable sidecar {sidecar} ({why})" if why else "missing"
     explain = explain or (lambda key, old, new: f"{key} differs")
     phrases = [explain(key, recorded.get(key), value) for key, value in wanted.items() if recorded.get(key) != value]
     phrases = [phrase for phrase in phrases if phrase]

@@ -12,13 +12,12 @@ with keep_previous, moves an intact old version to `<stem>.prev<suffix>` with it
 so that one damaged file never loses a run. A file without a sidecar (written by an older run) loads with one note.
 No Paddle import here.
 """
-import json
 import os
 from pathlib import Path
 
 from utils.runtime.console import log_to_stderr
 from utils.runtime.errors import MissingFileError, UsageError
-from utils.runtime.fileio import atomic_write, save_json, sha256_of
+from utils.runtime.fileio import atomic_write, read_json_object, save_json, sha256_of
 
 SUFFIX = ".sha256"
 FORMAT = 1
@@ -39,13 +38,12 @@ def previous_path(path):
 def read_record(path):
     """The sidecar's record of `path`, None when there is none, or {"unreadable": why}."""
     sidecar = checksum_path(path)
-    if not sidecar.is_file():
+    record, why = read_json_object(sidecar)
+    if record is None and why is None:
         return None
-    try:
-        record = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        return {"unreadable": f"its checksum file {sidecar} is unreadable ({err})"}
-    if not isinstance(record, dict) or not {"sha256", "size"} <= set(record):
+    if record is None and not why.startswith("a JSON"):
+        return {"unreadable": f"its checksum file {sidecar} is unreadable ({why})"}
+    if record is None or not {"sha256", "size"} <= set(record):
         return {"unreadable": f"its checksum file {sidecar} is not a checksum record"}
     return record
 

@@ -91,7 +91,8 @@ def save_frozen_backbone(model, path, reuse=None, holds=None):
     if is_main_process():  # 230 MB for AlexNet: refused before writing when it cannot fit
         fileio.ensure_free_space(path, sum(t.numel().item() * t.element_size() for t in backbone.values()))
     save(backbone, path, holds)
-    return {"file": path.name, "sha256": sha256_of(path) if is_main_process() else None}
+    # the digest save() recorded in the file's sidecar, not a second pass over 230 MB
+    return {"file": path.name, "sha256": integrity.read_record(path)["sha256"] if is_main_process() else None}
 
 
 def model_entries(model, frozen=None):
@@ -127,7 +128,8 @@ def load_model_state(path, what="checkpoint (--pretrained)"):
     backbone_state = load(backbone, f"the frozen backbone {path} was trained with",
                           advice="every checkpoint of its run needs it: restore it from a copy of the run folder, or "
                                  "retrain")
-    found = sha256_of(backbone)
+    # load() checked the file against its sidecar: the recorded digest is the file's (an older file: hashed here)
+    found = (integrity.read_record(backbone) or {}).get("sha256") or sha256_of(backbone)
     if found != reference["sha256"]:
         raise UsageError(f"{backbone} is not the backbone {path} was trained with (sha256 {reference['sha256'][:12]} "
                          f"recorded, {found[:12]} found): a later run in the same folder wrote another one; use that "
