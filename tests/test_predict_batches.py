@@ -11,7 +11,7 @@ from PIL import Image, ImageFile
 import export_model
 from deploy.inference_python import infer
 from test_predict import json_results, list_items, run_predict, toy_args, toy_checkpoint
-from utils.retrieval import contact_sheet, limits, search_page
+from utils.retrieval import contact_sheet, limits
 from utils.runtime.errors import UsageError
 
 
@@ -106,6 +106,8 @@ def test_pil_bomb_sizes_are_refused_with_the_limit(tmp_path):
 
 
 def test_every_entry_point_shares_the_limits():
+    search_page = pytest.importorskip("utils.retrieval.search_page", reason="the search page needs Flask "
+                                      "(requirements-web.txt)")
     assert search_page.MAX_PIXELS == limits.MAX_PIXELS == 40_000_000
     assert search_page.MAX_K == limits.MAX_RESULTS == 1000
 
