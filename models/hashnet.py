@@ -13,6 +13,7 @@ import paddle.nn as nn
 
 from models.alexnet import init_kaiming_
 from models.backbones import DEFAULT_BACKBONE, backbone_spec, build_network
+from models.divide_encode import DivideAndEncode
 from models.pretrained import load_pretrained
 from utils.datasets.normalization import IMAGENET_MEAN, IMAGENET_STD
 from utils.runtime.errors import UsageError
@@ -23,6 +24,7 @@ from utils.runtime.errors import UsageError
 # the RMS (oneDNN against the dynamic graph, docs/testing.md#cross-engine-tolerances), so a kept unit's standardised
 # value is known to ~1e-2 of its std at worst.
 CONSTANT_FEATURE_RTOL = 1e-3
+HASH_HEADS = ("linear", "divide_encode")  # the hash layer: one linear layer, or DNNH's divide-and-encode module
 
 
 def normalize_images(x):
@@ -58,8 +60,10 @@ class HashNet(nn.Layer):
     its batch (docs/backbones.md#batchnorm; several processes: the engine shares rank 0's statistics).
     """
 
-    def __init__(self, hash_bit, pretrained=None, init="paddle", backbone=DEFAULT_BACKBONE):
+    def __init__(self, hash_bit, pretrained=None, init="paddle", backbone=DEFAULT_BACKBONE, hash_head="linear"):
         super().__init__()
+        if hash_head not in HASH_HEADS:
+            raise UsageError(f"hash_head must be one of {', '.join(HASH_HEADS)}, got {hash_head!r}")
         if hash_bit < 1:
             raise UsageError(f"--bit must be a positive number of bits, got {hash_bit}")
         spec = backbone_spec(backbone)
@@ -94,10 +98,13 @@ class HashNet(nn.Layer):
         self.own_input = spec.own_input  # CaffeNet: BGR 0-255 minus the mean pixel, made by the network itself
         self.register_buffer("feature_mean", paddle.zeros([spec.feature_dim]), persistable=True)
         self.register_buffer("feature_std", paddle.ones([spec.feature_dim]), persistable=True)
-        self.hash_layer = nn.Linear(
-            spec.feature_dim, hash_bit,
-            weight_attr=paddle.ParamAttr(learning_rate=10.0, initializer=nn.initializer.Normal(0.0, 0.01)),
-            bias_attr=paddle.ParamAttr(learning_rate=10.0, initializer=nn.initializer.Constant(0.0)))
+        if hash_head == "divide_encode":  # DNNH's (docs/methods.md#dnnh): bit k sees only the k-th slice of fc7
+            self.hash_layer = DivideAndEncode(spec.feature_dim, hash_bit)
+        else:
+            self.hash_layer = nn.Linear(
+                spec.feature_dim, hash_bit,
+                weight_attr=paddle.ParamAttr(learning_rate=10.0, initializer=nn.initializer.Normal(0.0, 0.01)),
+                bias_attr=paddle.ParamAttr(learning_rate=10.0, initializer=nn.initializer.Constant(0.0)))
 
     def backbone_parameters(self):
         return [p for name, p in self.named_parameters() if not name.startswith("hash_layer.")]

@@ -8,10 +8,16 @@ bit widths, HashNet's published mAP beside this project's, each dataset under it
 ImageNet, mAP@5000 for NUS-WIDE and MS-COCO), cells without a run shown as such, and each dataset's protocol line
 (train / query / database sizes of the lists the runs used).
 
+Runs of several --method values (scripts/compare_methods.sh, docs/methods.md) add the comparison first: Table 1 with
+every method of the paper as a row, the ablation table, the times and the figures across methods
+(scripts/report_methods.py, scripts/report_method_figures.py, the published cells in scripts/report_paper_numbers.py);
+the sections below then cover HashNet's own runs.
+
 Writes <out>/report.md and, next to it, precision_radius2_vs_bits.png, map_vs_bits.png,
-precision_at_n_curves.png and pr_curves.png. Reads each run folder's metrics.json and config.json (and
-nothing else), so it runs without Paddle. The pieces: scripts/report_runs.py (the run folders and the published
-numbers), scripts/report_tables.py (the Markdown tables and notes), scripts/report_figures.py (the figures).
+precision_at_n_curves.png and pr_curves.png. Reads each run folder's metrics.json and config.json (and, for the
+comparison's histograms and t-SNE maps, query_outputs_{bit}.npz), so it runs without Paddle. The pieces:
+scripts/report_runs.py (the run folders and the published numbers), scripts/report_tables.py (the Markdown tables and
+notes), scripts/report_figures.py (the figures).
 """
 from __future__ import annotations
 
@@ -22,14 +28,29 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `python scripts/report.py` from anywhere
 from scripts.report_figures import FIGURES, write_figures  # noqa: E402
+from scripts.report_method_figures import write_method_figures  # noqa: E402
+from scripts.report_methods import build_comparison_section, comparison_groups  # noqa: E402
 from scripts.report_runs import find_runs  # noqa: E402
 from scripts.report_tables import build_notes, build_paper_section, build_table  # noqa: E402
 from utils.hashing.plots import PR_RADIUS, atomic_write_bytes  # noqa: E402
 from utils.runtime.failure import USER_ERROR_EXIT  # noqa: E402
 
 
-def build_report(runs):
-    """The text of report.md."""
+def build_report(runs, method_figures=None):
+    """The text of report.md: with runs of several methods (--method), the comparison first (scripts/report_methods.py,
+    its figures `method_figures` from write_method_figures), then HashNet's runs as before."""
+    compared = len({r.method for r in runs}) > 1
+    comparison = [build_comparison_section(runs), ""] if compared else []
+    for (dataset, recipe), figures in (method_figures or {}).items():
+        comparison += [f"### Figures · {dataset} · {recipe} recipe", ""]
+        comparison += [f"![{caption}]({name})" for caption, name in figures] + [""]
+    if compared:
+        comparison += ["The t-SNE maps need scikit-learn (`pip install -r requirements-report.txt`)." if not any(
+            name.endswith("_tsne.png") for figures in (method_figures or {}).values() for _, name in figures)
+            else "", ""]
+    runs = [r for r in runs if r.method == "hashnet"]
+    if not runs:
+        return "\n".join(["# HashNet (PaddlePaddle) retrieval results", "", *comparison])
     figures = "\n".join([
         f"![precision within Hamming radius {PR_RADIUS} vs bits]({FIGURES['precision_radius']})",
         f"![mAP@K vs bits]({FIGURES['map']})",
@@ -39,6 +60,8 @@ def build_report(runs):
     return "\n".join([
         "# HashNet (PaddlePaddle) retrieval results",
         "",
+        *comparison,
+        *(["# HashNet's runs", ""] if compared else []),
         *([build_paper_section(runs), "", "## Runs", ""] if any(r.protocol is not None for r in runs) else []),
         "Columns: one per run, ordered by bit width. Numbers of this project use 4 decimals; reference rows "
         "keep the digits as published.",
@@ -71,8 +94,12 @@ def main(argv=None):
     args = parse_args(argv)
     runs = find_runs(args.runs)
     out_dir = Path(args.out)
-    write_figures(runs, out_dir)
-    text = build_report(runs)
+    hashnet = [r for r in runs if r.method == "hashnet"]
+    if hashnet:
+        write_figures(hashnet, out_dir)
+    method_figures = write_method_figures(comparison_groups(runs), out_dir) if len({r.method for r in runs}) > 1 \
+        else None
+    text = build_report(runs, method_figures)
     report = atomic_write_bytes(out_dir / "report.md", text.encode("utf-8"))
     print(text)
     print(f"written: {report}")

@@ -77,6 +77,16 @@ class Run:
         return str(self.config.get("recipe") or "seed")
 
     @property
+    def method(self):
+        """The run's --method from config.json ('hashnet' for runs from before the flag)."""
+        return str(self.config.get("method") or "hashnet")
+
+    @property
+    def train_time(self):
+        """Seconds the run spent training (its epochs) or fitting (a shallow method), None when not recorded."""
+        return self.doc.get("train_time")
+
+    @property
     def backbone(self):
         """The run's --backbone from config.json; runs from before the flag (or without config.json) are AlexNet's."""
         return str(self.config.get("backbone") or DEFAULT_BACKBONE)

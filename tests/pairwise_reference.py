@@ -7,8 +7,9 @@ import numpy as np
 
 
 def caffe_pairwise_loss(u1, y1, u2, y2, sigmoid_param, class_num=1.0, l_threshold=15.0, continuous=True,
-                        alpha_on_first_entries=True):
-    """(loss, dL/du1, dL/du2) in float64, as the layer's Forward_gpu and Backward_gpu compute them."""
+                        alpha_on_first_entries=True, cosine_target=False):
+    """(loss, dL/du1, dL/du2) in float64, as the layer's Forward_gpu and Backward_gpu compute them; cosine_target:
+    HashNet+C's similarity, the labels' cosine in place of the layer's 0/1 s (docs/methods.md#hashnet-variants)."""
     u1, y1, u2, y2 = (np.asarray(a, dtype=np.float64) for a in (u1, y1, u2, y2))
     half, label_dim = u1.shape[0], y1.shape[1]
     loss_sum, count_sum = 0.0, 0.0
@@ -19,15 +20,17 @@ def caffe_pairwise_loss(u1, y1, u2, y2, sigmoid_param, class_num=1.0, l_threshol
             if raw < 0 or raw >= label_dim:      # SimilarityProcess: unknown label, count 0, loss 0, diff 0
                 continue
             similar = raw > 0
+            target = raw / math.sqrt(float(y1[i] @ y1[i]) * float(y2[j] @ y2[j])) if cosine_target and similar \
+                else float(similar)
             p = sigmoid_param * float(u1[i] @ u2[j])
             if l_threshold >= 0 and p >= l_threshold:
-                pair = p * (1 - similar)
+                pair = p * (1 - target)
             else:
-                pair = math.log(1 + math.exp(p)) - similar * p
+                pair = math.log(1 + math.exp(p)) - target * p
             weight = class_num if similar else 1.0
             loss_sum += pair * weight
             count_sum += weight
-            d = 2 * (1 / (1 + math.exp(-p)) - similar) * weight
+            d = 2 * (1 / (1 + math.exp(-p)) - target) * weight
             if continuous:
                 own1 = float(y1[i] @ y1[i]) or 1.0
                 own2 = float(y2[j] @ y2[j]) or 1.0

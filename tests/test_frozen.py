@@ -10,6 +10,7 @@ import paddle
 import pytest
 
 from conftest import assert_training_moved, run_cli, toy_args
+from utils.hashing.codes import sign_codes
 
 VIEWS = 2
 
@@ -103,7 +104,8 @@ def test_cached_features_and_the_hash_layer_give_the_full_models_codes(frozen_se
                                  frozen_setup["outputs_of"], lambda: "dygraph")
     for step in range(2):
         for split in ("test", "database"):
-            codes, labels = cached(split, split)
+            outputs, labels = cached(split, split)
+            codes = sign_codes(outputs)
             raw, image_labels = evaluation.predict_outputs(model, loaders[split])
             np.testing.assert_array_equal(frozen.hash_outputs(model.hash_layer, cached.features[split][0],
                                                               cfg.batch_size), raw)

@@ -165,7 +165,7 @@ def find_cycle(graph):
 # named by its packages; "utils" alone is utils/__init__.py (PROJECT_ROOT), utils.tools the seed's names for hashing.
 LAYERS = (
     ("utils", "utils.runtime"),  # how a process runs: imports nothing else of utils/
-    ("utils.hashing", "utils.tools"),  # codes, metrics, plots: no Paddle (HASHING)
+    ("utils.hashing", "utils.tools", "utils.shallow"),  # codes, metrics, plots, shallow methods: no Paddle (HASHING)
     ("utils.config",),
     ("utils.datasets", "utils.losses", "utils.optim"),
     ("utils.retrieval",),
@@ -174,7 +174,7 @@ LAYERS = (
 )
 ENTRY_POINTS = len(LAYERS) - 1
 TRAIN = LAYERS.index(("utils.train",))
-HASHING = ("utils.hashing", "utils.tools")
+HASHING = ("utils.hashing", "utils.tools", "utils.shallow")
 # models/ stands beside the layers: it imports only models/, utils.runtime and the input normalisation's constants (a
 # module that imports nothing, the contract between the images and the network); the training side and the entry
 # points import it, and utils.config the backbone registry (models.backbones, no Paddle) for --backbone's names

@@ -25,10 +25,22 @@ def check_against_reference(u, y, **settings):
     ref = dict(settings)
     ref["continuous"] = ref.pop("continuous_similarity", True)
     ref["alpha_on_first_entries"] = ref.pop("alpha_in_gradient", "first_entries") == "first_entries"
+    ref["cosine_target"] = ref.pop("cosine_similarity", False)
     want_loss, grad1, grad2 = caffe_pairwise_loss(u[:half], y[:half], u[half:], y[half:], **ref)
     np.testing.assert_allclose(got_loss, want_loss, rtol=RTOL)
     np.testing.assert_allclose(got_grad, np.concatenate([grad1, grad2]), rtol=RTOL, atol=1e-12)
     return got_loss, got_grad
+
+
+@pytest.mark.parametrize("continuous", [True, False])
+def test_hashnet_plus_c_takes_the_labels_cosine_as_the_pairs_similarity(continuous):
+    """HashNet+C in the paper recipe (docs/methods.md#hashnet-variants): the layer's loss and gradient with s the
+    cosine of the two label vectors; it differs from the 0/1 layer wherever a similar pair's labels are not equal."""
+    u, y = pairwise_batch(seed=11)
+    loss, grad = check_against_reference(u, y, sigmoid_param=2.0, class_num=5.0, continuous_similarity=continuous,
+                                         cosine_similarity=True)
+    binary_loss, binary_grad = loss_and_grad(PairwiseLoss(2.0, 5.0, continuous_similarity=continuous), u, y)
+    assert abs(loss - binary_loss) > 1e-3 and np.abs(grad - binary_grad).max() > 1e-3
 
 
 @pytest.mark.parametrize("class_num", [1.0, 5.0, 100.0])

@@ -18,6 +18,9 @@ from utils.runtime.errors import MissingFileError, UsageError
 # overriding a data key searches or evaluates another database (said in a note).
 MODEL_KEYS = ("bit", "backbone", "resize_size", "resize_mode", "crop_size")  # no "backbone": an AlexNet run
 EVAL_KEYS = ("map_at",)  # --eval also reports the run's mAP@K
+# what the network is, with no flag of its own in predict.py, serve.py and export_model.py: taken from the run always
+# (--method dnnh has another hash layer, utils/train/build.hash_head_of)
+NETWORK_KEYS = ("method",)
 PATH_KEYS = ("data_path", "list_dir")  # stored absolute; old relative ones are resolved by _training_cwd
 # Runs written before the configuration keys took their flags' names (7316a2e and earlier) stored the seed
 # repository's names; their config.json is read under today's, so a run folder of any age stays enough.
@@ -81,7 +84,7 @@ def run_config_for(path):
     if not isinstance(config, dict):
         raise UsageError(f"{config_path}: expected a JSON object of training flags, got {type(config).__name__}")
     config = {OLD_KEYS.get(key, key): value for key, value in config.items()}
-    values = {k: v for k, v in config.items() if k in MODEL_KEYS + EVAL_KEYS or is_data_key(k)}
+    values = {k: v for k, v in config.items() if k in MODEL_KEYS + EVAL_KEYS + NETWORK_KEYS or is_data_key(k)}
     bases = [b for b in (_training_cwd(config, run_dir), PROJECT_ROOT) if b is not None]
     for key in PATH_KEYS:
         if key in values:
@@ -108,6 +111,9 @@ def apply_run_config(args, given, extra_keys=(), config=None, log=None, spelled=
         return None
     log = log or log_to_stderr
     for key, trained in config["values"].items():
+        if key in NETWORK_KEYS and key not in given:
+            setattr(args, key, trained)
+            continue
         if not hasattr(args, key) or (key not in MODEL_KEYS and not is_data_key(key) and key not in extra_keys):
             continue
         if key not in given:

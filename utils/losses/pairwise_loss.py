@@ -47,6 +47,14 @@ def pair_weights(labels1, labels2, class_num, continuous_similarity):
     return similar, count, grad_weight
 
 
+def cosine_target(labels1, labels2, similar):
+    """HashNet+C's pair similarity (docs/methods.md#hashnet-variants): the cosine of the two label vectors where the
+    layer knows the pair (similar > 0), 0 elsewhere."""
+    norms = paddle.matmul(labels1.norm(axis=1, keepdim=True), labels2.norm(axis=1, keepdim=True), transpose_y=True)
+    cosine = paddle.matmul(labels1, labels2, transpose_y=True) / paddle.clip(norms, min=1e-12)
+    return paddle.where(similar > 0, cosine, paddle.zeros_like(cosine))
+
+
 def _alpha_factor(rows, first_row, bits, half, sigmoid_param, alpha_in_gradient, dtype):
     """The factor of each gradient entry of rows first_row..first_row+rows of a half (rows x bits).
 
@@ -66,7 +74,8 @@ class _PairwiseLossFunction(paddle.autograd.PyLayer):
     @staticmethod
     def forward(ctx, u1, u2, spec):
         codes1, codes2 = spec.gather(u1), spec.gather(u2)
-        similar, count, grad_weight = spec.weights
+        _, count, grad_weight = spec.weights
+        similar = spec.target  # the pairs' s: 0/1, or the labels' cosine (HashNet+C)
         p = spec.sigmoid_param * paddle.matmul(codes1, codes2, transpose_y=True)
         # log(1 + e^p) - s p, written without overflow; the layer switches to p (1 - s) from l_threshold on
         pair_loss = paddle.log1p(paddle.exp(-paddle.abs(p))) + F.relu(p) - similar * p
@@ -112,12 +121,15 @@ class PairwiseLoss(nn.Layer):
     sigmoid_param: 0.2 in the authors' prototxts (48 bits; their comment and README: 10 / bits). class_num: the
     similar pairs' weight (COCO 1, NUS-WIDE 5, ImageNet 100). l_threshold: 15; a negative value switches the
     threshold branch off, as in the layer. alpha_in_gradient: "first_entries" (the layer as written) or "all"
-    (sigmoid_param on every gradient entry, as the equations read).
+    (sigmoid_param on every gradient entry, as the equations read). cosine_similarity: the pairs' s is the labels'
+    cosine instead of 0/1 (HashNet+C, docs/methods.md#hashnet-variants; not an option of the authors' layer, whose
+    continuous_similarity is the c_ij of the pair weights).
     """
 
     def __init__(self, sigmoid_param, class_num=1.0, l_threshold=15.0, continuous_similarity=True,
-                 alpha_in_gradient=ALPHA_ON_FIRST_ENTRIES):
+                 alpha_in_gradient=ALPHA_ON_FIRST_ENTRIES, cosine_similarity=False):
         super().__init__()
+        self.cosine_similarity = bool(cosine_similarity)
         if not class_num > 0:
             raise UsageError(f"PairwiseLoss: class_num must be > 0 (the similar pairs' weight), got {class_num}")
         if alpha_in_gradient not in (ALPHA_ON_FIRST_ENTRIES, ALPHA_ON_ALL):
@@ -151,7 +163,8 @@ class PairwiseLoss(nn.Layer):
         with paddle.no_grad():
             labels1, labels2 = (self._gather(part) for part in paddle.split(labels, 2, axis=0))
             weights = pair_weights(labels1, labels2, self.class_num, self.continuous_similarity)
-        spec = _Spec(gather=lambda t: self._gather(t.detach()), weights=weights, half=labels1.shape[0],
+            target = cosine_target(labels1, labels2, weights[0]) if self.cosine_similarity else weights[0]
+        spec = _Spec(gather=lambda t: self._gather(t.detach()), weights=weights, target=target, half=labels1.shape[0],
                      sigmoid_param=self.sigmoid_param, l_threshold=self.l_threshold,
                      alpha_in_gradient=self.alpha_in_gradient, rank=self.rank, world_size=self.world_size)
         return _PairwiseLossFunction.apply(u1, u2, spec)

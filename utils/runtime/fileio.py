@@ -67,6 +67,16 @@ def atomic_write_bytes(path, data):
     return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
+def save_arrays(path, **arrays):
+    """np.savez the arrays to `path` (a .npz), atomically."""
+    import numpy as np
+
+    def write(tmp):
+        with open(tmp, "wb") as f:  # a file object: np.savez would add .npz to the temp file's name
+            np.savez(f, **arrays)
+    return atomic_write(path, write, size=sum(getattr(a, "nbytes", 0) for a in arrays.values()))
+
+
 def sha256_of(path, chunk=1 << 22):
     """Hex sha256 of a file's bytes, read in chunks."""
     digest = hashlib.sha256()

@@ -26,6 +26,11 @@ def backbone_of(cfg):
     return getattr(cfg, "backbone", None) or DEFAULT_BACKBONE
 
 
+def hash_head_of(cfg):
+    """The hash layer of cfg's --method: DNNH's divide-and-encode module, else HashNet's linear layer."""
+    return "divide_encode" if getattr(cfg, "method", None) == "dnnh" else "linear"
+
+
 def resolve_backbone_weights(cfg, logger):
     """Path of the backbone's ImageNet weights to start from, or None for a random backbone (with a warning on real
     data)."""
@@ -54,10 +59,10 @@ def build_model(cfg, logger, weights=None, what="checkpoint (--pretrained)"):
     # unique_name.guard: parameter (and so optimizer-state) names do not depend on what else this process built
     with paddle.utils.unique_name.guard():
         if weights or not dist.is_main_process():
-            model = HashNet(cfg.bit, init="none", backbone=backbone_of(cfg))
+            model = HashNet(cfg.bit, init="none", backbone=backbone_of(cfg), hash_head=hash_head_of(cfg))
         else:
             model = HashNet(cfg.bit, pretrained=resolve_backbone_weights(cfg, logger), init=cfg.init,
-                            backbone=backbone_of(cfg))
+                            backbone=backbone_of(cfg), hash_head=hash_head_of(cfg))
     if weights:
         checkpoint.load_model_weights(model, weights, what)
     else:

@@ -61,11 +61,18 @@ def load(path, what="checkpoint", advice=None):
 
 
 def hash_bits_of(model_state, path):
-    """Bit width of a HashNet state dict, read from its hash layer."""
-    if "hash_layer.weight" not in model_state:
+    """Bit width of a HashNet state dict, read from its hash layer: the columns of the linear layer's weight
+    ([fc7, bits]); DNNH's divide-and-encode layer has one weight per fc7 unit, so its bias (one per bit) tells."""
+    weight = model_state.get("hash_layer.weight")
+    if weight is None:
         raise UsageError(f"{path} is not a HashNet checkpoint: it has no 'hash_layer.weight' "
                          f"(keys start with {sorted(model_state)[:3]}...)")
-    return int(model_state["hash_layer.weight"].shape[1])
+    if len(weight.shape) == 2:
+        return int(weight.shape[1])
+    if "hash_layer.bias" not in model_state:
+        raise UsageError(f"{path} has a divide-and-encode hash layer (hash_layer.weight {list(weight.shape)}) "
+                         f"but no 'hash_layer.bias', which gives its bit width")
+    return int(model_state["hash_layer.bias"].shape[0])
 
 
 def _some(names, shown=8):

@@ -13,14 +13,16 @@ import paddle
 from tqdm import tqdm
 
 from models.pretrained import BATCHNORM_STATISTICS
+from utils.config.methods import is_shallow
 from utils.hashing.plots import save_metric_plots
 from utils.runtime import dist, integrity
 from utils.runtime.errors import UsageError, UserError
 from utils.runtime.failure import run_or_end_process
+from utils.runtime.fileio import save_arrays
 from utils.train import checkpoint, preemption, run_lock
 from utils.train.build import RESUME_FILE, build_data, build_model, fit_feature_standardization, frozen_backbone_sources
 from utils.train.evaluation import evaluate
-from utils.train.logger import AverageMeter, append_jsonl, keep_epoch_rows, setup_logger
+from utils.train.logger import AverageMeter, append_jsonl, keep_epoch_rows, rows_total, setup_logger
 from utils.train.recipes import recipe_for
 
 
@@ -166,6 +168,14 @@ def save_retrieval_codes(cfg, codes, checkpoint_path):
     retrieval.save_codes(Path(cfg.run_dir) / "retrieval", codes, identity)
 
 
+def save_query_outputs(cfg, outputs, labels):
+    """The queries' raw hash-layer outputs of the latest evaluation and their labels (rank 0), for the report's
+    histograms and code maps (scripts/report_method_figures.py): query_outputs_{bit}.npz in the run folder."""
+    if dist.is_main_process():
+        save_arrays(Path(cfg.run_dir) / f"query_outputs_{cfg.bit}.npz", outputs=outputs.astype("float32"),
+                    labels=labels.astype("uint8"))
+
+
 def write_plots(cfg, logger):
     """PR / P@N / training-curve PNGs next to metrics.json (rank 0, unless --plots false); a plotting failure never
     fails a finished run."""
@@ -241,7 +251,7 @@ def run_train(cfg, wrap_model=None):
         build_model(cfg, logger, weights=cfg.pretrained)
     datasets, loaders = build_data(cfg, logger)
     num_classes = datasets["train"].labels.shape[1]
-    criterion = recipe.criterion(len(datasets["train"]), num_classes)
+    criterion = recipe.criterion(datasets["train"].labels)
     optimizer, scheduler = recipe.optimizer(model)
     logger.info("data: %d train, %d query, %d database images, %d classes", len(datasets["train"]),
                 len(datasets["test"]), len(datasets["database"]), num_classes)
@@ -287,7 +297,8 @@ def run_train(cfg, wrap_model=None):
         logger.info("%s done: loss %.4f, lr %.6g, scale %.4f, %.1f s", recipe.round_name(epoch), row["loss"],
                     row["lr"], row["scale"], row["time"])
         if epoch % cfg.eval_rounds == 0 or epoch == cfg.rounds:
-            final, db_codes = evaluate(model, loaders, cfg, encode_split, return_codes=True, logger=logger)
+            final, db_codes, queries = evaluate(model, loaders, cfg, encode_split, return_codes=True, logger=logger)
+            save_query_outputs(cfg, *queries)
             row.update(map=final["map"], map_random_codes=final["map_random_codes"])
             if final["map"] > best["map"]:
                 best = {"map": final["map"], "epoch": epoch, "metrics": final}
@@ -300,7 +311,8 @@ def run_train(cfg, wrap_model=None):
                         final["topk"], final["map"], best["map"], recipe.unit, recipe.in_units(best["epoch"]),
                         final["map_random_codes"])
             record = {"final_epoch": epoch, "final": final, "best_epoch": best["epoch"], "best": best.get("metrics"),
-                      "selection": "best epoch chosen on the query set"}
+                      "selection": "best epoch chosen on the query set", "method": cfg.method,
+                      "train_time": rows_total(run_dir / "epochs.jsonl", "time") + row["time"], "scale": row["scale"]}
             record.update(recipe.record_fields(epoch, best["epoch"]))
             checkpoint.save_json(record, run_dir / "metrics.json")
         with guard.deferred():  # the epoch's row and checkpoint are written whole before a SIGTERM acts
@@ -321,4 +333,7 @@ def run_train(cfg, wrap_model=None):
 def run(cfg, wrap_model=None):
     """The top level of a training or evaluation process: a failure anywhere (a bad image met by a DataLoader
     thread or worker included) ends the process at once with its cause as the last line (utils/runtime/failure.py)."""
+    if is_shallow(cfg.method):
+        from utils.train.shallow_run import run_shallow
+        return run_or_end_process(lambda: run_shallow(cfg, setup))
     return run_or_end_process(lambda: run_eval(cfg) if cfg.eval else run_train(cfg, wrap_model))

@@ -46,11 +46,11 @@ def encode(model, loader, desc="encode", encoder=None, keep_zero=False):
 
 def evaluate(model, loaders, cfg, encode_split=None, return_codes=False, logger=None):
     """Encode queries and database; mAP@K and the paper-style metrics, computed once on rank 0 and shared; with
-    return_codes, (metrics, the database's ±1 codes).
+    return_codes, (metrics, the database's ±1 codes, (the queries' raw outputs, their labels)).
 
-    encode_split(split, desc) -> (codes, labels) of loaders[split]'s dataset, the codes ±1 or with 0 kept
-    (codes.sign_codes: the paper rule ranks with them, docs/protocol.md#paper-recipe); by default the model encodes its
-    images (--encoder: on the CPU a Paddle Inference predictor of the current weights, made afresh for each
+    encode_split(split, desc) -> (outputs, labels) of loaders[split]'s dataset, the hash layer's raw outputs (their
+    sign with 0 kept is what the paper rule ranks with, docs/protocol.md#paper-recipe); by default the model encodes
+    its images (--encoder: on the CPU a Paddle Inference predictor of the current weights, made afresh for each
     evaluation); a frozen backbone's run passes utils/train/frozen.EvalFeatures, which runs the backbone once per run
     and says by its `encoded_by` which encoder that was.
     """
@@ -62,29 +62,35 @@ def evaluate(model, loaders, cfg, encode_split=None, return_codes=False, logger=
         encoded_by = fast_encoder.encoder_kind(encoder)
 
         def encode_split(split, desc):
-            return encode(model, loaders[split], desc, encoder, keep_zero=True)
+            model.eval()
+            return predict_outputs(encoder, loaders[split], desc)
     setup_time = time.time() - start
-    query_signs, query_labels = encode_split("test", "encode queries")  # ±1, or with 0 kept (the paper rule's)
-    db_signs, db_labels = encode_split("database", "encode database")
+    query_outputs, query_labels = encode_split("test", "encode queries")
+    db_outputs, db_labels = encode_split("database", "encode database")
     encoded_by = encoded_by or encode_split.encoded_by  # a frozen backbone's: what ran it
-    query_codes, db_codes = binarize(query_signs), binarize(db_signs)
     encoder = None  # a predictor holds its own copy of the weights: free it before training goes on
     metrics = None
     if dist.is_main_process():
-        topk = len(db_codes) if cfg.map_at < 0 else cfg.map_at
-        metrics = retrieval_metrics(db_signs, query_signs, db_labels, query_labels, topk=topk)
-        rng = np.random.default_rng(cfg.seed)
-        random_db, random_query = (binarize(rng.standard_normal((n, cfg.bit))) for n in (len(db_codes),
-                                                                                          len(query_codes)))
-        metrics["map_random_codes"] = CalcTopMap(random_db, random_query, db_labels, query_labels, topk)
-        # the protocol's sizes as the lists used gave them (scripts/report.py prints them beside the paper's)
-        metrics.update(topk=topk, num_train=len(loaders["train"].dataset), num_query=len(query_codes),
-                       num_database=len(db_codes),
-                       distinct_query_codes=int(len(np.unique(query_codes, axis=0))), eval_time=time.time() - start,
-                       encoder=encoded_by, encoder_setup_time=setup_time)
+        metrics = code_metrics(sign_codes(query_outputs), query_labels, sign_codes(db_outputs), db_labels, cfg,
+                               len(loaders["train"].dataset))
+        metrics.update(eval_time=time.time() - start, encoder=encoded_by, encoder_setup_time=setup_time)
         if logger:
             logger.info("evaluation: %.1f s, encoded by %s (%.1f s of it to make the encoder)", metrics["eval_time"],
                         metrics["encoder"], setup_time)
     metrics = dist.broadcast_object(metrics)
-    return (metrics, db_codes) if return_codes else metrics
+    return (metrics, binarize(db_outputs), (query_outputs, query_labels)) if return_codes else metrics
 
+
+def code_metrics(query_signs, query_labels, db_signs, db_labels, cfg, num_train):
+    """The run's metrics of given codes (±1, or with 0 kept for the paper rule): retrieval_metrics at cfg.map_at (-1:
+    the whole database), mAP of random codes of the same length (the level that means nothing was learnt) and the
+    protocol's sizes as the lists gave them (scripts/report.py prints them beside the paper's). Every method's codes,
+    trained or fitted (utils/train/shallow_run.py), are measured here."""
+    topk = len(db_signs) if cfg.map_at < 0 else cfg.map_at
+    metrics = retrieval_metrics(db_signs, query_signs, db_labels, query_labels, topk=topk)
+    rng = np.random.default_rng(cfg.seed)
+    random_db, random_query = (binarize(rng.standard_normal((n, cfg.bit))) for n in (len(db_signs), len(query_signs)))
+    metrics["map_random_codes"] = CalcTopMap(random_db, random_query, db_labels, query_labels, topk)
+    metrics.update(topk=topk, num_train=num_train, num_query=len(query_signs), num_database=len(db_signs),
+                   distinct_query_codes=int(len(np.unique(binarize(query_signs), axis=0))))
+    return metrics

@@ -38,7 +38,6 @@ import numpy as np
 import paddle
 
 from utils.datasets.sampling import TrainBatchSampler
-from utils.hashing.codes import sign_codes
 
 
 class FeatureDataset:
@@ -124,10 +123,9 @@ def hash_outputs(hash_layer, features, batch_size):
 
 class EvalFeatures:
     """The queries' and the database's features (datasets 'test' and 'database'), computed by the backbone at the
-    first evaluation (after the standardisation is fitted: it is part of them); called as (split, desc) -> (codes,
-    labels) through the hash layer alone: evaluation.evaluate's encode_split. The codes are the image path's, the
-    sign with 0 kept (evaluation.encode(keep_zero=True): the paper rule reads the 0s). encoder_kind() names what ran
-    the backbone (fast_encoder.encoder_kind)."""
+    first evaluation (after the standardisation is fitted: it is part of them); called as (split, desc) -> (outputs,
+    labels) through the hash layer alone: evaluation.evaluate's encode_split. The outputs are the image path's.
+    encoder_kind() names what ran the backbone (fast_encoder.encoder_kind)."""
 
     def __init__(self, model, datasets, batch_size, logger, outputs_of, encoder_kind):
         self.model, self.datasets, self.batch_size, self.logger = model, datasets, batch_size, logger
@@ -147,4 +145,4 @@ class EvalFeatures:
                              "only the hash layer to them", len(self.features[split][0]),
                              {"test": "query"}.get(split, split), time.time() - start)
         features, labels = self.features[split]
-        return sign_codes(hash_outputs(self.model.hash_layer, features, self.batch_size)), labels
+        return hash_outputs(self.model.hash_layer, features, self.batch_size), labels

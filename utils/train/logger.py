@@ -56,6 +56,18 @@ def append_jsonl(path, row):
         raise
 
 
+def rows_total(path, key):
+    """The sum of `key` over the rows of an epochs.jsonl (0 without the file; a row cut short by a kill is skipped):
+    a run's training time over every process that trained it, resumes included."""
+    path, total = Path(path), 0.0
+    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else ():
+        try:
+            total += float(json.loads(line).get(key, 0.0))
+        except (json.JSONDecodeError, TypeError, ValueError):
+            continue
+    return total
+
+
 def keep_epoch_rows(path, last_epoch):
     """Drop the rows of epochs after `last_epoch` (a resumed run trains them again). Rank 0 only, atomic."""
     path = Path(path)

@@ -18,6 +18,7 @@ from utils.config.flags import (
     seed_value,
     str2bool,
 )
+from utils.config.methods import METHODS, is_shallow
 from utils.config.presets import BIT_SEEDS, metric_name
 from utils.config.resolve import resolve_flags
 from utils.config.run_folder import EVAL_KEYS, resolve_checkpoint, run_folder_of
@@ -65,6 +66,11 @@ def get_parser(description="HashNet (ICCV 2017) in PaddlePaddle"):
     add_flag(g, "--recipe", default="seed", choices=tuple(RECIPES),
              help="seed = the seed repository's recipe (docs/protocol.md#seed-recipe); paper = the authors' Caffe "
                   "recipe that produced the paper's Table 1, counted in iterations (docs/protocol.md#paper-recipe)")
+    add_flag(g, "--method", default="hashnet", choices=METHODS,
+             help="what is trained or fitted (docs/methods.md): hashnet; the ablation's hashnet-w (no pair weighting), "
+                  "hashnet-sgn (no continuation: tanh at scale 1, sign at test), hashnet+c (continuous similarity), "
+                  "each under either --recipe; the deep baselines dhn, dnnh, cnnh (seed recipe); the shallow "
+                  "baselines lsh, sh, itq, itq-cca, bre, ksh, sdh, fitted on the backbone's fc7")
     g = add_flags(p, DATA_FLAGS, "data")
     add_flag(g, "--cache", default="all", choices=["all", "eval", "train"],
              help="which caches --cache-dir holds: evaluation (exact, ~150 KB per image at 224 px), training "
@@ -132,6 +138,9 @@ def parse_args(argv=None, description=None):
     parser = get_parser(description or "HashNet (ICCV 2017) in PaddlePaddle")
     args, given, _ = resolve_flags(parser, argv, from_run=lambda a: a.eval and a.pretrained, run_keys=EVAL_KEYS,
                                    derive_workers=False)  # the engine derives it, knowing the processes per machine
+    if args.eval and is_shallow(args.method):
+        raise UsageError(f"--eval evaluates a trained checkpoint; --method {args.method} is fitted and evaluated "
+                         f"in one run (its metrics.json): run it without --eval")
     if args.eval and not args.pretrained:
         raise UsageError("--eval needs --pretrained PATH (a model_best_{bit}.pdparams or last_{bit}.pdckpt)")
     if args.eval:

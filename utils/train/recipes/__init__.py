@@ -1,18 +1,26 @@
-"""The training recipes by --recipe name, and how a recipe's flags are checked when the command line is resolved.
+"""The training recipes by --recipe name, the deep baselines' by --method name, and how a recipe's flags are checked
+when the command line is resolved.
 
-Adding a training method is one Recipe subclass (utils/train/recipes/base.py) in a module of its own, registered in
-RECIPES below; utils/config/presets.py may give it presets of its own (otherwise it takes the seed recipe's).
+A training protocol is one Recipe subclass (utils/train/recipes/base.py) in a module of its own, registered in
+RECIPES below; utils/config/presets.py may give it presets of its own (otherwise it takes the seed recipe's). A deep
+baseline (docs/methods.md#deep-baselines) is a recipe of the seed protocol with its own loss, registered in
+BASELINES; HashNet's ablation variants are settings of RECIPES' own (recipes/variants.py).
 """
 from utils.runtime.errors import UsageError
+from utils.train.recipes.cnnh import CNNHRecipe
+from utils.train.recipes.dhn import DHNRecipe
+from utils.train.recipes.dnnh import DNNHRecipe
 from utils.train.recipes.paper import PaperRecipe
 from utils.train.recipes.seed import SeedRecipe
 
 RECIPES = {recipe.name: recipe for recipe in (SeedRecipe, PaperRecipe)}
+BASELINES = {recipe.method: recipe for recipe in (DHNRecipe, DNNHRecipe, CNNHRecipe)}
 
 
 def recipe_for(cfg):
-    """The recipe object of a configuration (cfg.recipe)."""
-    return RECIPES[cfg.recipe](cfg)
+    """The recipe object of a configuration: a deep baseline's (cfg.method), else cfg.recipe's."""
+    baseline = BASELINES.get(getattr(cfg, "method", None))
+    return baseline(cfg) if baseline else RECIPES[cfg.recipe](cfg)
 
 
 def resolve_recipe(args, given, spelled):

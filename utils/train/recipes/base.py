@@ -30,8 +30,9 @@ class Recipe:
         """The batch sampler of the training loader: set_epoch(round) before each round."""
         raise NotImplementedError
 
-    def criterion(self, num_train, num_classes):
-        """criterion(outputs, labels, index) -> loss, with a `scale` (the continuation's) and state_dict()."""
+    def criterion(self, train_labels):
+        """criterion(outputs, labels, index) -> loss, with a `scale` (the continuation's) and state_dict();
+        train_labels: the training set's label matrix (n, classes), in dataset order (index is the row)."""
         raise NotImplementedError
 
     def optimizer(self, model):

@@ -2,7 +2,10 @@
 independently shuffled streams (utils/datasets/sampling.TwoStreamBatchSampler), the hash layer's outputs through
 ScaleTanH (a continuation stepped per iteration, utils/losses/scale_tanh.py) into the pairwise loss between the two
 halves (utils/losses/pairwise_loss.py), and Caffe's solver (utils/optim/caffe_sgd.py). The loop's rounds are blocks of
---snapshot-every iterations (Caffe's snapshot interval: a checkpoint and a log row each).
+--snapshot-every iterations (Caffe's snapshot interval: a checkpoint and a log row each). The ablation's variants
+(recipes/variants.py) are settings of the same layers: HashNet-W weighs every pair 1 (--class-num 1, no
+--continuous-similarity), HashNet-sgn keeps the scale at 1 (--scale-gamma 0), HashNet+C gives PairwiseLoss the
+labels' cosine as the pairs' similarity.
 """
 from utils.config.presets import preset_for
 from utils.datasets.sampling import TwoStreamBatchSampler
@@ -12,6 +15,7 @@ from utils.optim.caffe_sgd import CaffeSGD
 from utils.runtime import dist
 from utils.runtime.errors import UsageError
 from utils.train.recipes.base import Recipe
+from utils.train.recipes.variants import variant_of
 
 
 class PaperCriterion:
@@ -25,7 +29,8 @@ class PaperCriterion:
     def __init__(self, cfg):
         self.continuation = ScaleTanH(init_scale=1.0, gamma=cfg.scale_gamma, power=cfg.scale_power,
                                       step_size=cfg.continuation_step)
-        self.loss = PairwiseLoss(cfg.sigmoid_param, cfg.class_num, cfg.loss_threshold, cfg.continuous_similarity)
+        self.loss = PairwiseLoss(cfg.sigmoid_param, cfg.class_num, cfg.loss_threshold, cfg.continuous_similarity,
+                                 cosine_similarity=variant_of(cfg).cosine_similarity)
         if dist.get_world_size() > 1:
             self.loss.distribute(dist.all_gather_cat, dist.get_rank(), dist.get_world_size())
 
@@ -84,15 +89,31 @@ class PaperRecipe(Recipe):
                              f"block")
         if cfg.sigmoid_param is None:
             cfg.sigmoid_param = 10.0 / cfg.bit
+        self.resolve_variant(given, spelled)
         cfg.rounds = -(-cfg.iterations // cfg.snapshot_every)
         cfg.eval_rounds = cfg.eval_every // cfg.snapshot_every
+
+    def resolve_variant(self, given, spelled):
+        """Set the flags that make --method's variant in this recipe's layers; a flag given with a value that
+        contradicts it is a UsageError naming both."""
+        variant, cfg = variant_of(self.cfg), self.cfg
+        settings = {}
+        if not variant.weighted:
+            settings.update(class_num=1.0, continuous_similarity=False)
+        if not variant.continuation:
+            settings.update(scale_gamma=0.0)
+        for key, value in settings.items():
+            if key in given and getattr(cfg, key) != value:
+                raise UsageError(f"--method {cfg.method} sets {spelled[key]} {value}; got {getattr(cfg, key)} "
+                                 f"(docs/methods.md#hashnet-variants)")
+            setattr(cfg, key, value)
 
     def train_sampler(self, dataset):
         # each draw carries its own key (TwoStreamBatchSampler), so the workers need no epoch
         return TwoStreamBatchSampler(len(dataset), self.cfg.batch_size, self.cfg.iterations, self.cfg.snapshot_every,
                                      self.cfg.seed)
 
-    def criterion(self, num_train, num_classes):
+    def criterion(self, train_labels):
         return PaperCriterion(self.cfg)
 
     def optimizer(self, model):

@@ -1,7 +1,8 @@
 """The seed repository's recipe (docs/protocol.md#seed-recipe): epochs over the training set (replicated or sharded
 over the processes, utils/datasets/sampling.py), HashNetLoss with a memory bank of the training set and a
 continuation scale stepped per epoch (utils/losses/hashnet_loss.py), momentum SGD (or Adam/AdamW) whose lr halves
-every --lr-step epochs.
+every --lr-step epochs. The ablation's variants (recipes/variants.py): HashNet-W averages the pairs unweighted,
+HashNet+C takes the labels' cosine as the pairs' similarity, HashNet-sgn keeps the scale at 1.
 """
 import paddle
 
@@ -10,6 +11,7 @@ from utils.datasets.sampling import TrainBatchSampler, describe
 from utils.losses.hashnet_loss import HashNetLoss, continuation_scale
 from utils.runtime import dist
 from utils.train.recipes.base import Recipe
+from utils.train.recipes.variants import variant_of
 
 
 class SeedRecipe(Recipe):
@@ -21,8 +23,10 @@ class SeedRecipe(Recipe):
         return EpochBatchSampler(TrainBatchSampler(dataset, self.cfg.batch_size, self.cfg.seed, self.cfg.sampling),
                                  dataset)
 
-    def criterion(self, num_train, num_classes):
-        criterion = HashNetLoss(self.cfg.bit, num_train, self.cfg.alpha, num_classes)
+    def criterion(self, train_labels):
+        variant = variant_of(self.cfg)
+        criterion = HashNetLoss(self.cfg.bit, len(train_labels), self.cfg.alpha, train_labels.shape[1],
+                                weighted=variant.weighted, continuous_similarity=variant.cosine_similarity)
         if dist.get_world_size() > 1:
             criterion.gather = dist.all_gather_cat
         return criterion
@@ -46,4 +50,5 @@ class SeedRecipe(Recipe):
         return describe(self.cfg.sampling, num_train, self.cfg.batch_size, dist.get_world_size(), steps)
 
     def start_round(self, criterion, rounds):
-        criterion.scale = continuation_scale(rounds, self.cfg.continuation_step)
+        continuation = variant_of(self.cfg).continuation
+        criterion.scale = continuation_scale(rounds, self.cfg.continuation_step) if continuation else 1.0
