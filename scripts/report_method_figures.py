@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from scripts.report_runs import RADIUS_KEY
-from utils.config.methods import METHODS, method_title
+from utils.config.methods import HASHNET_VARIANTS, METHODS, SHALLOW_BASELINES, method_title
 from utils.hashing.plots import PR_RADIUS, draw_pr_curve, finish_pr_axes, new_figure, precision_at_n_points, save_figure
 
 HISTOGRAM_METHODS = ("hashnet", "dhn")  # the paper's histogram figure sets these two side by side
@@ -38,10 +38,18 @@ def _methods_in(runs):
 
 
 def _style(method):
-    """One colour per method, the same in every figure; HashNet's variants dashed."""
+    """One colour per method, the same in every figure: tab20's ten dark colours, then its ten light ones (ten colours
+    would repeat across 14 methods); HashNet's variants dashed, the shallow baselines dotted."""
+    from matplotlib import colormaps
+
     index = METHODS.index(method)
-    return {"color": f"C{index % 10}", "linestyle": "--" if method.startswith("hashnet-") or method == "hashnet+c"
-            else "-"}
+    if method in HASHNET_VARIANTS[1:]:
+        linestyle = "--"
+    elif method in SHALLOW_BASELINES:
+        linestyle = ":"
+    else:
+        linestyle = "-"
+    return {"color": colormaps["tab20"]((2 * index) % 20 + (2 * index) // 20 % 2), "linestyle": linestyle}
 
 
 def _radius_vs_bits(runs, title, path):
