@@ -22,7 +22,7 @@ import logging
 import sys
 from types import SimpleNamespace
 
-from utils.config.flags import DATA_FLAGS, MODEL_FLAGS, RETRIEVAL_FLAGS, add_flags, entry_parser
+from utils.config.flags import COLLECTION_FLAGS, DATA_FLAGS, MODEL_FLAGS, RETRIEVAL_FLAGS, add_flags, entry_parser
 from utils.config.resolve import resolve_flags
 from utils.config.run_folder import run_folder_of
 from utils.runtime.failure import run_cli
@@ -33,6 +33,7 @@ PRESET_KEYS = ("data_path", "path_prefix", "batch_size", "resize_size", "resize_
 def get_parser():
     parser = entry_parser(__doc__)
     add_flags(parser, RETRIEVAL_FLAGS, "retrieval")
+    add_flags(parser, COLLECTION_FLAGS, "what is searched")
     add_flags(parser, DATA_FLAGS, "database",
               help={"--batch-size": "images per forward pass", "--cache-dir": "keep the database's decoded, resized "
                     "and cropped images here (uint8 .npy, built once; docs/data.md#data-caches)"})
@@ -42,7 +43,13 @@ def get_parser():
 
 def resolve_args(parser, argv=None):
     """The flags of predict.py and serve.py: resolve_flags (the run's config.json, then the preset), then the
-    default --save-path: a trained run keeps its database codes next to it, wherever the command runs."""
+    default --save-path: a trained run keeps its database codes next to it, wherever the command runs. With --index and
+    no --pretrained, the index's own model (its checkpoint and preprocessing) is used."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    known, _ = parser.parse_known_args(argv)
+    if getattr(known, "index", None) and known.pretrained is None:
+        from utils.retrieval.index_store import model_argv
+        argv += model_argv(known.index)
     args, _, trained = resolve_flags(parser, argv, preset_keys=PRESET_KEYS, checkpoint=True)
     if args.save_path is None:
         args.save_path = str(run_folder_of(args.pretrained).resolve() / "retrieval") if trained else "output"
@@ -97,8 +104,9 @@ def run(argv=None, out=None):
 
     queries = retrieval.collect_images(args.img)  # a wrong path fails before the model is loaded
     transform, encode_batch, encode_database = build_encoders(args)
-    return retrieval.run_retrieval(args, queries, args.bit, transform, encode_batch, encode_database,
-                                   file_fingerprint(args.pretrained), args.resize_size, args.crop_size, out=out)
+    return retrieval.run_retrieval(args, queries, args.bit, transform, encode_batch, lambda: retrieval.open_collection(
+        args, args.bit, transform, encode_database, file_fingerprint(args.pretrained), args.resize_size,
+        args.crop_size), out=out)
 
 
 def main(argv=None):

@@ -169,16 +169,17 @@ def test_bad_input_gets_a_message_and_the_server_keeps_serving(site, case):
 def test_no_file_outside_the_data_root_is_served(site):
     client, db = site["client"], site["db"]
     outside = len(db) - 1  # the list line ../outside.png
-    for url in (f"/image/db/{outside}", f"/thumb/db/{outside}"):
+    for url in (f"/api/v1/items/{outside}/image", f"/api/v1/items/{outside}/thumbnail"):
         page = client.get(url)
         assert page.status_code == 403 and b"outside the data root" in page.data
-    for url in ("/image/db/../../secret.txt", "/image/db/..%2F..%2Fsecret.txt", "/image/db/%2e%2e/secret.txt",
-                "/image/db/-1", f"/image/db/{len(db)}", "/thumb/query/9999", "/static/../secret.txt",
-                "/thumb/upload/../../secret.txt", "/image/" + str(site["base"] / "secret.txt")):
+    for url in ("/api/v1/items/../../secret.txt", "/api/v1/items/..%2F..%2Fsecret.txt/image",
+                "/api/v1/items/%2e%2e/secret.txt", "/api/v1/items/-1/image", f"/api/v1/items/{len(db)}/image",
+                "/thumb/query/9999", "/static/../secret.txt", "/thumb/upload/../../secret.txt",
+                "/image/" + str(site["base"] / "secret.txt")):
         page = client.get(url)
         assert page.status_code in (403, 404), url
         assert SECRET not in page.data, url
-    assert client.get("/image/db/0").data == (site["root"] / db[0][0]).read_bytes()  # inside: served as is
+    assert client.get("/api/v1/items/0/image").data == (site["root"] / db[0][0]).read_bytes()  # inside: as is
 
 
 def test_requirements_of_the_page_are_optional():

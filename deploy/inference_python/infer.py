@@ -172,8 +172,9 @@ def run(argv=None, out=None):
 
         # the cache is keyed by the source checkpoint: the exported model's codes equal the dynamic graph's
         args.resize_mode = engine.resize_mode
-        return retrieval.run_retrieval(args, paths, engine.bit, engine.transform, engine.run, encode_database,
-                                       source, engine.resize_size, engine.crop_size, out=out)
+        return retrieval.run_retrieval(args, paths, engine.bit, engine.transform, engine.run, lambda: (
+            retrieval.open_collection(args, engine.bit, engine.transform, encode_database, source, engine.resize_size,
+                                      engine.crop_size)), out=out)
     readable, raw, failures = retrieval.encode_queries(engine.run, paths, engine.transform, args.batch_size, "infer")
     codes = dict(zip(readable, engine.postprocess(raw))) if readable else {}
     rows = []

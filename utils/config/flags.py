@@ -14,6 +14,8 @@ from utils.runtime.errors import UsageError
 
 SEED_MAX = 2 ** 32 - 1
 ENCODERS = ("auto", "dygraph", "inference")  # --encoder (utils/retrieval/fast_encoder.py)
+# --engine: auto and the names of utils/retrieval/engines.ENGINES (tests/test_engines.py keeps the two equal)
+SEARCH_ENGINES = ("auto", "linear", "mih", "faiss-flat", "faiss-hnsw", "faiss-ivf")
 
 
 def parse_path_prefix(items, flag="--path-prefix"):
@@ -130,12 +132,18 @@ FLAGS = {
                            "folder>/retrieval for a trained run, else output)")),
     "--show": ((), dict(action="store_true", help="open each contact sheet (skipped without a display)")),
     "--json": ((), dict(action="store_true", help="print one JSON object per query instead of the table")),
+    "--index": ((), dict(default=None, help="search this index of your own images (scripts/index_images.py) instead "
+                                            "of the dataset's database; its model unless --pretrained")),
+    "--engine": ((), dict(default="auto", choices=SEARCH_ENGINES,
+                          help="search engine (docs/retrieval.md#engines): auto = linear scan under 1M items, "
+                               "multi-index hashing from 1M; faiss-* need faiss-cpu")),
 }
 MODEL_FLAGS = ("--bit", "--backbone", "--pretrained", "--device", "--encoder", "--resize-size", "--resize-mode",
                "--crop-size")
 DATA_FLAGS = ("--dataset", "--data-path", "--path-prefix", "--list-dir", "--batch-size", "--num-workers",
               "--cache-dir")
 RETRIEVAL_FLAGS = ("--img", "--num-results", "--save-path", "--show", "--json")
+COLLECTION_FLAGS = ("--index", "--engine")
 
 
 def add_flags(parser, names, title=None, help=None):

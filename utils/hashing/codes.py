@@ -20,7 +20,17 @@ converted with ``.numpy()``.
 
 import numpy as np
 
-__all__ = ["binarize", "sign_codes", "pack_codes", "pack_labels", "packed_size", "hamming_distances", "topk_search"]
+__all__ = [
+    "binarize",
+    "sign_codes",
+    "pack_rows",
+    "rows_to_planes",
+    "pack_codes",
+    "pack_labels",
+    "packed_size",
+    "hamming_distances",
+    "topk_search",
+]
 
 MAX_BITS = 256
 _BYTE_PLANE_MAX_BITS = 32
@@ -96,6 +106,26 @@ def sign_codes(outputs):
     return np.sign(outputs).astype(np.float32)
 
 
+def pack_rows(codes):
+    """Pack ±1 codes (n, bits) into bytes row by row, (n, ceil(bits / 8)) uint8: bit i of a code is bit i % 8 of its
+    byte i // 8 (faiss's binary layout). The form an index stores; pack_codes is its search layout."""
+    codes = _check_codes(codes, "pack_rows: codes")
+    return np.packbits(codes > 0, axis=1, bitorder="little")
+
+
+def rows_to_planes(rows, bits):
+    """pack_rows output (n, ceil(bits / 8)) as pack_codes' search layout (planes, n)."""
+    rows = np.asarray(rows, dtype=np.uint8)
+    if rows.ndim != 2 or rows.shape[1] != -(-bits // 8):
+        raise ValueError(f"rows_to_planes: {bits}-bit codes take {-(-bits // 8)} bytes a row, got shape {rows.shape}")
+    if bits <= _BYTE_PLANE_MAX_BITS:
+        return np.ascontiguousarray(rows.T)
+    words = -(-bits // 64)
+    padded = np.zeros((rows.shape[0], words * 8), dtype=np.uint8)
+    padded[:, :rows.shape[1]] = rows
+    return np.ascontiguousarray(padded.view("<u8").astype(np.uint64).T)
+
+
 def pack_codes(codes):
     """Pack ±1 codes (n, bits), 1 <= bits <= 256, into an array of shape (planes, n), column j = item j.
 
@@ -103,14 +133,7 @@ def pack_codes(codes):
     ``hamming_distances`` / ``topk_search``; select items with ``packed[:, idx]``.
     """
     codes = _check_codes(codes, "pack_codes: codes")
-    bits = codes.shape[1]
-    as_bytes = np.packbits(codes > 0, axis=1, bitorder="little")          # (n, ceil(bits/8))
-    if bits <= _BYTE_PLANE_MAX_BITS:
-        return np.ascontiguousarray(as_bytes.T)
-    words = -(-bits // 64)
-    padded = np.zeros((codes.shape[0], words * 8), dtype=np.uint8)
-    padded[:, :as_bytes.shape[1]] = as_bytes
-    return np.ascontiguousarray(padded.view("<u8").astype(np.uint64).T)
+    return rows_to_planes(pack_rows(codes), codes.shape[1])
 
 
 def pack_labels(labels):

@@ -1,9 +1,10 @@
 """Image retrieval shared by predict.py (dynamic graph), deploy/inference_python/infer.py (Paddle Inference) and
 the search page (serve.py): query encoding, the database-code cache, search and the result table.
 
-The flow both use (`run_retrieval`): collect the query images, encode them, get the database codes (from the
-cache in the save folder or computed once), search the bit-packed codes (utils.hashing.codes.topk_search: Hamming
-distance, ties in database order), then print a table or JSON lines and save the best match and a contact sheet.
+The flow both use (`run_retrieval`): collect the query images, encode them, open what is searched (an index of one's
+images with --index, else the database with its codes from the cache in the save folder or computed once: a
+utils/retrieval/collection.py Collection), search it (Hamming distance, ties in item order, by the engine of
+--engine: utils/retrieval/engines.py), then print a table or JSON lines and save the best match and a contact sheet.
 
 Database-code cache: `<save_path>/database_code_{bit}.npy` (±1 float32, one row per database.txt line, as the seed
 wrote it) plus the sidecar `database_code_{bit}.json` saying what made it: the checkpoint (path, size, mtime,
@@ -29,7 +30,7 @@ from tqdm import tqdm
 
 from utils.datasets.image_list import build_loader, load_rgb
 from utils.datasets.normalization import IMAGENET_MEAN, IMAGENET_STD
-from utils.hashing.codes import binarize, pack_codes, topk_search
+from utils.hashing.codes import binarize
 from utils.retrieval.contact_sheet import contact_sheet, show
 from utils.retrieval.database import Database
 from utils.retrieval.limits import cap_results, check_pixels, sheet_results
@@ -214,19 +215,15 @@ def database_codes(save_path, identity, compute):
 
 
 # ---------------------------------------------------------------------------------------------------------- search
-def search(query_codes, db_codes, k):
-    """Top-k database indices and Hamming distances per query (stable: ties in database order)."""
-    return topk_search(pack_codes(query_codes), pack_codes(db_codes), k)
-
-
 def _label_info(indices, names):
     return {"labels": [int(i) for i in indices],
             "label_names": [names[i] for i in indices] if names else None}
 
 
-def build_results(query_paths, indices, distances, database, bit, query_rows=None):
+def build_results(query_paths, indices, distances, database, bit, query_rows=None, item_ids=None):
     """One dict per query (the JSON schema of --json). query_rows: the queries' 0/1 label rows when known otherwise
-    (an uploaded copy of a listed image); by default looked up by path in the dataset lists."""
+    (an uploaded copy of a listed image); by default looked up by path in the dataset lists. item_ids: the id each
+    position is reported by ("index"; an index's item ids), by default the position (the database.txt line)."""
     results = []
     for qi, query in enumerate(query_paths):
         q_row = database.labels_of(query) if query_rows is None else query_rows[qi]
@@ -238,7 +235,8 @@ def build_results(query_paths, indices, distances, database, bit, query_rows=Non
             entry["query_labels"], entry["query_label_names"] = info["labels"], info["label_names"]
         for rank, (index, dist) in enumerate(zip(indices[qi], distances[qi]), 1):
             own = np.flatnonzero(database.labels[index])
-            item = {"rank": rank, "distance": int(dist), "index": int(index), "path": str(database.image_path(index))}
+            item = {"rank": rank, "distance": int(dist), "index": int(index if item_ids is None else item_ids[index]),
+                    "path": str(database.image_path(index))}
             item.update(_label_info(own, database.class_names))
             if q_labels is None:
                 item["shared_labels"] = item["shared_label_names"] = None
@@ -304,24 +302,37 @@ def load_database(args, bit, transform, encode_database, checkpoint_fingerprint,
     return database, codes
 
 
-def run_retrieval(args, queries, bit, transform, encode_batch, encode_database, checkpoint_fingerprint,
-                  resize_size, crop_size, out=None):
-    """The whole predict/infer flow for the query paths (collect_images); returns the list of result dicts, also
-    printed to `out` (default stdout).
+def open_collection(args, bit, transform, encode_database, checkpoint_fingerprint, resize_size, crop_size):
+    """The collection args ask to search (utils/retrieval/collection.py): the index of --index, whose model must be
+    this checkpoint's, or else the dataset's database (load_database)."""
+    from utils.retrieval.collection import dataset_collection, index_collection
 
-    Queries are decoded and encoded before the database so a bad query is told before minutes of encoding. An
-    unreadable query is reported (one line on stderr; with --json an object {"query", "error"} in its place) and
-    the others answered; then QueriesFailed ends the command with exit 2.
+    engine = getattr(args, "engine", "auto")
+    if getattr(args, "index", None):
+        from utils.retrieval.index_store import IndexStore, model_identity
+        return index_collection(IndexStore(args.index, expect=model_identity(args, checkpoint_fingerprint["sha256"])),
+                                engine)
+    return dataset_collection(*load_database(args, bit, transform, encode_database, checkpoint_fingerprint,
+                                             resize_size, crop_size), engine)
+
+
+def run_retrieval(args, queries, bit, transform, encode_batch, collection_of, out=None):
+    """The whole predict/infer flow for the query paths (collect_images); `collection_of()` opens what is searched
+    (open_collection). Returns the list of result dicts, also printed to `out` (default stdout).
+
+    Queries are decoded and encoded before the collection is opened so a bad query is told before minutes of
+    encoding. An unreadable query is reported (one line on stderr; with --json an object {"query", "error"} in its
+    place) and the others answered; then QueriesFailed ends the command with exit 2.
     """
     out = out or sys.stdout
     readable, raw, failures = encode_queries(encode_batch, queries, transform, args.batch_size)
     answered = {}
     if readable:
-        database, db_codes = load_database(args, bit, transform, encode_database, checkpoint_fingerprint,
-                                           resize_size, crop_size)
-        k = cap_results(args.num_results, len(database))
-        indices, distances = search(binarize(raw), db_codes, k)
-        answered = dict(zip(readable, build_results(readable, indices, distances, database, bit)))
+        collection = collection_of()
+        k = cap_results(args.num_results, len(collection))
+        indices, distances = collection.knn(binarize(raw), k)
+        answered = dict(zip(readable, build_results(readable, indices, distances, collection.database, bit,
+                                                    item_ids=collection.item_ids)))
         sheet_limit = sheet_results(k)
     results = []
     for query in queries:
@@ -340,5 +351,3 @@ def run_retrieval(args, queries, bit, transform, encode_batch, encode_database, 
     if failures:
         raise failed_queries_error(failures, len(queries))
     return results
-
-
