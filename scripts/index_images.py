@@ -80,11 +80,24 @@ def build(args):
         return indexing.update(store, images, encoder_loader(args, store, margs), args.chunk)
 
 
+def given_model(args, store):
+    """The model of an explicit --pretrained, refused at once when it is not the index's (even when nothing is to be
+    encoded); None without --pretrained (the index's own model, loaded only when needed)."""
+    if args.pretrained is None:
+        return None
+    from utils.runtime.fileio import sha256_of
+
+    margs = _model_args(args, store)
+    store.check_identity(model_identity(margs, sha256_of(margs.pretrained)))
+    return margs
+
+
 def add(args):
     store = IndexStore(args.index)
     images = indexing.gather(args.inputs, args.root)
+    margs = given_model(args, store)
     with store.writing():
-        return indexing.update(store, images, encoder_loader(args, store), args.chunk)
+        return indexing.update(store, images, encoder_loader(args, store, margs), args.chunk)
 
 
 def remove(args):
@@ -108,7 +121,8 @@ def info(args):
 
 def verify(args):
     store = IndexStore(args.index)
-    report, problems = indexing.check_index(store, args.reencode, encoder_loader(args, store))
+    margs = given_model(args, store)
+    report, problems = indexing.check_index(store, args.reencode, encoder_loader(args, store, margs))
     print(json.dumps(report, indent=2) if args.json else f"{store.folder}: {report['items']} items, "
           f"{report['missing']} missing, {report['changed']} changed, {report['reencoded']} re-encoded, "
           f"{report['codes_differing']} codes differing", flush=True)
@@ -138,6 +152,7 @@ def get_parser():
                              else "paths, folders or globs of indexed images")
         if name in ("build", "add", "verify"):
             add_flags(sub, MODEL_FLAGS, "model (add / verify: the index's own by default)")
+            sub.set_defaults(bit=None, backbone=None)  # unset: a run folder's config.json or the index decides
             sub.add_argument("--batch-size", type=int, default=None, help="images per forward pass")
             sub.add_argument("--num-workers", type=int, default=None, help="threads decoding images")
         if name in ("build", "add"):

@@ -84,10 +84,10 @@ def pytest_runtest_makereport(item, call):
 SLOW_FILES_FIRST = ("test_distributed.py", "test_datacache.py", "test_entry_scripts.py", "test_paper_recipe.py",
                     "test_engine.py", "test_methods.py", "test_failures.py", "test_alexnet.py",
                     "test_export_infer.py", "test_frozen.py", "test_resume_auto.py", "test_sampling.py",
-                    "test_predict.py", "test_backbones.py", "test_run_config.py", "test_fast_encoder.py",
-                    "test_serve.py", "test_user_errors.py", "test_launcher.py", "test_upstream_lists.py",
-                    "test_pairwise_distributed.py", "test_bench_cpu.py", "test_plots_report.py",
-                    "test_cpu_threads.py", "test_caffenet.py", "test_quiet_start.py")
+                    "test_index.py", "test_predict.py", "test_backbones.py", "test_run_config.py",
+                    "test_fast_encoder.py", "test_serve.py", "test_api.py", "test_user_errors.py", "test_launcher.py",
+                    "test_upstream_lists.py", "test_pairwise_distributed.py", "test_bench_cpu.py",
+                    "test_plots_report.py", "test_cpu_threads.py", "test_caffenet.py", "test_quiet_start.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -55,9 +55,11 @@ def code_to_hex(code_string):
 
 
 def whole_number(value, name, low, high):
+    if isinstance(value, bool):  # JSON true / false are not numbers here
+        raise ApiError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
     try:
         number = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ApiError(f"{name} must be a whole number from {low} to {high}, got {value!r}") from None
     if isinstance(value, float) and value != number or not low <= number <= high:
         raise ApiError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
@@ -128,6 +130,8 @@ def create_api(service, default_k, max_upload_mb):
         started = time.perf_counter()
         params = parameters()
         upload = request.files.get("image") if request.method == "POST" else None
+        if upload is not None and not upload.filename:
+            upload = None  # a form's file field left empty, as a browser sends it
         given = [name for name in SOURCES if params.get(name) not in (None, "")]
         if upload is not None:
             given.insert(0, "image")
@@ -137,7 +141,8 @@ def create_api(service, default_k, max_upload_mb):
         if params.get("k") not in (None, "") and params.get("radius") not in (None, ""):
             raise ApiError("give k (the k nearest) or radius (every item within it), not both")
         radius = None
-        k = whole_number(params.get("k", default_k) or default_k, "k", 1, limit) if limit else 0
+        given_k = params.get("k")
+        k = whole_number(default_k if given_k in (None, "") else given_k, "k", 1, limit) if limit else 0
         if params.get("radius") not in (None, ""):
             radius = whole_number(params["radius"], "radius", 0, service.bit)
         source = given[0]

@@ -7,6 +7,7 @@ Two kinds, one interface:
 `database` is the Database-like view build_results reads (paths, labels, class names, labels_of), `knn` / `within`
 take ±1 codes and return positions in it, `item_ids[position]` is an item's id.
 """
+import os
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +83,7 @@ class IndexedItems:
         return Path(self.paths[position])
 
     def labels_of(self, path):
-        return self._labelled.get(str(Path(path).absolute()))
+        return self._labelled.get(os.path.realpath(path))
 
     def listed_paths(self):
         return list(self.paths)

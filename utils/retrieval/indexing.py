@@ -164,10 +164,11 @@ def update(store, images, load_encoder, chunk):
 
 
 def matching(store, patterns):
-    """Indexed paths equal to a pattern, matching it as a glob, or inside it as a folder (patterns made absolute)."""
+    """Indexed paths equal to a pattern, matching it as a glob, or inside it as a folder (patterns resolved as gather
+    resolves inputs: `..` and symlinks followed)."""
     from fnmatch import fnmatch
 
-    patterns = [str(Path(os.path.expanduser(p)).absolute()) for p in patterns]
+    patterns = [os.path.realpath(os.path.expanduser(p)) for p in patterns]  # as gather stores them
     return [path for path in store.known() if any(path == p or fnmatch(path, p) or path.startswith(p.rstrip("/") + "/")
                                                   for p in patterns)]
 

@@ -120,7 +120,10 @@ def create_app(service, default_k=12, max_upload_mb=16):
         if for_api():
             unrouted = err.code in (404, 405) and err.description == type(err).description  # no such route / method
             hint = f" (the API is described at {API_PREFIX}/openapi.json)" if unrouted else ""
-            return error_response(f"{err.name}: {err.description}{hint}", err.code)
+            response = error_response(f"{err.name}: {err.description}{hint}", err.code)
+            if getattr(err, "valid_methods", None):  # a 405 says which methods are allowed (RFC 9110)
+                response.headers["Allow"] = ", ".join(err.valid_methods)
+            return response
         if request.path in ("/", "/search"):
             return page(error=f"{err.code} {err.name}: {err.description}", status=err.code)
         # any other path: a short answer, not the whole page
