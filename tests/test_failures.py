@@ -231,7 +231,7 @@ def test_the_user_error_type_is_defined_once_and_the_search_pages_is_one():
             if isinstance(node, ast.ClassDef) and node.name == "UserError":
                 defined.setdefault(node.name, []).append(path.relative_to(REPO).as_posix())
     assert defined == {"UserError": ["utils/runtime/errors.py"]}
-    page = (REPO / "utils" / "retrieval" / "search_page.py").read_text(encoding="utf-8")
+    page = (REPO / "utils" / "retrieval" / "search_service.py").read_text(encoding="utf-8")
     assert "class PageError(UserError):" in page and "from utils.runtime.errors import UserError" in page
 
 

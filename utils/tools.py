@@ -6,7 +6,9 @@ from utils.hashing.codes import (
     hamming_distances,
     pack_codes,
     pack_labels,
+    pack_rows,
     packed_size,
+    rows_to_planes,
     sign_codes,
     topk_search,
 )
@@ -15,6 +17,7 @@ from utils.hashing.paper_rule import map_paper_rule
 from utils.hashing.tie_aware import tie_aware_average_precision
 
 __all__ = [
-    "binarize", "sign_codes", "pack_codes", "pack_labels", "packed_size", "hamming_distances", "topk_search",
+    "binarize", "sign_codes", "pack_rows", "rows_to_planes", "pack_codes", "pack_labels", "packed_size",
+    "hamming_distances", "topk_search",
     "CalcTopMap", "CalcTopMap_reference", "map_paper_rule", "retrieval_metrics", "tie_aware_average_precision",
 ]
