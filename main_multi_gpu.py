@@ -13,13 +13,15 @@ import paddle
 import paddle.distributed as dist
 
 from utils.runtime.dist import get_world_size, launched_by_paddle
-from utils.runtime.failure import run_cli
+from utils.runtime.failure import abort_without_paddle_report, run_cli
 from utils.train import engine
 from utils.train.options import parse_args
 
 
 def worker(cfg):
     dist.init_parallel_env()
+    if get_world_size() > 1:
+        abort_without_paddle_report()  # a peer's stop can abort a collective in C++: its cause in one line, no block
     engine.run(cfg, wrap_model=paddle.DataParallel if get_world_size() > 1 else None)
 
 

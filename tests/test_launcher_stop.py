@@ -48,3 +48,25 @@ def test_sigterm_to_the_launcher_ends_its_console_with_the_checkpoint_and_the_co
     # the line is right: a rerun continues from that epoch (here to the next one only, to stay short)
     proc = run_cli(launcher(small_toy, run, int(resume_at))[1:])
     assert f"resumed from {run / 'last_16.pdckpt'} after epoch {held}" in (run / "log_train_16.txt").read_text()
+
+
+ABORT = """import os, sys
+import utils.runtime.before_paddle  # noqa: F401
+import paddle  # noqa: F401  (installs Paddle's fatal-signal handlers)
+if sys.argv[1] == "quiet":
+    from utils.runtime.failure import abort_without_paddle_report
+    abort_without_paddle_report()
+os.abort()  # what std::terminate does when gloo throws through Paddle's backward hook
+"""
+
+
+def test_an_abort_in_a_worker_ends_it_without_paddles_empty_cpp_traceback():
+    """main_multi_gpu.py's workers: an abort (a peer's stop breaking a collective inside C++) ends the process by the
+    signal, with libstdc++'s one-line cause and without Paddle's "C++ Traceback" block; Paddle alone prints it."""
+    found = {}
+    for mode in ("paddle", "quiet"):
+        proc = subprocess.run([sys.executable, "-c", ABORT, mode], cwd=REPO, capture_output=True, text=True,
+                              timeout=120)
+        found[mode] = (proc.returncode, "C++ Traceback" in proc.stderr + proc.stdout)
+    assert found == {"paddle": (-signal.SIGABRT, True), "quiet": (-signal.SIGABRT, False)}
+    assert "abort_without_paddle_report()" in (REPO / "main_multi_gpu.py").read_text()

@@ -131,6 +131,15 @@ def end_process(exc, where="main thread"):
         os._exit(FAILURE_EXIT if secondary else exit_status(exc))
 
 
+def abort_without_paddle_report():
+    """Let an abort end this process with its own message only. When a peer of a collective stops, gloo can throw its
+    TimeoutException inside Paddle's backward hook, through C++ (std::terminate): Python never sees it, libstdc++
+    prints the cause in one line ("terminate called after throwing an instance of 'gloo::TimeoutException' ...
+    TIMEOUT ... pair_rank = 0"), then Paddle's SIGABRT handler adds a "C++ Traceback" block naming nothing. Python's
+    handler in its place returns at once, and abort() then ends the process by the signal's default action."""
+    signal.signal(signal.SIGABRT, lambda *_: None)
+
+
 def _thread_hook(args):
     if args.exc_type is SystemExit:
         return
