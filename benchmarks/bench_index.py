@@ -5,8 +5,8 @@ the latency of one query, throughput at batch sizes, and whether each one answer
     python benchmarks/bench_index.py --sizes 1000000 --engines linear mih faiss-flat
     python benchmarks/bench_index.py --sizes 3000 --queries 100 --batches 10 100 --json /tmp/index.json
 
-Codes, from numpy Generators seeded by --seed, made in chunks of CHUNK_ROWS rows (10M x 64 bits = 80 MB is built
-without a larger temporary) and packed by rows like the engines take them (bit i in bit i % 8 of byte i // 8):
+Codes (benchmarks/index_codes.py), from numpy Generators seeded by --seed, made in chunks (10M x 64 bits = 80 MB is
+built without a larger temporary) and packed by rows like the engines take them (bit i in bit i % 8 of byte i // 8):
 - clustered, shaped like trained codes: --centres C uniformly random centre codes (default 10,000); every item is a
   centre picked uniformly XOR independent bit flips of probability --flip p (default 0.05: bits * p = 3.2 bits from
   its centre at 64 bits, so two items of one centre are ~bits * 2p(1 - p) = 6.1 bits apart, of two centres ~bits / 2).
@@ -46,72 +46,20 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+from benchmarks.index_codes import (  # noqa: E402, F401  (re-exported: the generators' tests read them here)
+    DISTRIBUTIONS,
+    clustered_rows,
+    make_codes,
+    uniform_rows,
+)
 from utils.retrieval.engines import ENGINES, build_engine, recall_at_k  # noqa: E402
 from utils.runtime.errors import MissingPackageError, UsageError  # noqa: E402
 
-CHUNK_ROWS = 1 << 20  # codes generated at once: ~40 MB of float32 draws a pass at 64 bits
 DEFAULT_ENGINES = ("linear", "mih", "faiss-flat", "faiss-ivf", "faiss-hnsw")
 FAISS_ENGINES = ("faiss-flat", "faiss-ivf", "faiss-hnsw")
 GOAL_SPEEDUP, GOAL_SPEEDUP_SIZE = 5.0, 10_000_000  # linear / mih 1-query ms, on clustered codes at this size
 GOAL_OVER_FLAT, RATIO_BATCH = 1.0, 100  # mih / faiss-flat q/s at this batch
-STREAMS = {"centres": 0, "database": 1, "queries": 2}  # one Generator stream per purpose, so queries do not move
-DISTRIBUTIONS = ("clustered", "uniform")
 MB = 2 ** 20
-
-
-# ------------------------------------------------------------------------------------------------------- codes
-def rng_for(seed, distribution, purpose):
-    """The Generator of one (distribution, purpose): independent streams from one seed."""
-    return np.random.default_rng([int(seed), DISTRIBUTIONS.index(distribution), STREAMS[purpose]])
-
-
-def _last_byte_mask(bits):
-    return 0xFF if bits % 8 == 0 else (1 << (bits % 8)) - 1
-
-
-def uniform_rows(n, bits, rng, chunk=CHUNK_ROWS):
-    """n uniformly random bits-bit codes packed by rows, (n, ceil(bits / 8)) uint8."""
-    width = -(-bits // 8)
-    rows = np.empty((n, width), np.uint8)
-    for lo in range(0, n, chunk):
-        rows[lo:lo + chunk] = rng.integers(0, 256, (min(chunk, n - lo), width), dtype=np.uint8)
-    rows[:, -1] &= _last_byte_mask(bits)
-    return rows
-
-
-def flip_mask(shape, p, rng):
-    """uint8 bytes whose every bit is set independently with probability p, built one bit position at a time."""
-    mask = np.zeros(shape, np.uint8)
-    for bit in range(8):
-        flips = (rng.random(shape, dtype=np.float32) < p).view(np.uint8)
-        mask |= np.left_shift(flips, np.uint8(bit))
-    return mask
-
-
-def clustered_rows(centre_rows, n, bits, p, rng, chunk=CHUNK_ROWS, with_centres=False):
-    """n codes packed by rows: each a uniformly picked row of centre_rows XOR independent flips of probability p.
-    With with_centres, also the centre number of every code (n,) int64."""
-    width = centre_rows.shape[1]
-    rows = np.empty((n, width), np.uint8)
-    centres = np.empty(n, np.int64) if with_centres else None
-    for lo in range(0, n, chunk):
-        count = min(chunk, n - lo)
-        which = rng.integers(0, len(centre_rows), count)
-        np.bitwise_xor(centre_rows[which], flip_mask((count, width), p, rng), out=rows[lo:lo + count])
-        if with_centres:
-            centres[lo:lo + count] = which
-    rows[:, -1] &= _last_byte_mask(bits)
-    return (rows, centres) if with_centres else rows
-
-
-def make_codes(distribution, size, queries, bits, centres, flip, seed):
-    """(database rows (size, width), query rows (queries, width)) of one distribution (module docstring)."""
-    if distribution == "uniform":
-        return (uniform_rows(size, bits, rng_for(seed, distribution, "database")),
-                uniform_rows(queries, bits, rng_for(seed, distribution, "queries")))
-    centre_rows = uniform_rows(centres, bits, rng_for(seed, distribution, "centres"))
-    return (clustered_rows(centre_rows, size, bits, flip, rng_for(seed, distribution, "database")),
-            clustered_rows(centre_rows, queries, bits, flip, rng_for(seed, distribution, "queries")))
 
 
 def true_distances(query_rows, db_rows, ids):

@@ -81,6 +81,18 @@ def model_argv(index):
             str(ident["preprocess"]["crop_size"]), "--resize-mode", ident["preprocess"]["resize_mode"]]
 
 
+def _write_synced(path, mode, rows, expected_start=None):
+    """Write code rows to `path` (mode "ab" to append, "wb" to create) and fsync them: on disk before any transaction
+    names them. expected_start: the size the file must have before an append (else a writer skipped writing())."""
+    with open(path, mode) as f:
+        if expected_start is not None and f.tell() != expected_start:
+            raise RuntimeError(f"{path} holds {f.tell()} bytes, expected {expected_start}: append outside "
+                               f"IndexStore.writing()")
+        f.write(np.ascontiguousarray(rows, dtype=np.uint8).tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+
+
 class IndexStore:
     """One index folder. `IndexStore.create(folder, identity)` makes a new one (or opens the same model's);
     `IndexStore(folder)` opens an existing one; `expect` (an identity) refuses another model's index."""
@@ -195,6 +207,17 @@ class IndexStore:
 
     # ------------------------------------------------------------------------------------------------ writes
     @contextmanager
+    def transaction(self):
+        """One SQLite write transaction: committed when the block ends, rolled back when it raises."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    @contextmanager
     def writing(self):
         """The one writer of this index at a time (a lock file); cuts off rows a killed writer left uncommitted."""
         lock = open(self.folder / "write.lock", "a+")
@@ -223,16 +246,9 @@ class IndexStore:
             raise ValueError(f"append: {len(records)} items need code rows of shape {(len(records), self.row_bytes)}, "
                              f"got {rows.shape}")
         start = self.slots
-        with open(self.codes_path(), "ab") as f:
-            if f.tell() != start * self.row_bytes:
-                raise RuntimeError(f"{self.codes_path()} holds {f.tell()} bytes, expected {start * self.row_bytes}: "
-                                   f"append outside IndexStore.writing()")
-            f.write(rows.tobytes())
-            f.flush()
-            os.fsync(f.fileno())
+        _write_synced(self.codes_path(), "ab", rows, expected_start=start * self.row_bytes)
         now = time.time()
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self.transaction():
             self.db.executemany("DELETE FROM items WHERE path = ?", [(r["path"],) for r in records])
             self.db.executemany(
                 "INSERT INTO items (path, size, mtime_ns, sha256, labels, slot, added) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -240,10 +256,6 @@ class IndexStore:
                   None if r.get("labels") is None else json.dumps([int(v) for v in r["labels"]]), start + i, now)
                  for i, r in enumerate(records)])
             self.db.execute("UPDATE meta SET value = ? WHERE key = 'slots'", (str(start + len(records)),))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
 
     def touch(self, records):
         """Record a new size / mtime for items whose content (sha256) did not change: nothing to encode."""
@@ -252,10 +264,9 @@ class IndexStore:
 
     def remove(self, paths):
         """Remove the items of these paths; returns how many were removed."""
-        self.db.execute("BEGIN IMMEDIATE")
-        before = len(self)
-        self.db.executemany("DELETE FROM items WHERE path = ?", [(p,) for p in paths])
-        self.db.execute("COMMIT")
+        with self.transaction():
+            before = len(self)
+            self.db.executemany("DELETE FROM items WHERE path = ?", [(p,) for p in paths])
         return before - len(self)
 
     def compact(self):
@@ -267,23 +278,17 @@ class IndexStore:
             return 0
         generation = int(self._meta("generation")) + 1
         new_path = self.codes_path(generation)
-        rows = self.code_rows(slots)
-        with open(new_path, "wb") as f:
-            f.write(rows.tobytes())
-            f.flush()
-            os.fsync(f.fileno())
+        _write_synced(new_path, "wb", self.code_rows(slots))
         old_path = self.codes_path()
-        self.db.execute("BEGIN IMMEDIATE")
         try:
-            # slots are UNIQUE: move them out of the way first, then number them 0..n-1 in their old order
-            self.db.execute("UPDATE items SET slot = -1 - slot")
-            self.db.executemany("UPDATE items SET slot = ? WHERE id = ?",
-                                [(new, int(item)) for new, item in enumerate(ids)])
-            self.db.execute("UPDATE meta SET value = ? WHERE key = 'slots'", (str(len(slots)),))
-            self.db.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(generation),))
-            self.db.execute("COMMIT")
+            with self.transaction():
+                # slots are UNIQUE: move them out of the way first, then number them 0..n-1 in their old order
+                self.db.execute("UPDATE items SET slot = -1 - slot")
+                self.db.executemany("UPDATE items SET slot = ? WHERE id = ?",
+                                    [(new, int(item)) for new, item in enumerate(ids)])
+                self.db.execute("UPDATE meta SET value = ? WHERE key = 'slots'", (str(len(slots)),))
+                self.db.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(generation),))
         except BaseException:
-            self.db.execute("ROLLBACK")
             new_path.unlink(missing_ok=True)
             raise
         old_path.unlink(missing_ok=True)
