@@ -14,7 +14,7 @@ from pathlib import Path
 from flask import Blueprint, Response, jsonify, request, send_file, url_for
 
 from utils.retrieval.limits import MAX_PIXELS, MAX_RESULTS
-from utils.retrieval.search_service import PageError, thumbnail_png
+from utils.retrieval.search_service import PageError, code_string, thumbnail_png
 
 API_PREFIX = "/api/v1"
 OPENAPI = json.loads((Path(__file__).parent / "api_openapi.json").read_text(encoding="utf-8"))
@@ -168,7 +168,7 @@ def create_api(service, default_k, max_upload_mb):
         names = service.database.class_names
         found = {"id": item_id, "path": str(path), "labels": labels,
                  "label_names": [names[i] for i in labels] if names else None,
-                 "code": code_to_hex("".join("1" if v > 0 else "0" for v in service.collection.code(position))),
+                 "code": code_to_hex(code_string(service.collection.code(position))),
                  "thumbnail": url_for("api.item_thumbnail", item_id=item_id),
                  "image": url_for("api.item_image", item_id=item_id)}
         return jsonify(found)

@@ -1,7 +1,7 @@
 """Keeping an index of one's images up to date (docs/retrieval.md#an-index-of-your-images): which files are new or
-changed, reading them (hash and decode at once), encoding them in committed chunks, checking an index against its
-files. The command is scripts/index_images.py; the storage utils/retrieval/index_store.py. No Paddle here: the model
-comes in as `load_encoder()`, called only when something is to be encoded, returning an Encoder.
+changed, reading them (hash, then decode), encoding them in committed chunks, checking an index against its files.
+The command is scripts/index_images.py; the storage utils/retrieval/index_store.py. The model comes in as
+`load_encoder()`, called only when something is to be encoded, returning an Encoder.
 """
 import glob
 import hashlib
@@ -16,10 +16,10 @@ import numpy as np
 from tqdm import tqdm
 
 from utils.hashing.codes import binarize, pack_rows
+from utils.retrieval.search import IMAGE_SUFFIXES
 from utils.runtime.console import log_to_stderr
 from utils.runtime.errors import MissingFileError, UsageError
 
-IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".ppm", ".tif", ".tiff", ".webp")
 # what encoding needs of the model: the eval transform, images (n, 3, h, w) uint8 -> raw outputs, batch size, threads
 Encoder = namedtuple("Encoder", "transform encode_batch batch_size workers")
 

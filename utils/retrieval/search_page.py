@@ -15,7 +15,7 @@ from pathlib import Path
 from flask import Flask, Response, abort, render_template_string, request, url_for
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from utils.retrieval.api import API_PREFIX, create_api, error_response
+from utils.retrieval.api import API_PREFIX, code_to_hex, create_api, error_response
 from utils.retrieval.contact_sheet import COLOURS
 from utils.retrieval.limits import MAX_PIXELS, cap_results
 from utils.retrieval.search_service import MAX_K, PageError, SearchService, thumbnail_png  # noqa: F401 (re-exported)
@@ -42,7 +42,7 @@ def parse_k(value, default, limit):
 def create_app(service, default_k=12, max_upload_mb=16):
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
-    app.jinja_env.globals.update(fmt=format_labels, grouped=grouped, hexcode=hex_code)
+    app.jinja_env.globals.update(fmt=format_labels, grouped=grouped, hexcode=code_to_hex)
     limit = min(MAX_K, len(service.database))
     default_k = cap_results(default_k, len(service.database))  # --num-results over the limit: said once, at start
 
@@ -158,10 +158,6 @@ def format_labels(indices, names):
 
 def grouped(code):
     return " ".join(code[i:i + 8] for i in range(0, len(code), 8))
-
-
-def hex_code(code):
-    return "".join(f"{int(code[i:i + 4], 2):x}" for i in range(0, len(code), 4))
 
 
 PAGE = (Path(__file__).parent / "search_page.html").read_text(encoding="utf-8")  # a Jinja template

@@ -30,6 +30,11 @@ UPLOADS_KEPT = 32
 THUMB_PIXELS = 192
 
 
+def code_string(code):
+    """A ±1 code as the page and the API write it before hex: '1' where an output is > 0, else '0'."""
+    return "".join("1" if v > 0 else "0" for v in code)
+
+
 class PageError(UserError):
     """A request the page answers with a message (and this HTTP status) instead of results: a user error like any
     other (utils/runtime/errors.py), which the page tells instead of one `error:` line."""
@@ -104,7 +109,7 @@ class SearchService:
             positions, distances = positions[None, :MAX_K], distances[None, :MAX_K]
         entry = build_results([query_name], positions, distances, self.database, self.bit, query_rows=[query_row],
                               item_ids=self.collection.item_ids)[0]
-        entry["code"] = "".join("1" if v > 0 else "0" for v in code)
+        entry["code"] = code_string(code)
         if radius is not None:
             entry.update(radius=int(radius), total=total, truncated=total > MAX_K)
         return entry
