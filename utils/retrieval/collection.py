@@ -29,13 +29,21 @@ class Collection:
     def __init__(self, database, rows, bits, engine, item_ids, source, root=None):
         self.database, self.bits, self.source, self.root = database, int(bits), source, root
         self.item_ids = np.asarray(item_ids, dtype=np.int64)
-        self.position_of = {int(item): position for position, item in enumerate(self.item_ids)}
+        # a lookup by id in O(log n) without a dict of millions of entries
+        self._by_id = np.argsort(self.item_ids, kind="stable")
+        self._sorted_ids = self.item_ids[self._by_id]
         self.rows = rows  # row-packed codes, position by position: an item's own code is a query too
         self.engine_name = choose_engine(engine, len(self.item_ids))
         self.engine = build_engine(self.engine_name, rows, self.bits)
 
     def __len__(self):
         return len(self.item_ids)
+
+    def position_of(self, item_id):
+        """The position of the item with this id, or None."""
+        at = int(np.searchsorted(self._sorted_ids, item_id))
+        found = at < len(self._sorted_ids) and self._sorted_ids[at] == item_id
+        return int(self._by_id[at]) if found else None
 
     def knn(self, codes, k):
         """(positions (nq, k'), distances) of the k nearest items of ±1 codes (nq, bits), ties in item order."""

@@ -71,7 +71,7 @@ class SearchService:
         return path
 
     def position(self, item_id):
-        position = self.collection.position_of.get(int(item_id))
+        position = self.collection.position_of(int(item_id))
         if position is None:
             abort(404, f"no item #{item_id} (the {self.collection.source} has {len(self.collection)} items)")
         return position
