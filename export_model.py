@@ -75,6 +75,7 @@ def export_inference_model(model, save_dir, bit, resize_size, crop_size, source=
 
     from utils.datasets.normalization import IMAGENET_MEAN, IMAGENET_STD
     from utils.retrieval.fast_encoder import INPUT_NAME, PARAMS_FILE, save_program
+    from utils.runtime.errors import NO_SPACE
     from utils.runtime.fileio import save_json, sha256_of
 
     save_dir = Path(save_dir)
@@ -99,6 +100,11 @@ def export_inference_model(model, save_dir, bit, resize_size, crop_size, source=
         for name in os.listdir(tmp):
             os.replace(tmp / name, save_dir / name)
         save_json(meta, save_dir / META_NAME)
+    except OSError as err:
+        if err.errno in NO_SPACE:  # name the file meant, not the temporary folder it was being written into
+            err.filename = str(save_dir / Path(err.filename or PARAMS_FILE).name)
+            err.advice = "free space there or export elsewhere (--save-inference-dir)"
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return meta

@@ -1,6 +1,7 @@
 """utils/retrieval/fast_encoder.py: the Paddle Inference (oneDNN) encoder gives the dynamic graph's codes exactly and
 its raw outputs within float rounding (tests/tolerances.py), in evaluation (evaluation.evaluate, same mAP) and in
 predict.py; the layer it was made from stays a dynamic-graph layer; --encoder resolves by device."""
+import errno
 import logging
 
 import numpy as np
@@ -14,7 +15,7 @@ from utils.datasets.image_list import ImageList, build_transform
 from utils.hashing.codes import binarize
 from utils.retrieval import fast_encoder
 from utils.runtime import dist
-from utils.runtime.errors import UsageError
+from utils.runtime.errors import UsageError, user_message
 from utils.train import build, evaluation
 from utils.train.options import parse_args
 
@@ -164,3 +165,69 @@ def test_auto_falls_back_to_dygraph_when_the_predictor_fails(monkeypatch, capsys
     assert "second line" not in warning and fast_encoder.encoder_kind(layer) == "dygraph"
     with pytest.raises(RuntimeError, match="no kernel"):
         fast_encoder.model_encoder(layer, "inference", 64)
+
+
+class PixelsToCode(paddle.nn.Layer):
+    """The smallest layer a predictor takes: uint8 [N, 3, 2, 2] pixels -> 8 outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = paddle.nn.Linear(12, 8)
+
+    def forward(self, x):
+        return self.fc(paddle.flatten(paddle.cast(x, "float32"), 1))
+
+
+def free_space(monkeypatch, *free_bytes):
+    """shutil.disk_usage answering `free_bytes` in turn (the last one from then on)."""
+    import collections
+    import shutil
+    answers = list(free_bytes)
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 ** 12, 0, answers.pop(0) if len(answers) > 1
+                                                                                   else answers[0]))
+
+
+def test_a_full_temporary_folder_is_told_before_the_weights_are_written(monkeypatch, capsys):
+    """paddle.jit.save cuts its weights file on a full disk without a word: the room is checked first, and the error
+    names the file, the size and TMPDIR; --encoder auto warns so and encodes in the dynamic graph."""
+    layer = PixelsToCode()
+    needed = fast_encoder.weights_bytes(layer)
+    assert needed == (12 * 8 + 8) * 4
+    free_space(monkeypatch, needed - 1)
+    with pytest.raises(OSError) as caught:
+        fast_encoder.layer_predictor(layer, 2)
+    message = user_message(caught.value)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename.endswith("inference.pdiparams")
+    assert "no space left on the device" in message and "needs at least 416 bytes" in message
+    assert "point TMPDIR at a folder with room" in message
+    assert fast_encoder.model_encoder(layer, "auto", 2) is layer
+    assert "could not take PixelsToCode (no space left on the device" in capsys.readouterr().err
+
+
+def test_a_disk_that_fills_while_the_weights_are_written_is_told_not_loaded(monkeypatch):
+    """A disk left full by paddle.jit.save may hold a cut weights file (Paddle does not say), which a predictor loads
+    as garbage: the save is an ENOSPC error instead; with room left after the save the predictor is made."""
+    layer = PixelsToCode()
+    free_space(monkeypatch, 10 ** 9, fast_encoder.FULL_DISK_BYTES - 1)
+    with pytest.raises(OSError) as caught:
+        fast_encoder.layer_predictor(layer, 2)
+    assert caught.value.errno == errno.ENOSPC and "needs at least 416 bytes" in user_message(caught.value)
+    free_space(monkeypatch, 10 ** 9, fast_encoder.FULL_DISK_BYTES)
+    pixels = np.arange(12, dtype=np.uint8).reshape(1, 3, 2, 2)
+    with paddle.no_grad():
+        expected = layer(paddle.to_tensor(pixels)).numpy()
+    np.testing.assert_allclose(fast_encoder.layer_predictor(layer, 2)(pixels), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_an_export_to_a_full_disk_names_the_export_and_its_flag(monkeypatch, tmp_path):
+    """export_model.py on a full disk: one line naming the exported file (not its temporary folder) and
+    --save-inference-dir; nothing is left in the export folder."""
+    import export_model
+    free_space(monkeypatch, 10)
+    with pytest.raises(OSError) as caught:
+        export_model.export_inference_model(PixelsToCode(), tmp_path / "inference_8", 8, 4, 2)
+    message = user_message(caught.value)
+    assert caught.value.filename == str(tmp_path / "inference_8" / fast_encoder.PARAMS_FILE)
+    assert "no space left" in message and "export elsewhere (--save-inference-dir)" in message
+    assert list(tmp_path.iterdir()) == []

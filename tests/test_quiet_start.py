@@ -81,17 +81,18 @@ CONVERT = ("import os, sys\nsys.path.insert(0, os.getcwd())\nimport utils.runtim
            "        warnings.warn('a warning written during the conversion')\n"
            "        return x.astype('float32') + self.w\n"
            "{call}\n")
-SAVE = "fast_encoder.save_program(Add(), tempfile.mkdtemp(), 8)"
+SAVE = "fast_encoder.save_program(Add(), sys.argv[1], 8)"
 UNFILTERED = ("spec = [paddle.static.InputSpec([None, 3, 8, 8], 'uint8', 'x')]\n"
               "static = paddle.jit.to_static(Add(), input_spec=spec, full_graph=True)\n"
-              "paddle.jit.save(static, tempfile.mkdtemp() + '/m')")
+              "paddle.jit.save(static, sys.argv[1] + '/m')")
 
 
 def test_program_conversion_drops_paddles_pir_out_warning_only(tmp_path):
     procs = {}
     for name, call in (("plain", UNFILTERED), ("ours", SAVE)):  # to_static reads the layer's source: a file
         (tmp_path / f"{name}.py").write_text(CONVERT.format(call=call), encoding="utf-8")
-        procs[name] = start([str(tmp_path / f"{name}.py")])
+        (tmp_path / f"{name}_program").mkdir()
+        procs[name] = start([str(tmp_path / f"{name}.py"), str(tmp_path / f"{name}_program")])
     errs = {name: proc.communicate(timeout=600)[1] for name, proc in procs.items()}
     assert procs["ours"].returncode == 0, errs["ours"]
     if PIR_OUT not in errs["plain"]:

@@ -18,6 +18,7 @@ and a frozen backbone's run makes one for the whole run (utils/train/build.froze
 """
 import contextlib
 import copy
+import errno
 import os
 import shutil
 import sys
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.config.flags import ENCODERS
+from utils.runtime.errors import NO_SPACE
 
 MODEL_FILES = ("inference.json", "inference.pdmodel")  # PIR program / legacy ProgramDesc
 # --encoder auto on the CPU: a job of fewer pixels than this (256 toy images) is encoded by the dynamic graph, which
@@ -39,6 +41,12 @@ INPUT_NAME = "x"
 # x - y, x / y, paddle.pow, ...) hand `out=None` to the C++ op under PIR. Nothing in this project passes out=; every
 # network warns. save_program drops this one line and lets every other line through.
 PIR_OUT_WARNING = "static graph(PIR) not support input out tensor"
+# Less room than this left after paddle.jit.save: the disk filled while it wrote (a write that meets a full disk
+# leaves a few blocks at most), so its weights file may be cut
+FULL_DISK_BYTES = 1 << 20
+# What to do when the temporary folder a predictor is made through is full (utils/runtime/errors.describe_os_error)
+TEMP_FOLDER_ADVICE = ("free space there or point TMPDIR at a folder with room; --encoder dygraph needs no such folder "
+                      "(the same codes, slower on the CPU)")
 
 
 @contextlib.contextmanager
@@ -71,14 +79,25 @@ def save_program(layer, folder, crop_size):
     import paddle
     from paddle.static import InputSpec
 
+    from utils.runtime.fileio import ensure_free_space
+
     folder = Path(folder)
     twin = copy.deepcopy(layer)
     twin.eval()
     spec = [InputSpec([None, 3, int(crop_size), int(crop_size)], "uint8", INPUT_NAME)]
+    # paddle.jit.save does not report a full disk: it leaves a cut weights file that a predictor loads without a word
+    # (missing weights read as whatever the memory held) or refuses with "Cannot read tensor desc size". So the room
+    # is checked before, and a disk left full after is taken for one that filled while the weights were written.
+    params, needed = folder / PARAMS_FILE, weights_bytes(twin)
+    ensure_free_space(params, needed)
     # full_graph=True: the AST translator, which honours input_spec (Paddle 3.x defaults to SOT, which ignores it)
     with stderr_without(PIR_OUT_WARNING):
         static_layer = paddle.jit.to_static(twin, input_spec=spec, full_graph=True)
         paddle.jit.save(static_layer, str(folder / "inference"))
+    if shutil.disk_usage(folder).free < FULL_DISK_BYTES:
+        err = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(params))
+        err.needed_bytes = needed
+        raise err
     model_file = next((name for name in MODEL_FILES if (folder / name).is_file()), None)
     if model_file is None or not (folder / PARAMS_FILE).is_file():
         raise RuntimeError(f"paddle.jit.save wrote {sorted(p.name for p in folder.iterdir())}, expected {PARAMS_FILE} "
@@ -132,14 +151,24 @@ class Predictor:
 
 
 def layer_predictor(layer, crop_size, use_gpu=False, gpu_id=0, cpu_threads=None):
-    """A Predictor of eval-mode `layer` with its current weights (oneDNN on the CPU); `layer` is left unchanged."""
+    """A Predictor of eval-mode `layer` with its current weights (oneDNN on the CPU); `layer` is left unchanged. The
+    weights pass through a folder under TMPDIR: a full one is an OSError(ENOSPC) that says to point TMPDIR elsewhere."""
     folder = Path(tempfile.mkdtemp(prefix="hashnet_encoder_"))
     try:
         model_file = save_program(layer, folder, crop_size)
         return Predictor(create_predictor(folder / model_file, folder / PARAMS_FILE, use_gpu=use_gpu,
                                           gpu_id=gpu_id, cpu_threads=cpu_threads))
+    except OSError as err:
+        if err.errno in NO_SPACE:
+            err.advice = TEMP_FOLDER_ADVICE
+        raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)  # the predictor has read both files
+
+
+def weights_bytes(layer):
+    """The bytes of `layer`'s parameters and buffers: about the size of its saved program's weights file."""
+    return sum(int(np.prod(t.shape)) * t.element_size() for t in layer.state_dict().values())
 
 
 def resolve_encoder(choice, device=None, images=None, crop_size=None):
@@ -207,9 +236,12 @@ def model_encoder(model, choice, crop_size, images=None):
         if choice != "auto":
             raise
         import sys
-        print(f"warning: --encoder auto: Paddle Inference could not take {type(model).__name__} "
-              f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); encoding in the dynamic graph "
-              f"(the same codes, slower)", file=sys.stderr, flush=True)
+
+        from utils.runtime.errors import is_file_system_error, user_message
+        cause = (user_message(err) if is_file_system_error(err)
+                 else f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+        print(f"warning: --encoder auto: Paddle Inference could not take {type(model).__name__} ({cause}); encoding "
+              f"in the dynamic graph (the same codes, slower)", file=sys.stderr, flush=True)
         return model
 
 

@@ -56,20 +56,29 @@ def _size(num_bytes):
         num_bytes /= 1024
 
 
+def _existing(folder):
+    """`folder`, or its nearest ancestor that exists (a temporary folder is gone by the time its error is told)."""
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    return folder
+
+
 def describe_os_error(exc):
     """A file system error as one line: the file, and for a full disk its folder, the space needed and free."""
     name = exc.filename or "a file (not named by the system)"
     folder = os.path.dirname(os.path.abspath(exc.filename)) if exc.filename else None
     if exc.errno in NO_SPACE:
         try:
-            free = f"{_size(shutil.disk_usage(folder).free)} free" if folder else "free space unknown"
+            free = f"{_size(shutil.disk_usage(_existing(folder)).free)} free" if folder else "free space unknown"
         except OSError:
             free = "free space unknown"
         needed = getattr(exc, "needed_bytes", 0)
         needs = f"it needs at least {_size(needed)}" if needed else "its size is not known beforehand"
-        return (f"no space left on the device to write {name}: {folder} has {free}, {needs}; free space there or "
-                f"write elsewhere (--output-dir / --cache-dir), then run the command again (a training run continues "
-                f"from its last checkpoint with --resume auto)")
+        # `advice`: set by the writer of a file no flag places (fast_encoder's temporary folder)
+        advice = getattr(exc, "advice", None) or (
+            "free space there or write elsewhere (--output-dir / --cache-dir), then run the command again (a training "
+            "run continues from its last checkpoint with --resume auto)")
+        return f"no space left on the device to write {name}: {folder} has {free}, {needs}; {advice}"
     if exc.errno == errno.EROFS:
         return f"{name}: {folder} is on a read-only file system; write elsewhere (--output-dir / --cache-dir)"
     return (f"permission denied on {name} ({exc.strerror}): make {folder} writable for this user, or write "
