@@ -238,6 +238,11 @@ def test_upload_of_a_database_image_comes_back_first(site):
     assert answer["query"]["source"] == "upload" and answer["query"]["name"] == image.name
     assert answer["query"]["code"] == hex_of(cached_codes(site)[item])
     assert ranking(answer) == ranking(client.get(f"{API_PREFIX}/search?item={item}&k=4").get_json())
+    # the upload is held: its token searches it again (the page's "More results" and address), its thumbnail shows
+    token = answer["query"]["token"]
+    again = client.post(f"{API_PREFIX}/search", json={"upload": token, "k": 6}).get_json()
+    assert again["query"]["source"] == "upload" and ranking(again)[:4] == ranking(answer) and again["count"] == 6
+    assert client.get(answer["query"]["thumbnail"]).data.startswith(PNG_SIGNATURE)
 
 
 def test_item_thumbnails_are_png_and_images_the_files(site):
@@ -282,7 +287,9 @@ def bad_requests(n, image):
                                  [f"radius must be a whole number from 0 to {BITS}"]),
         "k and radius": (lambda c: c.get(f"{search}?item=1&k=3&radius=2"), 400, ["give k", "or radius", "not both"]),
         "no source": (lambda c: c.get(search), 400, ["give exactly one of image", "item", "code", "query",
-                                                      "got none"]),
+                                                      "upload (an earlier upload's token)", "got none"]),
+        "upload no longer held": (lambda c: c.get(f"{search}?upload=0123abc"), 404,
+                                  ["no longer held by the server", "upload it again"]),
         "two sources": (lambda c: c.get(f"{search}?item=1&code=00000000"), 400, ["exactly one of", "got item, code"]),
         "upload and item": (lambda c: api_upload(c, image, "a.png", item="1"), 400, ["got image, item"]),
         "code too short": (lambda c: c.get(f"{search}?code=abc"), 400,
@@ -305,6 +312,8 @@ def bad_requests(n, image):
         "upload over the pixel limit": (lambda c: api_upload(c, too_many_pixels(), "huge.png"), 413,
                                         ["'huge.png'", f"the limit is {MAX_PIXELS:,} pixels"]),
         "upload empty": (lambda c: api_upload(c, b"", "empty.png"), 400, ["'empty.png' is empty"]),
+        "upload truncated": (lambda c: api_upload(c, image[:len(image) // 2], "cut.png"), 400,
+                             ["'cut.png' could not be decoded", "truncated"]),
         "upload over the limit": (lambda c: api_upload(c, b"\0" * (1024 * 1024 + 1), "big.png"), 413,
                                   ["larger than the limit of 1 MB", "--max-upload-mb"]),
         "JSON body a list": (lambda c: c.post(search, json=[1]), 400, ["the JSON body must be an object"]),

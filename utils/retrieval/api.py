@@ -18,7 +18,7 @@ from utils.retrieval.search_service import PageError, code_string, thumbnail_png
 
 API_PREFIX = "/api/v1"
 OPENAPI = json.loads((Path(__file__).parent / "api_openapi.json").read_text(encoding="utf-8"))
-SOURCES = ("item", "code", "query")  # besides an uploaded `image`
+SOURCES = ("item", "code", "query", "upload")  # besides an uploaded `image`; upload: an earlier one's token
 
 
 class ApiError(Exception):
@@ -71,9 +71,11 @@ def search_answer(service, entry, started):
     results = [{"rank": r["rank"], "id": r["index"], "distance": r["distance"], "path": r["path"],
                 "labels": r["labels"], "label_names": r["label_names"], "shared_labels": r["shared_labels"],
                 "thumbnail": url_for("api.item_thumbnail", item_id=r["index"]),
+                "image": url_for("api.item_image", item_id=r["index"]),
                 "item": url_for("api.item", item_id=r["index"])} for r in entry["results"]]
     query = {"source": entry["source"], "name": entry["query"], "code": code_to_hex(entry["code"]),
-             "labels": entry["query_labels"], "label_names": entry["query_label_names"]}
+             "labels": entry["query_labels"], "label_names": entry["query_label_names"],
+             "thumbnail": entry.get("query_thumb")}
     for key in ("item", "query_index", "token"):
         if key in entry:
             query[key] = entry[key]
@@ -136,8 +138,9 @@ def create_api(service, default_k, max_upload_mb):
         if upload is not None:
             given.insert(0, "image")
         if len(given) != 1:
-            raise ApiError("give exactly one of image (a multipart upload), item (an item id), code (hex) or query "
-                           f"(a number in the query list); got {', '.join(given) if given else 'none'}")
+            raise ApiError("give exactly one of image (a multipart upload), item (an item id), code (hex), query "
+                           "(a number in the query list) or upload (an earlier upload's token); got "
+                           f"{', '.join(given) if given else 'none'}")
         if params.get("k") not in (None, "") and params.get("radius") not in (None, ""):
             raise ApiError("give k (the k nearest) or radius (every item within it), not both")
         radius = None
@@ -153,6 +156,8 @@ def create_api(service, default_k, max_upload_mb):
             entry = service.search_item(whole_number(params["item"], "item", 0, 2 ** 63 - 1), k, radius)
         elif source == "query":
             entry = service.search_query(whole_number(params["query"], "query", 0, 2 ** 31), k, radius)
+        elif source == "upload":
+            entry = service.search_upload(str(params["upload"]), k, radius)
         else:
             code = code_from_hex(params["code"], service.bit)
             entry = service.search(code, k, "code", None, radius)
