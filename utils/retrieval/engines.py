@@ -124,6 +124,9 @@ def _faiss():
     return faiss
 
 
+IVF_CODES_PER_LIST = 39  # faiss's k-means: fewer training points a centroid than this and it warns
+
+
 class FaissSearch:
     """faiss's binary indexes (optional extra). kind: 'flat' (IndexBinaryFlat, exact distances), 'hnsw'
     (IndexBinaryHNSW, M links a node, ef_search candidates) or 'ivf' (IndexBinaryIVF, nlist lists trained on up to
@@ -145,12 +148,14 @@ class FaissSearch:
             index = faiss.IndexBinaryHNSW(self.bits, hnsw_m)
             index.hnsw.efSearch = ef_search
         elif kind == "ivf":
-            nlist = nlist or max(1, int(4 * np.sqrt(max(1, self.size))))  # faiss's rule of thumb, 4 sqrt(n)
-            quantizer = faiss.IndexBinaryFlat(self.bits)
-            index = faiss.IndexBinaryIVF(quantizer, self.bits, nlist)
             sample = rows
             if self.size > train_size:
                 sample = rows[np.random.default_rng(seed).choice(self.size, train_size, replace=False)]
+            # faiss's rule of thumb, 4 sqrt(n) lists, but at least IVF_CODES_PER_LIST training codes a list (faiss
+            # warns below 39 and its centroids are poorly placed)
+            nlist = nlist or max(1, min(int(4 * np.sqrt(self.size)), len(sample) // IVF_CODES_PER_LIST))
+            quantizer = faiss.IndexBinaryFlat(self.bits)
+            index = faiss.IndexBinaryIVF(quantizer, self.bits, nlist)
             index.train(sample)
             index.nprobe = nprobe
             self._quantizer = quantizer  # faiss holds a pointer only: keep the quantizer alive with the index
