@@ -260,3 +260,42 @@ def test_lite_chain(tmp_path):
     assert re.search(r"^40 codes in .*infer_codes\.txt$", proc.stdout, re.M), proc.stdout[-3000:]  # the query folder
     assert "ok: same top-5 from both engines; rank 1 = the query, distance 0" in proc.stdout
     assert "lite chain passed" in proc.stdout
+
+
+def test_infer_searches_an_index_built_by_the_exports_checkpoint(exported, tmp_path, capsys):
+    """infer.py --index answers as predict.py --index does (ids, paths, distances); an index that another checkpoint
+    built is refused, naming both models."""
+    from test_index import run_main, tool
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, path in enumerate(exported["images"]):
+        shutil.copy(path, photos / f"{i:02d}_{path.name}")
+    flags = ["--bit", "64", "--crop-size", "64", "--resize-size", "72", "--num-workers", "0", "--device", "cpu",
+             "--encoder", "dygraph"]
+    index = tmp_path / "index"
+    status, _, err = run_main(tool.main, "build", "--index", index, "--pretrained", exported["ckpt"], *flags, photos)
+    assert status == 0, err
+    queries = [arg for path in exported["images"][:3] for arg in ("--img", str(path))]
+    search = [*queries, "--index", str(index), "--json", "--topk", "5"]
+    assert predict.main([*search, "--save_path", str(tmp_path / "predict")]) == 0
+    by_predict = json_results(capsys.readouterr().out)
+    assert infer.main([*search, "--model-dir", str(exported["model_dir"]), "--save_path", str(tmp_path / "infer")]) == 0
+    by_infer = json_results(capsys.readouterr().out)
+    assert strip_outputs(by_infer) == strip_outputs(by_predict)
+    assert [r["distance"] for r in by_infer[0]["results"]][0] == 0 and len(by_infer[0]["results"]) == 5
+    assert all(Path(r["path"]).parent == photos for entry in by_infer for r in entry["results"])
+
+    # an index of another checkpoint (the same network, its hash layer changed)
+    from utils.train import checkpoint
+    other = {name: value.numpy() for name, value in exported["model"].state_dict().items()}
+    hash_weight = next(name for name in other if name.startswith("hash_layer") and name.endswith("weight"))
+    other[hash_weight] = other[hash_weight][:, ::-1].copy()
+    other_ckpt = checkpoint.save({name: paddle.to_tensor(value) for name, value in other.items()},
+                                 tmp_path / "other_64.pdparams")
+    status, _, err = run_main(tool.main, "build", "--index", tmp_path / "other_index", "--pretrained", other_ckpt,
+                              *flags, photos)
+    assert status == 0, err
+    status, _, err = run_main(infer.main, *queries, "--model-dir", exported["model_dir"], "--index",
+                              tmp_path / "other_index")
+    assert status == 2 and "codes of two models cannot be compared" in err
+    assert sha256(other_ckpt)[:12] in err and sha256(exported["ckpt"])[:12] in err

@@ -5,11 +5,15 @@ r"""HashNet codes and retrieval with Paddle Inference (a model written by export
     # the same retrieval output as predict.py (shares its database-code cache in --save_path)
     python deploy/inference_python/infer.py --model-dir output/inference_64 --img query.jpg \
         --dataset coco --data-path ./datasets/COCO2014/ --topk 10
+    # search an index of your own images (scripts/index_images.py) built by the checkpoint the model was exported from
+    python deploy/inference_python/infer.py --model-dir output/inference_64 --img query.jpg --index output/my_photos
 
 Preprocessing (resize, center crop) comes from the export's export_meta.json, so it equals predict.py's; the model
 takes uint8 pixels and normalises them itself (mean/std inside the exported program).
 So does the database: an export of a run folder records the run's dataset, lists and data root ("database"), and
 infer.py searches it with no other flag (explicit --dataset/--data-path/--list-dir override it, with a note).
+--index searches an index instead; the index must have been built by the checkpoint the export came from, with the
+same width, backbone and preprocessing (export_meta.json against the index's record: another is refused, naming both).
 CPU by default, with oneDNN unless --enable_mkldnn false, threads with --cpu_threads; --use_gpu on a CUDA build.
 With --codes-only, or when neither the export nor a flag names a database, it prints one line per image: the path
 and its code as a 0/1 string (or JSON lines with --json). As in predict.py, an unreadable query is named and skipped
@@ -25,7 +29,15 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # utils/ is shared with predict.py
 import utils.runtime.before_paddle  # noqa: E402,F401  (before anything imports paddle: see that module)
 
-from utils.config.flags import DATA_FLAGS, RETRIEVAL_FLAGS, add_flag, add_flags, entry_parser, str2bool  # noqa: E402
+from utils.config.flags import (  # noqa: E402
+    COLLECTION_FLAGS,
+    DATA_FLAGS,
+    RETRIEVAL_FLAGS,
+    add_flag,
+    add_flags,
+    entry_parser,
+    str2bool,
+)
 from utils.config.resolve import resolve_flags  # noqa: E402
 from utils.config.run_folder import is_data_key  # noqa: E402
 from utils.runtime.errors import MissingFileError, SetupError, UsageError  # noqa: E402
@@ -119,6 +131,9 @@ def get_parser():
     parser = entry_parser(__doc__)
     add_flags(parser, RETRIEVAL_FLAGS, "retrieval")
     add_flags(parser, DATA_FLAGS, "database", help={"--batch-size": "images per predictor run"})
+    add_flags(parser, COLLECTION_FLAGS, "what is searched", help={
+        "--index": "search this index of your own images (scripts/index_images.py) instead of the dataset's database; "
+                   "it must have been built by the checkpoint the model was exported from"})
     g = parser.add_argument_group("predictor")
     add_flag(g, "--model-dir", default=None, help="folder written by export_model.py (default output/inference_64)")
     add_flag(g, "--use-gpu", "--use_gpu", action="store_true", help="run on the GPU (CUDA build of Paddle)")
@@ -151,7 +166,8 @@ def parse_args(argv=None):
                                    preset_keys=("data_path", "path_prefix", "batch_size"))
     args.model_dir = model_dir
     args.save_path = args.save_path or "output"
-    args.retrieve = not args.codes_only and (exported is not None or any(is_data_key(k) for k in given))
+    args.retrieve = not args.codes_only and (exported is not None or args.index is not None
+                                             or any(is_data_key(k) for k in given))
     return args
 
 
@@ -170,8 +186,10 @@ def run(argv=None, out=None):
         def encode_database(dataset):
             return retrieval.encode_dataset(engine.run, dataset, args.batch_size, args.num_workers)
 
-        # the cache is keyed by the source checkpoint: the exported model's codes equal the dynamic graph's
-        args.resize_mode = engine.resize_mode
+        # the cache, or the index, is keyed by the source checkpoint: the exported model's codes equal the dynamic
+        # graph's, so the model identity is the source's with the export's width, backbone and preprocessing
+        args.bit, args.backbone, args.pretrained = engine.bit, engine.meta.get("backbone", "alexnet"), source["path"]
+        args.resize_size, args.crop_size, args.resize_mode = engine.resize_size, engine.crop_size, engine.resize_mode
         return retrieval.run_retrieval(args, paths, engine.bit, engine.transform, engine.run, lambda: (
             retrieval.open_collection(args, engine.bit, engine.transform, encode_database, source, engine.resize_size,
                                       engine.crop_size)), out=out)
