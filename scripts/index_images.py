@@ -55,15 +55,20 @@ def _model_args(args, store=None):
     return resolve_args(get_parser(), argv + ["--img", "unused"])
 
 
+def identity_of(margs):
+    """The model identity (index_store.model_identity) of resolved model args."""
+    from utils.runtime.fileio import sha256_of
+    return model_identity(margs, sha256_of(margs.pretrained))
+
+
 def encoder_loader(args, store, margs=None):
     """load_encoder for utils/retrieval/indexing.py: the model of --pretrained (or the index's), checked against the
     index's identity, as an indexing.Encoder."""
     def load():
         from predict import build_encoders
-        from utils.runtime.fileio import sha256_of
 
         resolved = margs or _model_args(args, store)
-        store.check_identity(model_identity(resolved, sha256_of(resolved.pretrained)))
+        store.check_identity(identity_of(resolved))
         transform, encode_batch, _ = build_encoders(resolved)
         return indexing.Encoder(transform, encode_batch, resolved.batch_size, resolved.num_workers or 1)
     return load
@@ -71,11 +76,9 @@ def encoder_loader(args, store, margs=None):
 
 # ---------------------------------------------------------------------------------------------------- commands
 def build(args):
-    from utils.runtime.fileio import sha256_of
-
     images = indexing.gather(args.inputs, args.root)  # a wrong path fails before the model is read
     margs = _model_args(args)
-    store = IndexStore.create(args.index, model_identity(margs, sha256_of(margs.pretrained)))
+    store = IndexStore.create(args.index, identity_of(margs))
     with store.writing():
         return indexing.update(store, images, encoder_loader(args, store, margs), args.chunk)
 
@@ -85,10 +88,8 @@ def given_model(args, store):
     encoded); None without --pretrained (the index's own model, loaded only when needed)."""
     if args.pretrained is None:
         return None
-    from utils.runtime.fileio import sha256_of
-
     margs = _model_args(args, store)
-    store.check_identity(model_identity(margs, sha256_of(margs.pretrained)))
+    store.check_identity(identity_of(margs))
     return margs
 
 

@@ -45,15 +45,12 @@ from utils.retrieval.limits import MAX_PIXELS, MAX_RESULTS  # noqa: E402
 from utils.retrieval.search_page import create_app  # noqa: E402
 
 site = test_serve.site  # reused, not copied: pytest finds a fixture by its name in this module
+cached_codes, hex_of = test_serve.cached_codes, test_serve.hex_of
 BITS = 32
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 # ------------------------------------------------------------------------------------------------------- helpers
-def cached_codes(site):
-    return np.load(site["base"] / "cache" / f"database_code_{BITS}.npy")
-
-
 def unique_item(site):
     """An item whose code no other item shares, so it alone is at distance 0 from itself (item 0 is not: the site's
     last list line is a copy of its image)."""
@@ -62,11 +59,6 @@ def unique_item(site):
         if (codes == codes[item]).all(axis=1).sum() == 1:
             return item
     raise AssertionError("no item with a unique code in the toy database")
-
-
-def hex_of(code):
-    bits = "".join("1" if v > 0 else "0" for v in code)
-    return "".join(f"{int(bits[i:i + 4], 2):x}" for i in range(0, len(bits), 4))
 
 
 def ranking(answer):

@@ -66,6 +66,20 @@ def labels_of(site, item):
     return {j for j, v in enumerate(site["db"][item][1:]) if v == "1"}
 
 
+def cached_codes(site):
+    """The site's database codes (±1, predict.py's cache), one row per database.txt line."""
+    return np.load(site["base"] / "cache" / "database_code_32.npy")
+
+
+def bits_of(code):
+    return "".join("1" if v > 0 else "0" for v in code)
+
+
+def hex_of(code):
+    bits = bits_of(code)
+    return "".join(f"{int(bits[i:i + 4], 2):x}" for i in range(0, len(bits), 4))
+
+
 # ------------------------------------------------------------------------------------------------------ searching
 def test_upload_of_a_database_image_comes_back_first_like_predict(site, capsys):
     client, db, root = site["client"], site["db"], site["root"]
@@ -88,9 +102,7 @@ def test_upload_of_a_database_image_comes_back_first_like_predict(site, capsys):
     assert answer["query"]["label_names"] == [TOY_CLASSES[j] for j in sorted(labels)]
     for r in answer["results"]:
         assert set(r["shared_labels"]) == labels & labels_of(site, r["id"])
-    code = np.load(site["base"] / "cache" / "database_code_32.npy")[3]
-    bits = "".join("1" if v > 0 else "0" for v in code)
-    assert answer["query"]["code"] == "".join(f"{int(bits[i:i + 4], 2):x}" for i in range(0, 32, 4))
+    assert answer["query"]["code"] == hex_of(cached_codes(site)[3])
 
     # the same bytes under another name: labels unknown, nothing marked
     renamed = upload(client, image.read_bytes(), "renamed.png", k=3).get_json()
@@ -240,7 +252,7 @@ def test_page_in_a_real_browser(site, browser, tmp_path):
         assert cells[0][1] == 0 and 5 in [c[2] for c in cells if c[1] == 0] and all(c[3] for c in cells)
         info = browser.find_element(By.ID, "query-info").text
         assert ", ".join(TOY_CLASSES[j] for j in sorted(labels_of(site, 5))) in info
-        code = "".join("1" if v > 0 else "0" for v in np.load(site["base"] / "cache" / "database_code_32.npy")[5])
+        code = bits_of(cached_codes(site)[5])
         assert browser.find_element(By.ID, "code").text == " ".join(code[i:i + 8] for i in range(0, 32, 8))
         loaded = browser.execute_script(  # the thumbnails really load (the browser decoded them)
             "return Array.from(document.querySelectorAll('#answer img')).every(i => i.complete && i.naturalWidth > 0)")

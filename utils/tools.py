@@ -8,6 +8,7 @@ from utils.hashing.codes import (
     pack_labels,
     pack_rows,
     packed_size,
+    plane_distances,
     rows_to_planes,
     sign_codes,
     topk_search,
@@ -18,6 +19,6 @@ from utils.hashing.tie_aware import tie_aware_average_precision
 
 __all__ = [
     "binarize", "sign_codes", "pack_rows", "rows_to_planes", "pack_codes", "pack_labels", "packed_size",
-    "hamming_distances", "topk_search",
+    "hamming_distances", "plane_distances", "topk_search",
     "CalcTopMap", "CalcTopMap_reference", "map_paper_rule", "retrieval_metrics", "tie_aware_average_precision",
 ]

@@ -29,6 +29,7 @@ __all__ = [
     "pack_labels",
     "packed_size",
     "hamming_distances",
+    "plane_distances",
     "topk_search",
 ]
 
@@ -222,6 +223,12 @@ def hamming_distances(q_packed, db_packed, out=None):
                 else:
                     np.add(acc, c, out=acc, casting="unsafe")
     return out
+
+
+def plane_distances(query, db_packed):
+    """Hamming distances (n,) int64 of one packed query code (planes,) to packed codes (planes, n): for a few
+    candidates at a time (utils/hashing/multi_index.py), where hamming_distances' tiling does not pay."""
+    return _popcount(np.bitwise_xor(db_packed, query[:, None])).sum(axis=0, dtype=np.int64)
 
 
 # ---------------------------------------------------------------------------------------------- ranking

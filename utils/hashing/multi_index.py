@@ -26,15 +26,13 @@ from math import comb
 
 import numpy as np
 
-from utils.hashing.codes import topk_search
+from utils.hashing.codes import plane_distances, rows_to_planes, topk_search
 
 MAX_SUBSTRING_BITS = 24
 # what a probed bucket and a candidate cost, in items of the vectorised scan (measured on a 2-core Xeon with NumPy 2.4:
 # the scan ~1.5 ns an item, a bucket lookup ~22 ns, a candidate's distance and merge ~100 ns). Probing stops, and the
 # scan answers, once probing would cost more than a whole scan: at worst a query costs about two scans.
 BUCKET_COST, CANDIDATE_COST = 16, 64
-_POPCOUNT_TABLE = np.array([bin(v).count("1") for v in range(256)], dtype=np.uint8)
-_popcount = getattr(np, "bitwise_count", None)
 
 
 def substring_lengths(bits, n_items, substrings=None):
@@ -60,26 +58,6 @@ def flip_masks(length, radius):
     return masks
 
 
-def rows_as_words(rows):
-    """Row-packed codes as (n, words) uint64, the unit of the distance computation (zero-padded to whole words)."""
-    rows = np.asarray(rows, dtype=np.uint8)
-    width = -(-rows.shape[1] // 8) * 8
-    if width != rows.shape[1]:
-        padded = np.zeros((rows.shape[0], width), dtype=np.uint8)
-        padded[:, :rows.shape[1]] = rows
-        rows = padded
-    return np.ascontiguousarray(rows).view("<u8").reshape(rows.shape[0], width // 8)
-
-
-def word_distances(query_words, planes):
-    """Hamming distances (n,) int64 between one query (words,) and codes as word planes (words, n) uint64."""
-    diff = np.bitwise_xor(planes, query_words[:, None])
-    if _popcount is not None:
-        return _popcount(diff).sum(axis=0, dtype=np.int64)
-    return _POPCOUNT_TABLE[diff.view(np.uint8)].reshape(diff.shape[0], diff.shape[1], 8).sum(axis=(0, 2),
-                                                                                             dtype=np.int64)
-
-
 def substring_values(rows, start, length):
     """The `length`-bit substring starting at bit `start` of every row-packed code, as uint64 (n,)."""
     first, last = start // 8, (start + length - 1) // 8
@@ -100,8 +78,8 @@ class MultiIndex:
             raise ValueError(f"MultiIndex: expected {bits}-bit codes packed by rows, uint8 of shape (n, "
                              f"{-(-bits // 8)}); got {rows.dtype} {rows.shape}")
         self.bits, self.size = int(bits), rows.shape[0]
-        # the codes as word planes (words, n): codes.topk_search's layout, so the scan is the project's one scan
-        self.planes = np.ascontiguousarray(rows_as_words(rows).T)
+        # the codes in codes.pack_codes' search layout (planes, n), so the scan is the project's one scan
+        self.planes = rows_to_planes(rows, self.bits)
         self.lengths = substring_lengths(self.bits, self.size, substrings)
         self.starts = np.cumsum([0] + self.lengths[:-1]).tolist()
         item_dtype = np.int32 if self.size < 2 ** 31 else np.int64
@@ -127,7 +105,7 @@ class MultiIndex:
             raise ValueError(f"MultiIndex: a query is one {self.bits}-bit code packed by rows, uint8 of shape "
                              f"({-(-self.bits // 8)},); got {query_row.dtype} {query_row.shape}")
         query_row = query_row[None, :]
-        return (rows_as_words(query_row)[0],
+        return (rows_to_planes(query_row, self.bits)[:, 0],
                 [int(substring_values(query_row, s, n)[0]) for s, n in zip(self.starts, self.lengths)])
 
     def _probe(self, table, value, radius):
@@ -152,8 +130,8 @@ class MultiIndex:
         """Buckets a probe at this radius looks up."""
         return comb(self.lengths[table], radius)
 
-    def _scan(self, query_words):
-        return word_distances(query_words, self.planes)
+    def _scan(self, query_planes):
+        return plane_distances(query_planes, self.planes)
 
     # ------------------------------------------------------------------------------------------------ search
     def knn(self, query_row, k):
@@ -162,7 +140,7 @@ class MultiIndex:
         if int(k) != k or k < 0:
             raise ValueError(f"MultiIndex.knn: k must be a whole number >= 0, got {k!r}")
         k = min(int(k), self.size)
-        query_words, values = self._query_parts(query_row)
+        query_planes, values = self._query_parts(query_row)
         if k == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         m = len(self.lengths)
@@ -171,26 +149,26 @@ class MultiIndex:
         for radius in range(max(self.lengths) + 1):
             for table in range(m):
                 if examined + self._probe_cost(table, radius) * BUCKET_COST > self.size:
-                    return self._knn_by_scan(query_words, k)
+                    return self._knn_by_scan(query_planes, k)
                 items = self._probe(table, values[table], radius)
                 examined += self._probe_cost(table, radius) * BUCKET_COST + items.size * CANDIDATE_COST
                 if items.size:
-                    keys = word_distances(query_words, self.planes[:, items]) * self.size + items
+                    keys = plane_distances(query_planes, self.planes[:, items]) * self.size + items
                     if best_keys.size == k:
                         keys = keys[keys < best_keys[-1]]  # only what would enter the k best
                     best_keys = np.unique(np.concatenate([best_keys, keys]))[:k]
                 # every item closer than m * radius + table + 1 has been seen (module docstring)
                 if best_keys.size == k and best_keys[-1] // self.size < m * radius + table + 1:
                     return best_keys % self.size, best_keys // self.size
-        return self._knn_by_scan(query_words, k)
+        return self._knn_by_scan(query_planes, k)
 
-    def _knn_by_scan(self, query_words, k):
-        ids, distances = topk_search(query_words[:, None], self.planes, k)
+    def _knn_by_scan(self, query_planes, k):
+        ids, distances = topk_search(query_planes[:, None], self.planes, k)
         return ids[0], distances[0].astype(np.int64)
 
     def within(self, query_row, radius):
         """(item numbers, distances) of every item within Hamming `radius`, by distance then item number."""
-        query_words, values = self._query_parts(query_row)
+        query_planes, values = self._query_parts(query_row)
         radius = int(radius)
         if radius < 0:
             raise ValueError(f"MultiIndex.within: radius must be >= 0, got {radius}")
@@ -200,13 +178,13 @@ class MultiIndex:
         reach = [whole if table <= rest else whole - 1 for table in range(m)]
         cost = sum(self._probe_cost(t, r) for t in range(m) for r in range(reach[t] + 1))
         if cost * BUCKET_COST > self.size:
-            every = self._scan(query_words)
+            every = self._scan(query_planes)
             items = np.flatnonzero(every <= radius)
             distances = every[items]
         else:
             parts = [self._probe(t, values[t], r) for t in range(m) for r in range(reach[t] + 1)]
             items = np.unique(np.concatenate(parts)).astype(np.int64)
-            distances = word_distances(query_words, self.planes[:, items])
+            distances = plane_distances(query_planes, self.planes[:, items])
             keep = distances <= radius
             items, distances = items[keep], distances[keep]
         order = np.argsort(distances, kind="stable")  # items ascend, so ties stay in item order

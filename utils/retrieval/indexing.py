@@ -4,7 +4,6 @@ The command is scripts/index_images.py; the storage utils/retrieval/index_store.
 `load_encoder()`, called only when something is to be encoded, returning an Encoder.
 """
 import glob
-import hashlib
 import os
 import sys
 import time
@@ -19,6 +18,7 @@ from utils.hashing.codes import binarize, pack_rows
 from utils.retrieval.search import IMAGE_SUFFIXES
 from utils.runtime.console import log_to_stderr
 from utils.runtime.errors import MissingFileError, UsageError
+from utils.runtime.fileio import sha256_of
 
 # what encoding needs of the model: the eval transform, images (n, 3, h, w) uint8 -> raw outputs, batch size, threads
 Encoder = namedtuple("Encoder", "transform encode_batch batch_size workers")
@@ -77,13 +77,14 @@ def gather(inputs, root=None):
 
 # ---------------------------------------------------------------------------------------------------- encoding
 def _load(path, transform):
-    """(sha256, size, mtime_ns, image array or None, error or None) of one file: read once for the hash and decode."""
+    """(sha256, size, mtime_ns, image array or None, error or None) of one file (the decode reads it back from the
+    OS cache)."""
     from utils.datasets.image_list import load_rgb
     from utils.retrieval.limits import check_pixels
 
     try:
         stat = os.stat(path)
-        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        digest = sha256_of(path)
         check_pixels(path, "image")
         image = transform(load_rgb(path))
         return digest, stat.st_size, stat.st_mtime_ns, image, None
@@ -137,7 +138,7 @@ def plan(store, images):
             continue
         if (stat.st_size, stat.st_mtime_ns) == before[:2]:
             unchanged += 1
-        elif hashlib.sha256(Path(path).read_bytes()).hexdigest() == before[2]:
+        elif sha256_of(path) == before[2]:
             touched.append({"path": path, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
         else:
             pending.append((path, labels))
@@ -176,8 +177,6 @@ def matching(store, patterns):
 def check_index(store, reencode, load_encoder):
     """(report, problems) of verify: the stored state, every file against its record (missing; changed: other size
     or mtime and other sha256), and `reencode` items encoded again and compared with their stored codes."""
-    from utils.runtime.fileio import sha256_of
-
     problems = store.check_structure()
     _, paths, _, slots = store.items()
     missing, changed = [], []

@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from utils.retrieval.api import API_PREFIX, create_api, error_response
 from utils.retrieval.contact_sheet import COLOURS
 from utils.retrieval.limits import MAX_PIXELS, cap_results
-from utils.retrieval.search_service import MAX_K, PageError, SearchService, thumbnail_png  # noqa: F401 (re-exported)
+from utils.retrieval.search_service import MAX_K, PageError, thumbnail_png
 
 QUERY_CHOICES = 500  # the query list's first entries offered in the drop-down; any other by its number
 
